@@ -1,0 +1,302 @@
+"""Clean and adversarial accuracy of a λ-conditioned model over a grid of λ.
+
+OAT trains one model f(x, λ); at test time λ trades standard accuracy (SA,
+clean images) for robust accuracy (RA, adversarial images). This module
+measures both for every λ of a grid and every attack of a list, in one pass
+over the data:
+
+- SA(λ): accuracy of `model({"image": x, "lambda": λ}, training=False)`.
+- RA(λ, attack): accuracy on the attack's adversarial images, the attack
+  itself also run against the model at the same λ with `training=False`.
+- Worst case(λ): a sample counts only if it is classified correctly clean and
+  under every attack (the per-sample worst case, as AutoAttack reports it), so
+  it is at most SA and at most every RA.
+
+Each attack gets one `tf.function` (optionally XLA-compiled) whose arguments
+are tensors with an unknown batch dimension (images, labels, λ, seed), so it is
+traced once and reused for every λ and every batch. Attack randomness uses
+stateless seeds derived from (seed, batch index, λ index, attack index): the
+same call gives the same numbers. A targeted attack aims at a wrong class
+drawn uniformly per sample from a second derived seed.
+
+Example:
+
+```python
+result = robust_eval.evaluate_lambda_grid(
+    model, test_ds, lambdas=[0.0, 0.2, 1.0],
+    attacks=[config.AttackConfig(num_steps=20)], seed=0)
+result["robust_accuracy"]["PGD-20"]["1.0"]
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, List, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from oat_tf import attacks as attacks_lib
+from oat_tf import config as config_lib
+
+
+def lambda_key(value: float) -> str:
+    """Returns the dictionary key of a λ value in an evaluation result.
+
+    The key is Python's shortest round-trip form of the float ("0.0", "0.1",
+    "0.15", "1.0"), so `float(lambda_key(v)) == v`.
+
+    Args:
+        value: float, a λ value.
+
+    Returns:
+        str, the key.
+    """
+    return repr(float(value))
+
+
+def _validate_lambdas(lambdas: Sequence[float]) -> List[float]:
+    if isinstance(lambdas, (str, bytes)):
+        raise ValueError(
+            f"`lambdas` must be a list of numbers in [0, 1]. Received: lambdas={lambdas!r}"
+        )
+    return list(config_lib.check_lambda_values("lambdas", lambdas))
+
+
+def _validate_attacks(attacks: Sequence[config_lib.AttackConfig]) -> List[str]:
+    labels = []
+    for attack in attacks:
+        if not isinstance(attack, config_lib.AttackConfig):
+            raise ValueError(
+                "`attacks` must be a list of `AttackConfig`. "
+                f"Received: attacks={list(attacks)!r}"
+            )
+        labels.append(attack.describe())
+    if len(set(labels)) != len(labels):
+        raise ValueError(
+            "`attacks` must have distinct names (`AttackConfig.describe()`), since "
+            f"results are keyed by them. Received: attacks with names {labels}"
+        )
+    return labels
+
+
+def _image_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ValueError(
+            "`dataset` must yield `(images, labels)` batches. "
+            f"Received: dataset with element_spec={spec!r}"
+        )
+    image_spec = spec[0]
+    if image_spec.shape.rank != 4:
+        raise ValueError(
+            "`dataset` must yield batched images of shape [N, H, W, C]. "
+            f"Received: dataset with image spec {image_spec!r}"
+        )
+    return tf.TensorSpec([None] + image_spec.shape.as_list()[1:], tf.float32)
+
+
+def _batch_inputs(images: tf.Tensor, labels: tf.Tensor):
+    images = tf.cast(images, tf.float32)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            "`dataset` must yield one integer label per image. Received: a batch "
+            f"of {images.shape[0]} images with labels of shape {labels.shape}"
+        )
+    return images, labels
+
+
+def _make_logits_fn(model: keras.Model, lam: tf.Tensor) -> Callable[[tf.Tensor], tf.Tensor]:
+    def logits_fn(images: tf.Tensor) -> tf.Tensor:
+        lam_vector = tf.fill(tf.shape(images)[:1], lam)
+        logits = model({"image": images, "lambda": lam_vector}, training=False)
+        return tf.cast(logits, tf.float32)
+
+    return logits_fn
+
+
+def _correct(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+
+
+def _build_clean_fn(
+    model: keras.Model, image_spec: tf.TensorSpec, jit_compile: bool
+) -> Callable:
+    def clean_correct(images, labels, lam):
+        return _correct(_make_logits_fn(model, lam)(images), labels)
+
+    return tf.function(
+        clean_correct,
+        input_signature=[
+            image_spec,
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.float32),
+        ],
+        jit_compile=jit_compile,
+    )
+
+
+def _build_attack_fn(
+    model: keras.Model,
+    attack: config_lib.AttackConfig,
+    image_spec: tf.TensorSpec,
+    jit_compile: bool,
+) -> Callable:
+    def adversarial_correct(images, labels, lam, seeds):
+        logits_fn = _make_logits_fn(model, lam)
+        target_labels = None
+        if attack.targeted:
+            target_labels = _random_wrong_labels(logits_fn(images), labels, seeds[1])
+        adversarial = attacks_lib.run_attack(
+            attack, logits_fn, images, labels, seed=seeds[0], target_labels=target_labels
+        )
+        return _correct(logits_fn(adversarial), labels)
+
+    return tf.function(
+        adversarial_correct,
+        input_signature=[
+            image_spec,
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([2, 2], tf.int64),
+        ],
+        jit_compile=jit_compile,
+    )
+
+
+def _random_wrong_labels(logits: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    # A uniformly drawn class other than the true one, per sample.
+    num_classes = tf.shape(logits)[-1]
+    offsets = tf.random.stateless_uniform(
+        tf.shape(labels), seed=seed, minval=1, maxval=num_classes, dtype=tf.int32
+    )
+    return tf.math.floormod(labels + offsets, num_classes)
+
+
+def _derive_seeds(seed: int, batch_index: int, lambda_index: int, attack_index: int) -> tf.Tensor:
+    # Row 0 seeds the attack, row 1 the target classes of a targeted attack.
+    state = np.random.SeedSequence([seed, batch_index, lambda_index, attack_index])
+    return tf.constant(state.generate_state(4, dtype=np.uint32).astype(np.int64).reshape(2, 2))
+
+
+def evaluate_lambda_grid(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    lambdas: Sequence[float],
+    attacks: Sequence[config_lib.AttackConfig],
+    *,
+    seed: int = 0,
+    jit_compile: bool = False,
+) -> dict:
+    """Measures clean, per-attack and worst-case accuracy for every λ.
+
+    Args:
+        model: keras.Model, called as
+            `model({"image": x, "lambda": lam}, training=False)` with `x`
+            float32 [N, H, W, C] in [0, 1] and `lam` float32 [N]; returns
+            logits [N, K].
+        dataset: tf.data.Dataset yielding `(images, labels)` batches, images
+            [N, H, W, C] in [0, 1] and integer labels [N]. It is iterated once.
+        lambdas: sequence of float, λ values, each finite and in [0, 1]
+            (sorted and deduplicated in the result).
+        attacks: sequence of AttackConfig, attacks with distinct
+            `describe()` names; may be empty (then the worst case equals SA).
+            A targeted attack aims, per sample, at a uniformly drawn wrong
+            class; its RA is still accuracy on the true labels.
+        seed: int >= 0, seed from which every attack's stateless seed is
+            derived.
+        jit_compile: bool, compile the clean and attack functions with XLA.
+
+    Returns:
+        dict, JSON-serialisable, accuracies as fractions in [0, 1]:
+        `num_examples` (int), `seed` (int), `lambdas` (list of float),
+        `clean_accuracy` ({λ key: SA}), `robust_accuracy`
+        ({attack name: {λ key: RA}}), `worst_case_accuracy` ({λ key: acc}),
+        `attacks` (list of dicts: `label`, the attack name used as key, plus
+        every `AttackConfig` field). λ keys come from `lambda_key`.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+    lambda_values = _validate_lambdas(lambdas)
+    attacks = list(attacks)
+    attack_labels = _validate_attacks(attacks)
+    image_spec = _image_spec(dataset)
+
+    clean_fn = _build_clean_fn(model, image_spec, jit_compile)
+    attack_fns = [_build_attack_fn(model, a, image_spec, jit_compile) for a in attacks]
+    logging.info(
+        "Evaluating %d λ values x %d attacks (%s), seed=%d, jit_compile=%s.",
+        len(lambda_values),
+        len(attacks),
+        ", ".join(attack_labels) or "none",
+        seed,
+        jit_compile,
+    )
+
+    num_lambdas, num_attacks = len(lambda_values), len(attacks)
+    clean_counts = np.zeros([num_lambdas], np.int64)
+    robust_counts = np.zeros([num_lambdas, num_attacks], np.int64)
+    worst_counts = np.zeros([num_lambdas], np.int64)
+    num_examples = 0
+    start = time.time()
+    for batch_index, (images, labels) in enumerate(dataset):
+        images, labels = _batch_inputs(images, labels)
+        for lambda_index, lam in enumerate(lambda_values):
+            lam_tensor = tf.constant(lam, tf.float32)
+            clean = clean_fn(images, labels, lam_tensor).numpy()
+            clean_counts[lambda_index] += int(clean.sum())
+            survived = clean
+            for attack_index, attack_fn in enumerate(attack_fns):
+                seeds = _derive_seeds(seed, batch_index, lambda_index, attack_index)
+                robust = attack_fn(images, labels, lam_tensor, seeds).numpy()
+                robust_counts[lambda_index, attack_index] += int(robust.sum())
+                survived = np.logical_and(survived, robust)
+            worst_counts[lambda_index] += int(survived.sum())
+        num_examples += int(images.shape[0])
+        logging.info(
+            "Batch %d done: %d examples so far (%.1f s).",
+            batch_index,
+            num_examples,
+            time.time() - start,
+        )
+    if num_examples == 0:
+        raise ValueError("`dataset` must yield at least one example. Received: an empty dataset")
+
+    keys = [lambda_key(lam) for lam in lambda_values]
+    result = {
+        "num_examples": num_examples,
+        "seed": int(seed),
+        "lambdas": lambda_values,
+        "clean_accuracy": {
+            key: float(clean_counts[i] / num_examples) for i, key in enumerate(keys)
+        },
+        "robust_accuracy": {
+            label: {key: float(robust_counts[i, j] / num_examples) for i, key in enumerate(keys)}
+            for j, label in enumerate(attack_labels)
+        },
+        "worst_case_accuracy": {
+            key: float(worst_counts[i] / num_examples) for i, key in enumerate(keys)
+        },
+        "attacks": [
+            {"label": label, **dataclasses.asdict(attack)}
+            for label, attack in zip(attack_labels, attacks)
+        ],
+    }
+    for key in keys:
+        logging.info(
+            "λ=%s: SA %.2f%% | %s | worst case %.2f%%",
+            key,
+            100.0 * result["clean_accuracy"][key],
+            " | ".join(
+                f"RA {label} {100.0 * result['robust_accuracy'][label][key]:.2f}%"
+                for label in attack_labels
+            ),
+            100.0 * result["worst_case_accuracy"][key],
+        )
+    logging.info("Evaluated %d examples in %.1f s.", num_examples, time.time() - start)
+    return result

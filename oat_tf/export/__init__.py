@@ -1,0 +1,15 @@
+"""SavedModel export for TF Serving."""
+
+from oat_tf.export.saved_model import IMAGE_INPUT_NAME
+from oat_tf.export.saved_model import LAMBDA_INPUT_NAME
+from oat_tf.export.saved_model import SIGNATURE_KEY
+from oat_tf.export.saved_model import export_saved_model
+from oat_tf.export.saved_model import load_serving_fn
+
+__all__ = [
+    "IMAGE_INPUT_NAME",
+    "LAMBDA_INPUT_NAME",
+    "SIGNATURE_KEY",
+    "export_saved_model",
+    "load_serving_fn",
+]

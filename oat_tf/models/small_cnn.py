@@ -1,0 +1,239 @@
+"""SmallCNN for MNIST-sized digits (SPEC §3 without exits), plain or conditioned on λ.
+
+conv3×3(32) → conv3×3(32) → maxpool2 → conv3×3(64) → conv3×3(64) → maxpool2 →
+FC 200 → dropout 0.5 → FC 200 → FC K, without padding and with ReLU. With
+`use_batch_norm` (the default) a normalisation, followed by FiLM in the OAT
+variants, comes after every convolution and hidden dense layer, before the
+ReLU; without it the network is the original RDI-Nets backbone (variant
+"plain" only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import keras
+
+from oat_tf.models import conditioning as conditioning_lib
+
+
+def _conv_output_size(size: int, num_filters_stages: int) -> int:
+    """Spatial size after the convolutional blocks (two valid 3×3 convs + pool each)."""
+    for _ in range(num_filters_stages):
+        size = (size - 4) // 2
+    return size
+
+
+def apply_small_cnn_conv_block(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    filters: int,
+    *,
+    use_batch_norm: bool,
+    name: str,
+) -> keras.KerasTensor:
+    """Two unpadded 3×3 convolutions, each with BN(-FiLM) and ReLU, then max-pool 2.
+
+    Args:
+        x: KerasTensor [N, H, W, C].
+        conditioning: `Conditioning` of the network.
+        filters: int, channels of both convolutions.
+        use_batch_norm: bool, normalise (and modulate) after each convolution.
+        name: str, prefix of every layer name (e.g. "block1").
+
+    Returns:
+        KerasTensor [N, (H − 4) // 2, (W − 4) // 2, filters].
+    """
+    for index in (1, 2):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="valid",
+            use_bias=not use_batch_norm,
+            kernel_initializer="he_normal",
+            name=f"{name}_conv{index}",
+        )(x)
+        if use_batch_norm:
+            x = conditioning_lib.apply_normalization(
+                x,
+                conditioning,
+                norm_name=f"{name}_bn{index}",
+                film_name=f"{name}_film{index}",
+            )
+        x = keras.layers.ReLU(name=f"{name}_relu{index}")(x)
+    return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+
+def apply_small_cnn_dense_block(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    units: int,
+    *,
+    use_batch_norm: bool,
+    dropout: float = 0.0,
+    seed: Optional[int] = None,
+    name: str,
+) -> keras.KerasTensor:
+    """A hidden dense layer with BN(-FiLM), ReLU and optional dropout.
+
+    Args:
+        x: KerasTensor [N, F].
+        conditioning: `Conditioning` of the network.
+        units: int, output features.
+        use_batch_norm: bool, normalise (and modulate) before the ReLU.
+        dropout: float, dropout rate after the ReLU (0: none).
+        seed: int or None, seed of the dropout layer.
+        name: str, prefix of every layer name (e.g. "fc1").
+
+    Returns:
+        KerasTensor [N, units].
+    """
+    x = keras.layers.Dense(units, use_bias=not use_batch_norm, name=name)(x)
+    if use_batch_norm:
+        x = conditioning_lib.apply_normalization(
+            x, conditioning, norm_name=f"{name}_bn", film_name=f"{name}_film"
+        )
+    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    if dropout > 0.0:
+        x = keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout")(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="oat_tf")
+class SmallCNN(keras.Model):
+    """The RDI-Nets SmallCNN backbone with inputs `{"image", "lambda"}`.
+
+    Layer names: `block{1,2}_{conv1,bn1,film1,relu1,conv2,bn2,film2,relu2,
+    pool}`, `flatten`, `fc{1,2}`, `fc{1,2}_{bn,film,relu}`, `fc1_dropout`,
+    `logits`; OAT variants add `lambda_encoder` (and `clean_route` for "oat").
+
+    Args:
+        num_classes: int, number of logits.
+        image_shape: tuple (H, W, C); 28×28×1 for MNIST (at least 16×16 with
+            the default two blocks).
+        variant: str, "plain", "oat" or "oat_single_bn".
+        encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`
+            (ignored by "plain").
+        filters: sequence of int, channels of each convolutional block.
+        hidden_units: int, units of the two hidden dense layers.
+        dropout: float in [0, 1), dropout after the first hidden dense layer.
+        use_batch_norm: bool, normalise after every convolution and hidden
+            dense layer; must be True for the OAT variants.
+        seed: int, seed of the dropout layer.
+        **kwargs: `keras.Model` keyword arguments (`name`, `trainable`).
+
+    Call arguments:
+        inputs: dict with "image" [N, H, W, C] floats in [0, 1] and "lambda"
+            [N] floats.
+        training: bool, batch statistics in the normalisations, dropout on.
+
+    Returns:
+        Logits [N, num_classes] (no softmax).
+
+    Example:
+    >>> model = SmallCNN(variant="oat", filters=(4, 8), hidden_units=16)
+    >>> logits = model({"image": digits, "lambda": lambdas})
+
+    Reference:
+    - Hu et al., Triple Wins: Boosting Accuracy, Robustness and Efficiency
+      Together by Enabling Input-Adaptive Inference, ICLR 2020.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape: Sequence[int] = (28, 28, 1),
+        variant: str = "plain",
+        encoder: Optional[Any] = None,
+        filters: Sequence[int] = (32, 64),
+        hidden_units: int = 200,
+        dropout: float = 0.5,
+        use_batch_norm: bool = True,
+        seed: int = 0,
+        **kwargs,
+    ):
+        # === Validation ===
+        filters = tuple(int(f) for f in filters)
+        if not filters or min(filters) < 1:
+            raise ValueError(
+                f"`filters` must be a non-empty list of positive ints. Received: filters={filters!r}"
+            )
+        if hidden_units < 1:
+            raise ValueError(
+                f"`hidden_units` must be a positive int. Received: hidden_units={hidden_units}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        if num_classes < 1:
+            raise ValueError(
+                f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
+            )
+        conditioning_lib.check_variant(variant)
+        if variant != "plain" and not use_batch_norm:
+            raise ValueError(
+                "`use_batch_norm` must be True for the OAT variants (FiLM follows "
+                f"the normalisations). Received: use_batch_norm={use_batch_norm}, "
+                f"variant={variant!r}"
+            )
+        min_size = 4
+        while _conv_output_size(min_size, len(filters)) < 1:
+            min_size += 1
+        shape = conditioning_lib.check_image_shape(image_shape, min_size=min_size)
+        encoder = conditioning_lib.encoder_kwargs(encoder)
+        kwargs.setdefault("name", f"small_cnn_{variant}")
+
+        # === Functional Model ===
+        inputs = conditioning_lib.model_inputs(shape)
+        conditioning = conditioning_lib.apply_lambda_conditioning(
+            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
+        )
+        x = inputs[conditioning_lib.IMAGE_KEY]
+        for index, block_filters in enumerate(filters):
+            x = apply_small_cnn_conv_block(
+                x,
+                conditioning,
+                block_filters,
+                use_batch_norm=use_batch_norm,
+                name=f"block{index + 1}",
+            )
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = apply_small_cnn_dense_block(
+            x,
+            conditioning,
+            hidden_units,
+            use_batch_norm=use_batch_norm,
+            dropout=dropout,
+            seed=seed,
+            name="fc1",
+        )
+        x = apply_small_cnn_dense_block(
+            x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
+        )
+        logits = keras.layers.Dense(num_classes, name="logits")(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.image_shape = shape
+        self.variant = variant
+        self.encoder = encoder
+        self.filters = filters
+        self.hidden_units = int(hidden_units)
+        self.dropout = float(dropout)
+        self.use_batch_norm = bool(use_batch_norm)
+        self.seed = int(seed)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "variant": self.variant,
+            "encoder": dict(self.encoder),
+            "filters": list(self.filters),
+            "hidden_units": self.hidden_units,
+            "dropout": self.dropout,
+            "use_batch_norm": self.use_batch_norm,
+            "seed": self.seed,
+        }

@@ -1,0 +1,15 @@
+"""Training: the OAT trainer, λ sampling, optimizer, checkpoints and runs."""
+
+from oat_tf.training.lambda_sampling import LambdaBatch
+from oat_tf.training.lambda_sampling import LambdaSampler
+from oat_tf.training.oat_model import OATTrainer
+from oat_tf.training.optimizers import SGDWithL2
+from oat_tf.training.optimizers import make_optimizer
+
+__all__ = [
+    "LambdaBatch",
+    "LambdaSampler",
+    "OATTrainer",
+    "SGDWithL2",
+    "make_optimizer",
+]

@@ -1,0 +1,105 @@
+"""Checkpoints of a training run: model, optimizer, step (and so the RNG state).
+
+All randomness of a step (λ, attack starts, data order, augmentation) is a
+stateless function of the run seed and the optimizer step, so the step saved
+with the optimizer is the whole random state: a run restored from a
+checkpoint replays exactly what the uninterrupted run would have done.
+
+`tf.train.CheckpointManager` writes the data files first and then replaces
+the `checkpoint` state file atomically, so a run killed while saving resumes
+from the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+
+def make_manager(
+    trainer: keras.Model, directory: str, max_to_keep: int = 3
+) -> tf.train.CheckpointManager:
+    """Returns a CheckpointManager over the trainer (network) and its optimizer.
+
+    Args:
+        trainer: keras.Model, compiled (its optimizer is saved with it).
+        directory: str, checkpoint directory.
+        max_to_keep: int, number of checkpoints kept.
+
+    Returns:
+        tf.train.CheckpointManager.
+    """
+    checkpoint = tf.train.Checkpoint(network=trainer.network, optimizer=trainer.optimizer)
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
+
+
+def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) -> Optional[int]:
+    """Restores the latest checkpoint, if any.
+
+    Args:
+        manager: tf.train.CheckpointManager from `make_manager`.
+        trainer: the compiled trainer whose network and optimizer are restored.
+
+    Returns:
+        The restored optimizer step, or None when the directory has no checkpoint.
+
+    Raises:
+        ValueError: the checkpoint is unreadable or does not match the model.
+    """
+    path = manager.latest_checkpoint
+    if path is None:
+        return None
+    trainer.optimizer.build(trainer.network.trainable_variables)
+    try:
+        status = manager.checkpoint.restore(path)
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        raise ValueError(
+            f"Checkpoint {path!r} cannot be restored into this model: it is corrupt "
+            "or was written by a run with different model flags. Expected a "
+            "checkpoint of the same architecture and variant. "
+            f"Received error: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+    step = int(trainer.optimizer.iterations.numpy())
+    logging.info("Restored %s (step %d).", path, step)
+    return step
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves a checkpoint every `every_steps` steps and at every epoch end.
+
+    Args:
+        manager: tf.train.CheckpointManager from `make_manager`.
+        every_steps: int, save every N optimizer steps (0: epoch ends only).
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, every_steps: int = 0):
+        super().__init__()
+        self.manager = manager
+        self.every_steps = int(every_steps)
+        self._last_saved = None
+
+    def _save(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step != self._last_saved:
+            self.manager.save(checkpoint_number=step)
+            self._last_saved = step
+            logging.info("Saved checkpoint at step %d to %s.", step, self.manager.directory)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps:
+            step = int(self.model.optimizer.iterations.numpy())
+            if step % self.every_steps == 0:
+                self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
+
+
+def checkpoint_directory(run_dir: str) -> str:
+    """Returns the checkpoint directory of a run directory."""
+    return os.path.join(run_dir, "checkpoints")

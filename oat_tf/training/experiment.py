@@ -1,0 +1,272 @@
+"""One training run end to end: data → model → fit → evaluation → export.
+
+`run_experiment` is what `python -m oat_tf.train` calls once flags have become
+an `ExperimentConfig`; tests call it directly with tiny configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf import data
+from oat_tf import evaluation
+from oat_tf import export
+from oat_tf import models
+from oat_tf.training import callbacks as callbacks_lib
+from oat_tf.training import checkpointing
+from oat_tf.training import oat_model
+from oat_tf.training import optimizers
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """Returns the distribution strategy named by `--strategy`.
+
+    Args:
+        name: str, "default", "mirrored" (all local devices) or "multi_worker"
+            (cluster from the `TF_CONFIG` environment variable).
+
+    Returns:
+        tf.distribute.Strategy.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(
+        f"`strategy` must be one of {config_lib.STRATEGIES}. Received: strategy={name!r}"
+    )
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes results (always True off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON to `path` through a temporary file and `os.replace`."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes text to `path` through a temporary file and `os.replace`."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
+    """Runs `fit` from `start_step`, splitting a partly done epoch off first."""
+    epochs = config.train.epochs
+    total = steps_per_epoch * epochs
+    step = start_step
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        dataset = data.train_dataset(
+            split,
+            batch_size=config.train.batch_size,
+            seed=config.train.seed,
+            augment=config.data.augment,
+            epochs=epochs,
+            start_step=step,
+        )
+        if offset:
+            # Finish the interrupted epoch as a one-epoch fit of the remaining steps.
+            trainer.fit(
+                dataset,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=steps_per_epoch - offset,
+                callbacks=callbacks,
+                verbose=2,
+            )
+            step = (epoch + 1) * steps_per_epoch
+            continue
+        trainer.fit(
+            dataset,
+            initial_epoch=epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=2,
+        )
+        step = total
+
+
+def run_experiment(
+    config: config_lib.ExperimentConfig,
+    *,
+    resume: bool = False,
+    flags_text: Optional[str] = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> Dict[str, Any]:
+    """Trains, evaluates and exports one run.
+
+    Args:
+        config: ExperimentConfig.
+        resume: bool, continue from the run directory's latest checkpoint. A run
+            directory that already holds checkpoints is never overwritten
+            without it.
+        flags_text: str or None, the resolved flags (flagfile format), saved as
+            `flags.txt` in the run directory.
+        extra_callbacks: Keras callbacks added to `fit`.
+
+    Returns:
+        dict with `run_dir`, `export_dir` (or None), `results` (the test
+        evaluation), `table` (its Markdown table) and `history_steps`.
+    """
+    strategy = make_strategy(config.train.strategy)
+    chief = is_chief(strategy)
+    run_dir = os.path.join(config.runs_dir, config.name)
+    if not chief:
+        run_dir = tempfile.mkdtemp(prefix="oat_tf_worker_")
+    os.makedirs(run_dir, exist_ok=True)
+
+    splits = data.load_splits(config.data, seed=config.train.seed)
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model,
+            input_shape=tuple(splits.image_shape),
+            num_classes=splits.num_classes,
+        ),
+        data=dataclasses.replace(config.data, augment=splits.augment),
+    )
+    write_json_atomic(os.path.join(run_dir, "config.json"), config_lib.to_dict(config))
+    if flags_text is not None:
+        write_text_atomic(os.path.join(run_dir, "flags.txt"), flags_text)
+
+    steps_per_epoch = data.steps_per_epoch(len(splits.train.labels), config.train.batch_size)
+    with strategy.scope():
+        network = models.build_model(config.model)
+        trainer = oat_model.OATTrainer(
+            network,
+            sampling=config.lambda_sampling,
+            attack=config.train_attack,
+            seed=config.train.seed,
+        )
+        trainer.compile(
+            optimizer=optimizers.make_optimizer(
+                config.optimizer, steps_per_epoch=steps_per_epoch, epochs=config.train.epochs
+            ),
+            jit_compile=config.train.jit_compile,
+            run_eagerly=config.train.run_eagerly,
+        )
+    logging.info(
+        "Run %s: %s/%s on %s, %d train examples, %d steps/epoch, %d epochs, strategy %s "
+        "(%d replicas).",
+        config.name,
+        config.model.architecture,
+        config.model.variant,
+        config.data.dataset,
+        len(splits.train.labels),
+        steps_per_epoch,
+        config.train.epochs,
+        config.train.strategy,
+        strategy.num_replicas_in_sync,
+    )
+
+    manager = checkpointing.make_manager(
+        trainer, checkpointing.checkpoint_directory(run_dir), config.train.max_checkpoints
+    )
+    start_step = 0
+    if manager.latest_checkpoint is not None:
+        if not resume:
+            raise ValueError(
+                f"Run directory {run_dir!r} already holds checkpoints. Expected "
+                "`--resume` to continue that run, or another `--name`. "
+                f"Received: resume={resume}"
+            )
+        start_step = checkpointing.restore_latest(manager, trainer) or 0
+
+    eval_batch = config.evaluation.batch_size
+    validation = splits.validation
+    callbacks = [
+        checkpointing.CheckpointCallback(manager, config.train.checkpoint_every_steps),
+        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")),
+    ]
+    if config.evaluation.every_epochs and validation is not None:
+        callbacks.append(
+            callbacks_lib.LambdaGridEvaluation(
+                data.eval_dataset(validation, batch_size=eval_batch),
+                lambdas=config.evaluation.lambdas,
+                attacks=config.evaluation.attacks,
+                every_epochs=config.evaluation.every_epochs,
+                log_dir=os.path.join(run_dir, "tensorboard", "validation"),
+                seed=config.train.seed,
+            )
+        )
+    callbacks.extend(extra_callbacks)
+    _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
+
+    results = evaluation.evaluate_lambda_grid(
+        network,
+        data.eval_dataset(splits.test, batch_size=eval_batch),
+        config.evaluation.lambdas,
+        config.evaluation.attacks,
+        seed=config.train.seed,
+    )
+    seen = config.lambda_sampling.values
+    table = evaluation.format_table(results, seen_lambdas=seen)
+    export_path = None
+    if chief:
+        evaluation.write_report(
+            results,
+            run_dir,
+            prefix="test_eval",
+            seen_lambdas=seen,
+            title=f"{config.name}: {config.model.architecture}/{config.model.variant} on "
+            f"{config.data.dataset} (test split)",
+        )
+        writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
+        evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
+        writer.flush()
+        if config.export_dir:
+            export_path = export.export_saved_model(
+                network,
+                os.path.join(config.export_dir, config.name),
+                image_shape=tuple(splits.image_shape),
+            )
+    logging.info("Test evaluation of %s:\n%s", config.name, table)
+    return {
+        "run_dir": run_dir,
+        "export_dir": export_path,
+        "results": results,
+        "table": table,
+        "network": network,
+        "trainer": trainer,
+    }

@@ -1,0 +1,201 @@
+"""The OAT trainer: a Keras model whose `train_step` is the paper's Algorithm 1.
+
+One step:
+1. draw λ per sample (`LambdaSampler`; the λ = 0 samples come first, a static
+   count);
+2. attack only the samples with λ ≠ 0, with the network in inference mode
+   (`training=False`), λ passed to the network;
+3. inside the tape, forward the clean batch and the adversarial images with
+   `training=True`;
+4. loss per sample `(1 − λ)·CE(clean) + λ·CE(adversarial)`, averaged over the
+   global batch (divided by the number of replicas, because the optimizer sums
+   the replicas' gradients);
+5. one optimizer update.
+
+PGD-AT at a fixed λ is the same trainer with `sampling="fixed"` and a plain
+network. `fit`, callbacks, TensorBoard and `tf.distribute` work unchanged.
+Every random choice comes from a stateless seed derived from the run seed, the
+optimizer step and the replica id, so a resumed run replays the same λ and
+PGD starts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import keras
+import tensorflow as tf
+
+from oat_tf import attacks
+from oat_tf import config as config_lib
+from oat_tf.training import lambda_sampling
+
+
+@keras.saving.register_keras_serializable(package="oat_tf")
+class OATTrainer(keras.Model):
+    """Trains a λ-conditioned network with once-for-all adversarial training.
+
+    Args:
+        network: keras.Model taking `{"image": [N,H,W,C], "lambda": [N]}` and
+            returning logits.
+        sampling: LambdaSamplingConfig, how λ is drawn per sample.
+        attack: AttackConfig, the attack that generates training examples.
+        seed: int, run seed for λ sampling and attack starts.
+        **kwargs: `keras.Model` keyword arguments.
+
+    Example:
+    >>> trainer = OATTrainer(network, sampling=LambdaSamplingConfig(),
+    ...                      attack=AttackConfig(), seed=0)
+    >>> trainer.compile(optimizer=optimizers.make_optimizer(...))
+    >>> trainer.fit(train_dataset, epochs=..., steps_per_epoch=...)
+    """
+
+    def __init__(
+        self,
+        network: keras.Model,
+        *,
+        sampling: config_lib.LambdaSamplingConfig,
+        attack: config_lib.AttackConfig,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.network = network
+        self.sampling = sampling
+        self.attack = attack
+        self.seed = int(seed)
+        self.sampler = lambda_sampling.LambdaSampler(sampling)
+        self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=None
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
+        self.adversarial_accuracy = keras.metrics.SparseCategoricalAccuracy(
+            name="adversarial_accuracy"
+        )
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.clean_accuracy, self.adversarial_accuracy]
+
+    def _step_seeds(self):
+        """Returns independent stateless seeds for λ sampling and the attack."""
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        counter = step * replicas + tf.cast(replica, tf.int64)
+        base = tf.stack([tf.constant(self.seed, tf.int64), counter])
+        seeds = tf.random.experimental.stateless_split(base, num=2)
+        return seeds[0], seeds[1], replicas
+
+    def _adversarial_images(self, images, labels, lambdas, attack_needed, seed):
+        def logits_fn(x):
+            return self.network({"image": x, "lambda": lambdas}, training=False)
+
+        def attack():
+            return attacks.run_attack(self.attack, logits_fn, images, labels, seed=seed)
+
+        if self.sampling.sampling == "batch_wise":
+            return tf.cond(attack_needed, attack, lambda: tf.identity(images))
+        return attack()
+
+    def _prepare(self, data):
+        """Draws λ and crafts the adversarial images of one batch."""
+        images, labels = data[0], data[1]
+        batch_size = images.shape[0]
+        if batch_size is None:
+            raise ValueError(
+                "The batch size must be static: batch the dataset with "
+                f"`drop_remainder=True`. Received: images.shape={images.shape}"
+            )
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        lambda_seed, attack_seed, replicas = self._step_seeds()
+        drawn = self.sampler.sample(batch_size, lambda_seed)
+        zeros = drawn.num_zeros
+        adversarial = None
+        if zeros < batch_size:
+            adversarial = self._adversarial_images(
+                images[zeros:],
+                labels[zeros:],
+                drawn.lambdas[zeros:],
+                drawn.attack_needed,
+                attack_seed,
+            )
+        return images, labels, drawn, adversarial, replicas
+
+    def _objective(self, images, labels, drawn, adversarial, training):
+        """Returns the mean OAT loss and the clean / adversarial logits."""
+        lambdas, zeros = drawn.lambdas, drawn.num_zeros
+        per_sample = tf.zeros([images.shape[0]], tf.float32)
+        logits = adversarial_logits = None
+        if self.sampler.clean_loss_used:
+            logits = self.network({"image": images, "lambda": lambdas}, training=training)
+            per_sample += (1.0 - lambdas) * self.cross_entropy(labels, logits)
+        if adversarial is not None:
+            adversarial_logits = self.network(
+                {"image": adversarial, "lambda": lambdas[zeros:]}, training=training
+            )
+            adversarial_loss = self.cross_entropy(labels[zeros:], adversarial_logits)
+            per_sample += lambdas * tf.concat(
+                [tf.zeros([zeros], tf.float32), adversarial_loss], axis=0
+            )
+        loss = tf.reduce_mean(per_sample)
+        if training and self.network.losses:
+            loss += tf.add_n(self.network.losses)
+        return loss, logits, adversarial_logits
+
+    def _update_metrics(self, loss, labels, zeros, logits, adversarial_logits):
+        self.loss_tracker.update_state(loss)
+        if logits is not None:
+            self.clean_accuracy.update_state(labels, logits)
+        if adversarial_logits is not None:
+            self.adversarial_accuracy.update_state(labels[zeros:], adversarial_logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images, labels, drawn, adversarial, replicas = self._prepare(data)
+        with tf.GradientTape() as tape:
+            loss, logits, adversarial_logits = self._objective(
+                images, labels, drawn, adversarial, training=True
+            )
+            # The optimizer sums the replicas' gradients: scale to the global mean.
+            scaled_loss = loss / float(replicas)
+        variables = self.network.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        results: Dict[str, tf.Tensor] = self._update_metrics(
+            loss, labels, drawn.num_zeros, logits, adversarial_logits
+        )
+        results["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
+        return results
+
+    def test_step(self, data):
+        """The training objective on held-out data, in inference mode."""
+        images, labels, drawn, adversarial, _ = self._prepare(data)
+        loss, logits, adversarial_logits = self._objective(
+            images, labels, drawn, adversarial, training=False
+        )
+        return self._update_metrics(loss, labels, drawn.num_zeros, logits, adversarial_logits)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "network": keras.saving.serialize_keras_object(self.network),
+            "sampling": config_lib.to_dict(self.sampling),
+            "attack": config_lib.to_dict(self.attack),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"))
+        sampling_dict = dict(config.pop("sampling"))
+        sampling_dict["values"] = tuple(sampling_dict["values"])
+        sampling = config_lib.LambdaSamplingConfig(**sampling_dict)
+        attack = config_lib.AttackConfig(**config.pop("attack"))
+        return cls(network, sampling=sampling, attack=attack, **config)

@@ -1,0 +1,272 @@
+"""Tests for oat_tf.evaluation.robust_eval."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from oat_tf import attacks
+from oat_tf import config
+from oat_tf.evaluation import robust_eval
+
+IMAGE_SHAPE = (8, 8, 1)
+NUM_CLASSES = 3
+
+
+def _linear_model(seed=0, lambda_scale=0.0):
+    """Logits = W·flatten(x) + lambda_scale·λ·[1, -1, 0] + b."""
+    image = keras.Input(shape=IMAGE_SHAPE, name="image")
+    lam = keras.Input(shape=(), name="lambda")
+    features = keras.layers.Flatten()(image)
+    features = keras.layers.Concatenate()([features, keras.layers.Reshape((1,))(lam)])
+    dense = keras.layers.Dense(NUM_CLASSES)
+    logits = dense(features)
+    model = keras.Model({"image": image, "lambda": lam}, logits)
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(size=(int(np.prod(IMAGE_SHAPE)) + 1, NUM_CLASSES)).astype("float32")
+    kernel[-1] = lambda_scale * np.array([1.0, -1.0, 0.0], "float32")
+    dense.set_weights([kernel, rng.normal(size=NUM_CLASSES).astype("float32")])
+    return model
+
+
+def _data(num_examples=20, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(num_examples, *IMAGE_SHAPE)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, size=num_examples).astype("int64")
+    return images, labels
+
+
+def _dataset(images, labels, batch_size=8):
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+
+
+def _predict(model, images, lam):
+    lam = np.full([len(images)], lam, "float32")
+    return np.argmax(model({"image": images, "lambda": lam}, training=False), axis=-1)
+
+
+def _direct_attack_correct(model, attack, images, labels, lam):
+    lam_vector = tf.fill([len(images)], tf.constant(lam, tf.float32))
+
+    def logits_fn(x):
+        return model({"image": x, "lambda": lam_vector}, training=False)
+
+    adversarial = attacks.run_attack(
+        attack, logits_fn, tf.constant(images), tf.constant(labels, tf.int32)
+    )
+    return np.argmax(logits_fn(adversarial), axis=-1) == labels
+
+
+def test_clean_accuracy_matches_model_predictions():
+    model = _linear_model()
+    images, labels = _data()
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), [0.0, 0.5, 1.0], [], seed=0
+    )
+    assert result["num_examples"] == 20
+    for lam in (0.0, 0.5, 1.0):
+        expected = np.mean(_predict(model, images, lam) == labels)
+        assert result["clean_accuracy"][robust_eval.lambda_key(lam)] == pytest.approx(expected)
+        # Without attacks the worst case is the clean accuracy.
+        assert result["worst_case_accuracy"][robust_eval.lambda_key(lam)] == pytest.approx(
+            expected
+        )
+
+
+def test_lambda_dependent_model_gives_different_clean_accuracy():
+    model = _linear_model(seed=1, lambda_scale=40.0)
+    images, labels = _data(seed=1)
+    lambdas = [0.0, 0.25, 1.0]
+    result = robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), lambdas, [])
+    accuracies = [result["clean_accuracy"][robust_eval.lambda_key(lam)] for lam in lambdas]
+    assert len(set(accuracies)) > 1
+    for lam, accuracy in zip(lambdas, accuracies):
+        assert accuracy == pytest.approx(np.mean(_predict(model, images, lam) == labels))
+
+
+def test_zero_epsilon_attacks_equal_clean_accuracy():
+    model = _linear_model(seed=2, lambda_scale=5.0)
+    images, labels = _data(seed=2)
+    zero_attacks = [
+        config.AttackConfig(name="pgd", epsilon=0.0, step_size=0.1, num_steps=2),
+        config.AttackConfig(name="fgsm", epsilon=0.0, num_steps=1),
+        config.AttackConfig(name="mi_fgsm", epsilon=0.0, step_size=0.0, num_steps=2, targeted=True),
+    ]
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), [0.0, 1.0], zero_attacks, seed=3
+    )
+    for key, clean in result["clean_accuracy"].items():
+        for label in ("PGD-2", "FGSM", "MI-FGSM-2"):
+            assert result["robust_accuracy"][label][key] == clean
+        assert result["worst_case_accuracy"][key] == clean
+
+
+def test_robust_and_worst_case_match_direct_computation():
+    model = _linear_model(seed=3, lambda_scale=5.0)
+    images, labels = _data(seed=3)
+    deterministic_attacks = [
+        config.AttackConfig(name="fgsm", epsilon=0.05, num_steps=1),
+        config.AttackConfig(
+            name="pgd", epsilon=0.05, step_size=0.02, num_steps=3, random_start=False
+        ),
+    ]
+    lambdas = [0.0, 0.6]
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), lambdas, deterministic_attacks
+    )
+    for lam in lambdas:
+        key = robust_eval.lambda_key(lam)
+        survived = _predict(model, images, lam) == labels
+        for attack in deterministic_attacks:
+            correct = _direct_attack_correct(model, attack, images, labels, lam)
+            assert result["robust_accuracy"][attack.describe()][key] == pytest.approx(
+                np.mean(correct)
+            )
+            survived &= correct
+        assert result["worst_case_accuracy"][key] == pytest.approx(np.mean(survived))
+
+
+def test_worst_case_is_at_most_every_accuracy_and_attacks_bite():
+    model = _linear_model(seed=4)
+    images, labels = _data(seed=4)
+    two_attacks = [
+        config.AttackConfig(name="pgd", epsilon=0.2, step_size=0.05, num_steps=5),
+        config.AttackConfig(name="fgsm", epsilon=0.1, num_steps=1),
+    ]
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), [0.2, 0.8], two_attacks, seed=5
+    )
+    for key, clean in result["clean_accuracy"].items():
+        worst = result["worst_case_accuracy"][key]
+        assert worst <= clean
+        for label in ("PGD-5", "FGSM"):
+            assert worst <= result["robust_accuracy"][label][key]
+        # A linear model on 8x8 inputs has no defence against ε = 0.2.
+        assert result["robust_accuracy"]["PGD-5"][key] < clean
+
+
+def test_same_seed_reproduces_results():
+    model = _linear_model(seed=5)
+    images, labels = _data(seed=5)
+    random_pgd = [config.AttackConfig(name="pgd", epsilon=0.03, step_size=0.01, num_steps=2)]
+    first, second = (
+        robust_eval.evaluate_lambda_grid(
+            model, _dataset(images, labels), [0.3], random_pgd, seed=11
+        )
+        for _ in range(2)
+    )
+    assert first == second
+
+
+def test_attack_function_is_traced_once_for_all_lambdas_and_batches():
+    class CountingModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flatten = keras.layers.Flatten()
+            self.dense = keras.layers.Dense(NUM_CLASSES)
+            self.num_calls = 0
+
+        def call(self, inputs, training=None):
+            self.num_calls += 1
+            features = self.flatten(inputs["image"])
+            features = keras.ops.concatenate([features, inputs["lambda"][:, None]], axis=-1)
+            return self.dense(features)
+
+    model = CountingModel()
+    images, labels = _data(num_examples=20, seed=6)
+    model({"image": images[:1], "lambda": np.zeros([1], "float32")})
+    pgd = [config.AttackConfig(name="pgd", epsilon=0.03, step_size=0.01, num_steps=2)]
+
+    model.num_calls = 0
+    robust_eval.evaluate_lambda_grid(model, _dataset(images[:8], labels[:8]), [0.5], pgd)
+    one_batch_one_lambda = model.num_calls
+    model.num_calls = 0
+    # Three λ values and batches of 8, 8 and 4.
+    robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), [0.1, 0.5, 0.9], pgd)
+    assert one_batch_one_lambda > 0
+    assert model.num_calls == one_batch_one_lambda
+
+
+def test_jit_compile_gives_the_same_clean_accuracy():
+    model = _linear_model(seed=7, lambda_scale=5.0)
+    images, labels = _data(seed=7)
+    zero_pgd = [config.AttackConfig(name="pgd", epsilon=0.0, step_size=0.01, num_steps=1)]
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), [0.0, 1.0], zero_pgd, jit_compile=True
+    )
+    for lam in (0.0, 1.0):
+        key = robust_eval.lambda_key(lam)
+        expected = np.mean(_predict(model, images, lam) == labels)
+        assert result["clean_accuracy"][key] == pytest.approx(expected)
+        assert result["robust_accuracy"]["PGD-1"][key] == result["clean_accuracy"][key]
+
+
+def test_result_is_json_serialisable_with_the_documented_keys():
+    model = _linear_model(seed=8)
+    images, labels = _data(num_examples=6, seed=8)
+    pgd = config.AttackConfig(name="pgd", epsilon=0.03, step_size=0.01, num_steps=2)
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels, batch_size=4), [1.0, 0.15, 0.0], [pgd], seed=4
+    )
+    assert json.loads(json.dumps(result)) == result
+    assert result["num_examples"] == 6
+    assert result["seed"] == 4
+    assert result["lambdas"] == [0.0, 0.15, 1.0]
+    assert list(result["clean_accuracy"]) == ["0.0", "0.15", "1.0"]
+    assert list(result["robust_accuracy"]) == ["PGD-2"]
+    assert list(result["worst_case_accuracy"]) == ["0.0", "0.15", "1.0"]
+    assert result["attacks"] == [
+        {
+            "label": "PGD-2",
+            "name": "pgd",
+            "epsilon": 0.03,
+            "step_size": 0.01,
+            "num_steps": 2,
+            "random_start": True,
+            "num_restarts": 1,
+            "decay": 1.0,
+            "targeted": False,
+        }
+    ]
+    for value in [*result["clean_accuracy"].values(), *result["worst_case_accuracy"].values()]:
+        assert 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize(
+    "lambdas", [[0.5, 1.5], [-0.1], [float("nan")], [float("inf")], [], "0.5", None]
+)
+def test_invalid_lambdas_raise(lambdas):
+    images, labels = _data(num_examples=2)
+    with pytest.raises(ValueError, match="lambdas"):
+        robust_eval.evaluate_lambda_grid(_linear_model(), _dataset(images, labels), lambdas, [])
+
+
+def test_invalid_attacks_raise():
+    images, labels = _data(num_examples=2)
+    dataset = _dataset(images, labels)
+    same_name = [config.AttackConfig(epsilon=0.1), config.AttackConfig(epsilon=0.2)]
+    with pytest.raises(ValueError, match="distinct names"):
+        robust_eval.evaluate_lambda_grid(_linear_model(), dataset, [0.0], same_name)
+    with pytest.raises(ValueError, match="AttackConfig"):
+        robust_eval.evaluate_lambda_grid(_linear_model(), dataset, [0.0], ["pgd"])
+
+
+@pytest.mark.parametrize("seed", [-1, 0.5, None])
+def test_invalid_seed_raises(seed):
+    images, labels = _data(num_examples=2)
+    with pytest.raises(ValueError, match="seed"):
+        robust_eval.evaluate_lambda_grid(
+            _linear_model(), _dataset(images, labels), [0.0], [], seed=seed
+        )
+
+
+def test_invalid_datasets_raise():
+    images, labels = _data(num_examples=2)
+    model = _linear_model()
+    unbatched = tf.data.Dataset.from_tensor_slices((images, labels))
+    with pytest.raises(ValueError, match="batched images"):
+        robust_eval.evaluate_lambda_grid(model, unbatched, [0.0], [])
+    with pytest.raises(ValueError, match="at least one example"):
+        robust_eval.evaluate_lambda_grid(model, _dataset(images, labels).take(0), [0.0], [])

@@ -1,0 +1,91 @@
+"""Tests of the shared λ conditioning: inputs, variants, normalisation, padding."""
+
+import keras
+import numpy as np
+import pytest
+
+from oat_tf.layers import dual_batch_norm
+from oat_tf.layers import film
+from oat_tf.layers import lambda_encoding
+from oat_tf.models import conditioning
+
+
+def _layers_after_normalization(variant, film_name="film"):
+    inputs = conditioning.model_inputs((4, 4, 2))
+    cond = conditioning.apply_lambda_conditioning(inputs["lambda"], variant, {"dim": 8})
+    outputs = conditioning.apply_normalization(
+        inputs["image"], cond, norm_name="bn", film_name=film_name
+    )
+    model = keras.Model(inputs, outputs)
+    return {layer.name: layer for layer in model.layers}
+
+
+def test_model_inputs_are_named_image_and_lambda():
+    inputs = conditioning.model_inputs((28, 28, 1))
+    assert inputs["image"].shape == (None, 28, 28, 1)
+    assert inputs["lambda"].shape == (None,)
+    assert inputs["image"].name == "image" and inputs["lambda"].name == "lambda"
+
+
+@pytest.mark.parametrize(
+    "variant, norm_type, has_film, has_route",
+    [
+        ("plain", keras.layers.BatchNormalization, False, False),
+        ("oat", dual_batch_norm.DualBatchNormalization, True, True),
+        ("oat_single_bn", keras.layers.BatchNormalization, True, False),
+    ],
+)
+def test_variant_selects_normalization_and_film(variant, norm_type, has_film, has_route):
+    layers = _layers_after_normalization(variant)
+    assert type(layers["bn"]) is norm_type
+    assert layers["bn"].momentum == pytest.approx(0.9)
+    assert layers["bn"].epsilon == pytest.approx(1e-5)
+    assert ("film" in layers) == has_film
+    assert ("lambda_encoder" in layers) == has_film
+    assert ("clean_route" in layers) == has_route
+    if has_film:
+        assert isinstance(layers["film"], film.FiLM)
+        assert isinstance(layers["lambda_encoder"], lambda_encoding.LambdaEncoder)
+
+
+def test_no_film_without_film_name():
+    layers = _layers_after_normalization("oat", film_name=None)
+    assert isinstance(layers["bn"], dual_batch_norm.DualBatchNormalization)
+    assert not any(isinstance(layer, film.FiLM) for layer in layers.values())
+
+
+def test_encoder_config_dataclass_is_accepted():
+    from oat_tf import config as config_lib
+
+    kwargs = conditioning.encoder_kwargs(config_lib.EncoderConfig(dim=16, scheme="dct"))
+    assert kwargs == {
+        "lambda_values": [0.0, 0.1, 0.2, 0.3, 0.4, 1.0],
+        "scheme": "dct",
+        "dim": 16,
+        "seed": 0,
+    }
+
+
+def test_bad_variant_names_the_argument():
+    with pytest.raises(ValueError, match="`variant`"):
+        conditioning.check_variant("dual")
+
+
+@pytest.mark.parametrize("shape", [(7, 8, 3), (8, 8), "32x32"])
+def test_bad_image_shape_names_the_argument(shape):
+    with pytest.raises(ValueError, match="`image_shape`.*Received: image_shape="):
+        conditioning.check_image_shape(shape, min_size=8)
+
+
+@pytest.mark.parametrize("size", [6, 7])
+def test_strided_conv_pads_symmetrically_like_pytorch(size):
+    # PyTorch's padding=1: output ceil(H/2), and the first window is centred on
+    # pixel (0, 0), so a ones-kernel on a ones-image sums 4 pixels there.
+    inputs = keras.Input((size, size, 1))
+    outputs = conditioning.apply_conv(inputs, 1, 3, 2, name="conv")
+    model = keras.Model(inputs, outputs)
+    model.get_layer("conv").kernel.assign(np.ones((3, 3, 1, 1), "float32"))
+    out = model(np.ones((1, size, size, 1), "float32")).numpy()[0, :, :, 0]
+    assert out.shape == (-(-size // 2),) * 2
+    assert out[0, 0] == 4.0
+    assert out[1, 1] == 9.0
