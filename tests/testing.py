@@ -54,3 +54,22 @@ def call_in_graph(fn: Callable, *args, jit_compile: bool = False):
     import tensorflow as tf
 
     return tf.function(fn, jit_compile=jit_compile, autograph=False)(*args)
+
+
+_MIRRORED = []
+
+
+def two_cpu_mirrored_strategy():
+    """Returns one MirroredStrategy over the two logical CPUs, shared by all tests.
+
+    Several MirroredStrategy objects in one process restart their collective
+    instance keys and can collide with each other's collectives, so every test
+    uses the same one.
+    """
+    import tensorflow as tf
+
+    if not _MIRRORED:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+        assert len(devices) == 2, "tests/conftest.py should provide two logical CPUs"
+        _MIRRORED.append(tf.distribute.MirroredStrategy(devices))
+    return _MIRRORED[0]

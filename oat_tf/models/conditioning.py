@@ -217,8 +217,10 @@ def apply_normalization(
             momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=norm_name
         )(x, conditioning.clean)
     else:
+        # Synchronized: under MirroredStrategy the batch moments are those of the
+        # global batch, so a step equals the same step on one device.
         x = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=norm_name
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=norm_name
         )(x)
     if film_name is not None and conditioning.use_film:
         x = film.FiLM(name=film_name)(x, conditioning.code)

@@ -1,9 +1,10 @@
-"""Checkpoints of a training run: model, optimizer, step (and so the RNG state).
+"""Checkpoints of a training run: model, optimizer, step and RNG state.
 
-All randomness of a step (λ, attack starts, data order, augmentation) is a
-stateless function of the run seed and the optimizer step, so the step saved
-with the optimizer is the whole random state: a run restored from a
-checkpoint replays exactly what the uninterrupted run would have done.
+The trainer's randomness (λ, attack starts, data order, augmentation) is a
+stateless function of the run seed and the optimizer step, saved with the
+optimizer; the layers' own RNG state (Dropout's seed generators) is saved
+explicitly. A run restored from a checkpoint replays exactly what the
+uninterrupted run would have done.
 
 `tf.train.CheckpointManager` writes the data files first and then replaces
 the `checkpoint` state file atomically, so a run killed while saving resumes
@@ -33,7 +34,13 @@ def make_manager(
     Returns:
         tf.train.CheckpointManager.
     """
-    checkpoint = tf.train.Checkpoint(network=trainer.network, optimizer=trainer.optimizer)
+    # Keras keeps the state of stateful RNG layers (Dropout's SeedGenerator) in
+    # variables that tf.train.Checkpoint does not reach through the layers.
+    weights = {id(v) for v in trainer.network.weights}
+    random_states = [v.value for v in trainer.network.variables if id(v) not in weights]
+    checkpoint = tf.train.Checkpoint(
+        network=trainer.network, optimizer=trainer.optimizer, random_states=random_states
+    )
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
 
@@ -57,7 +64,7 @@ def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) ->
     try:
         status = manager.checkpoint.restore(path)
         status.assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as error:
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:
         raise ValueError(
             f"Checkpoint {path!r} cannot be restored into this model: it is corrupt "
             "or was written by a run with different model flags. Expected a "

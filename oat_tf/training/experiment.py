@@ -171,6 +171,8 @@ def run_experiment(
         write_text_atomic(os.path.join(run_dir, "flags.txt"), flags_text)
 
     steps_per_epoch = data.steps_per_epoch(len(splits.train.labels), config.train.batch_size)
+    # Weight initialisation and the layers' own RNGs (dropout) follow the run seed.
+    keras.utils.set_random_seed(config.train.seed)
     with strategy.scope():
         network = models.build_model(config.model)
         trainer = oat_model.OATTrainer(

@@ -73,6 +73,8 @@ class OATTrainer(keras.Model):
         self.adversarial_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="adversarial_accuracy"
         )
+        # The network is a built functional model: nothing to infer from data.
+        self.built = network.built
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)

@@ -8,6 +8,7 @@ from absl.testing import parameterized
 
 from oat_tf import config as config_lib
 from oat_tf.attacks import pgd
+from tests import testing
 
 EPS = 8.0 / 255.0
 SHAPE = (4, 6, 6, 2)  # N, H, W, C
@@ -499,7 +500,7 @@ class CompileTest(parameterized.TestCase):
         self.assertEqual(x_adv.shape, (0,) + SHAPE[1:])
 
     def test_mirrored_strategy_replica_context(self):
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        strategy = testing.two_cpu_mirrored_strategy()
         images, labels, logits_fn = _images(), _labels(), _mlp_logits_fn()
         half = SHAPE[0] // 2
         config = config_lib.AttackConfig(epsilon=EPS, step_size=EPS / 4, num_steps=3)

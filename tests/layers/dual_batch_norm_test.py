@@ -132,14 +132,12 @@ def test_graph_and_xla_match_eager(jit_compile):
 
 
 def test_mirrored_strategy_all_reduces_group_statistics():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "conftest should provide two logical CPUs"
     x = _inputs(n=8)
     clean = np.array([1, 1, 1, 0, 0, 0, 0, 1], bool)  # replica 0 gets 3 clean, replica 1 gets 1
     single = dual_batch_norm.DualBatchNormalization()
     expected = single(x, clean, training=True).numpy()
 
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = testing.two_cpu_mirrored_strategy()
     with strategy.scope():
         layer = dual_batch_norm.DualBatchNormalization()
         layer.build(x.shape, clean.shape)

@@ -1,0 +1,66 @@
+"""The command line end to end on tiny data, and its flag checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import testing
+
+TINY_FLAGS = [
+    "--dataset=embedded",
+    "--num_train_examples=32",
+    "--num_eval_examples=16",
+    "--architecture=small_cnn",
+    "--variant=oat",
+    "--encoding_dim=8",
+    "--epsilon=0.3",
+    "--step_size=0.1",
+    "--attack_steps=2",
+    "--epochs=1",
+    "--batch_size=16",
+    "--eval_lambdas=0,1",
+    "--eval_attacks=train",
+]
+
+
+def _run(tmp_path, *flags):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "oat_tf.train", f"--runs_dir={tmp_path}/runs",
+         f"--export_dir={tmp_path}/export", *flags],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600,
+    )
+
+
+def test_cli_trains_evaluates_and_exports(tmp_path):
+    result = _run(tmp_path, "--name=cli", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| λ |" in result.stdout and "| 1.0 |" in result.stdout
+    run_dir = tmp_path / "runs" / "cli"
+    flags_text = (run_dir / "flags.txt").read_text()
+    assert "--epsilon=0.3" in flags_text and "--attack_steps=2" in flags_text
+    results = json.loads((run_dir / "test_eval.json").read_text())
+    assert results["num_examples"] == 16 and set(results["clean_accuracy"]) == {"0.0", "1.0"}
+    assert (tmp_path / "export" / "cli" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--epsilon=2", "epsilon"),
+        ("--lambda_values=0,1.5", "lambda_values"),
+        ("--eval_lambdas=-0.1", "eval_lambdas"),
+        ("--lambda_sampling=fixed", "fixed"),
+        ("--eval_attacks=cw", "eval_attacks"),
+        ("--variant=dual", "variant"),
+        ("--batch_size=0", "batch_size"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
+    result = _run(tmp_path, "--name=bad", *TINY_FLAGS, flag)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()
