@@ -17,7 +17,8 @@ Each attack is assembled from four parts, in the manner of deepmind-research
 
 The model is reached only through `logits_fn`, a closure that runs the model
 in inference mode; the attacks never touch the model's weights or mode. The
-steps run in a `tf.while_loop`, so PGD-40 builds one step into the graph, and
+steps run in a `tf.while_loop`, so PGD-40 builds one step into the graph
+(under XLA, where CPU while loops are slow, up to 50 steps are unrolled), and
 the attacks work eagerly, inside a caller's `tf.function` (also in a
 `tf.distribute` replica context) and under `jit_compile=True`. Results carry
 no gradient (`tf.stop_gradient`), always lie in [0, 1] and within ε of the
@@ -253,6 +254,51 @@ def _make_objective(
 # === Iterations ===
 
 
+
+# Under XLA on CPU a `tf.while_loop` around the model's gradient ran 5.6× slower
+# than the same steps unrolled (SmallCNN, PGD-7, batch 128: 3.0 s vs 0.53 s);
+# outside XLA the two are equally fast and the loop keeps the graph small.
+MAX_UNROLLED_STEPS_UNDER_XLA = 50
+
+
+def _in_xla_context() -> bool:
+    """True while tracing a function compiled with `jit_compile=True`."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+    except ImportError:  # pragma: no cover - private module moved
+        return False
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def repeat(body, num_iterations: int, loop_vars: tuple) -> tuple:
+    """Runs `loop_vars = body(i, *loop_vars)` for i in [0, num_iterations).
+
+    A `tf.while_loop`, except under XLA with few iterations, where the steps
+    are unrolled (see MAX_UNROLLED_STEPS_UNDER_XLA).
+
+    Args:
+        body: callable (i, *loop_vars) -> tuple of new loop_vars.
+        num_iterations: int, static number of iterations.
+        loop_vars: tuple of tensors.
+
+    Returns:
+        The final loop_vars.
+    """
+    if _in_xla_context() and num_iterations <= MAX_UNROLLED_STEPS_UNDER_XLA:
+        for i in range(num_iterations):
+            loop_vars = tuple(body(tf.constant(i, tf.int32), *loop_vars))
+        return loop_vars
+    outputs = tf.while_loop(
+        lambda i, *_: i < num_iterations,
+        lambda i, *values: (i + 1,) + tuple(body(i, *values)),
+        (tf.constant(0, tf.int32),) + tuple(loop_vars),
+        maximum_iterations=num_iterations,
+    )
+    return tuple(outputs[1:])
+
+
 def _sign_ascent(
     objective_fn: ObjectiveFn,
     images: tf.Tensor,
@@ -262,18 +308,13 @@ def _sign_ascent(
     step_size: float,
     num_steps: int,
 ) -> tf.Tensor:
-    """`num_steps` projected sign steps from `start` (a `tf.while_loop`)."""
+    """`num_steps` projected sign steps from `start` (see `repeat`)."""
 
     def body(i, x):
         grad, _ = input_gradient(objective_fn, x)
-        return i + 1, project_linf(sign_step(x, grad, step_size), images, epsilon)
+        return (project_linf(sign_step(x, grad, step_size), images, epsilon),)
 
-    _, x = tf.while_loop(
-        lambda i, x: i < num_steps,
-        body,
-        (tf.constant(0, tf.int32), start),
-        maximum_iterations=num_steps,
-    )
+    (x,) = repeat(body, num_steps, (start,))
     return x
 
 
@@ -391,15 +432,10 @@ def pgd_linf(
         better = tf.logical_or(tf.equal(r, 0), objective > best_objective)
         best_x = tf.where(better[:, tf.newaxis, tf.newaxis, tf.newaxis], x, best_x)
         best_objective = tf.where(better, objective, best_objective)
-        return r + 1, best_x, best_objective
+        return best_x, best_objective
 
     neg_inf = tf.fill(tf.shape(images)[:1], tf.constant(-math.inf, tf.float32))
-    _, x_adv, _ = tf.while_loop(
-        lambda r, x, o: r < num_restarts,
-        restart_body,
-        (tf.constant(0, tf.int32), images, neg_inf),
-        maximum_iterations=num_restarts,
-    )
+    x_adv, _ = repeat(restart_body, num_restarts, (images, neg_inf))
     return _finish(x_adv, images, epsilon)
 
 
@@ -504,14 +540,9 @@ def mi_fgsm(
         x, momentum = momentum_sign_step(
             x, grad, momentum, step_size=step_size, decay=decay
         )
-        return i + 1, project_linf(x, images, epsilon), momentum
+        return project_linf(x, images, epsilon), momentum
 
-    _, x_adv, _ = tf.while_loop(
-        lambda i, x, m: i < num_steps,
-        body,
-        (tf.constant(0, tf.int32), images, tf.zeros_like(images)),
-        maximum_iterations=num_steps,
-    )
+    x_adv, _ = repeat(body, num_steps, (images, tf.zeros_like(images)))
     return _finish(x_adv, images, epsilon)
 
 

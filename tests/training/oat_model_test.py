@@ -35,11 +35,14 @@ def _data(n=8, seed=0):
     return images, labels
 
 
-def _trainer(network, sampling=None, attack=ATTACK, lr=0.05, momentum=0.9, l2=0.0):
+def _trainer(network, sampling=None, attack=ATTACK, lr=0.05, momentum=0.9, l2=0.0, jit_compile=False):
     trainer = oat_model.OATTrainer(
         network, sampling=sampling or config_lib.LambdaSamplingConfig(), attack=attack, seed=3
     )
-    trainer.compile(optimizer=optimizers.SGDWithL2(l2=l2, learning_rate=lr, momentum=momentum))
+    trainer.compile(
+        optimizer=optimizers.SGDWithL2(l2=l2, learning_rate=lr, momentum=momentum),
+        jit_compile=jit_compile,
+    )
     return trainer
 
 
@@ -169,3 +172,15 @@ def test_dynamic_batch_size_is_rejected():
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # remainder: dynamic shape
     with pytest.raises(ValueError, match="drop_remainder"):
         trainer.fit(dataset, epochs=1, verbose=0)
+
+
+def test_xla_step_matches_graph_step():
+    images, labels = _data(12)
+    graph = _network()
+    initial = graph.get_weights()
+    _trainer(graph, l2=5e-4).train_on_batch(images, labels)
+    xla = _network()
+    xla.set_weights(initial)
+    _trainer(xla, l2=5e-4, jit_compile=True).train_on_batch(images, labels)
+    for a, b in zip(graph.weights, xla.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-4, err_msg=a.path)

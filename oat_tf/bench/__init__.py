@@ -1,0 +1,1 @@
+"""Benchmarks of oat_tf (speed is measured here, never asserted in tests)."""

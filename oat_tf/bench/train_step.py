@@ -1,0 +1,139 @@
+"""OAT training-step throughput (images/s) in eager, tf.function and XLA modes.
+
+`python -m oat_tf.bench --models=small_cnn,resnet34 --modes=eager,function,xla`
+builds each OAT model (FiLM + dual BN, RO-128, λ ~ S1 element-wise), runs
+`warmup` untimed steps (tracing / compilation) and `steps` timed steps of
+`OATTrainer.train_step` with PGD-k on random data, and prints a Markdown table.
+Numbers from one run are comparable with each other; this machine is shared
+and noisy, so compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from typing import Dict, List
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf import models
+from oat_tf.training import oat_model
+from oat_tf.training import optimizers
+
+FLAGS = flags.FLAGS
+
+INPUT_SHAPES = {"small_cnn": (28, 28, 1), "resnet34": (32, 32, 3), "resnet18": (32, 32, 3),
+                "wrn16_8": (32, 32, 3), "wrn40_2": (96, 96, 3)}
+MODES = ("eager", "function", "xla")
+
+
+def define_flags() -> None:
+    """Defines the benchmark flags."""
+    flags.DEFINE_list("models", ["small_cnn", "resnet34"], "Architectures to time.")
+    flags.DEFINE_list("modes", list(MODES), "eager | function | xla.")
+    flags.DEFINE_string("variant", "oat", "Model variant (oat, plain, oat_single_bn).")
+    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_integer("attack_steps", 7, "PGD steps of the training attack.")
+    flags.DEFINE_integer("steps", 2, "Timed steps per model and mode.")
+    flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, XLA compilation).")
+    flags.DEFINE_integer("seed", 0, "Seed of the random data, weights and λ.")
+
+
+def time_train_step(
+    architecture: str,
+    mode: str,
+    *,
+    variant: str = "oat",
+    batch_size: int = 128,
+    attack_steps: int = 7,
+    steps: int = 2,
+    warmup: int = 1,
+    seed: int = 0,
+) -> Dict[str, float]:
+    """Times `OATTrainer.train_step` for one model and execution mode.
+
+    Args:
+        architecture: str, a `build_model` architecture name.
+        mode: str, "eager", "function" or "xla".
+        variant: str, model variant.
+        batch_size: int, images per step.
+        attack_steps: int, PGD steps (ε = 8/255, step 2/255, random start).
+        steps: int, timed steps.
+        warmup: int, untimed steps before timing.
+        seed: int, seed of data, weights and λ.
+
+    Returns:
+        dict with `seconds_per_step`, `images_per_second` and `first_step_seconds`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    shape = INPUT_SHAPES.get(architecture)
+    if shape is None:
+        raise ValueError(
+            f"`architecture` must be one of {sorted(INPUT_SHAPES)}. Received: architecture={architecture!r}"
+        )
+    keras.utils.set_random_seed(seed)
+    network = models.build_model(
+        config_lib.ModelConfig(architecture=architecture, variant=variant, input_shape=shape)
+    )
+    trainer = oat_model.OATTrainer(
+        network,
+        sampling=config_lib.LambdaSamplingConfig(),
+        attack=config_lib.AttackConfig(num_steps=attack_steps),
+        seed=seed,
+    )
+    trainer.compile(
+        optimizer=optimizers.SGDWithL2(learning_rate=0.01, momentum=0.9),
+        run_eagerly=mode == "eager",
+        jit_compile=mode == "xla",
+    )
+    rng = np.random.RandomState(seed)
+    images = rng.uniform(size=(batch_size, *shape)).astype("float32")
+    labels = rng.randint(0, 10, size=batch_size).astype("int32")
+    start = time.perf_counter()
+    for _ in range(max(1, warmup)):
+        trainer.train_on_batch(images, labels)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        logs = trainer.train_on_batch(images, labels, return_dict=True)
+    float(logs["loss"])  # Wait for the last step.
+    per_step = (time.perf_counter() - start) / steps
+    return {
+        "seconds_per_step": per_step,
+        "images_per_second": batch_size / per_step,
+        "first_step_seconds": first / max(1, warmup),
+    }
+
+
+def main(argv) -> None:
+    del argv
+    rows: List[str] = [
+        f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}; "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.processor() or platform.machine()}, "
+        f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
+        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+        "",
+        "| model | mode | s/step | images/s | first step (s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for architecture in FLAGS.models:
+        for mode in FLAGS.modes:
+            logging.info("Timing %s in %s mode...", architecture, mode)
+            result = time_train_step(
+                architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
+                attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                seed=FLAGS.seed,
+            )
+            rows.append(
+                f"| {architecture} | {mode} | {result['seconds_per_step']:.2f} | "
+                f"{result['images_per_second']:.2f} | {result['first_step_seconds']:.1f} |"
+            )
+            logging.info(rows[-1])
+    sys.stdout.write("\n".join(rows) + "\n")

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Fresh machine → test report: install into .venv and run the CPU test suite
+# (about 3 minutes on 2 cores; add --run_large for the slow tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -r requirements-dev.txt
+python -m pytest tests -q "$@"
