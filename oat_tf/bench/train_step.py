@@ -10,7 +10,9 @@ and noisy, so compare ratios measured in the same run.
 
 from __future__ import annotations
 
+import json
 import platform
+import subprocess
 import sys
 import time
 from typing import Dict, List
@@ -43,6 +45,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 2, "Timed steps per model and mode.")
     flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, XLA compilation).")
     flags.DEFINE_integer("seed", 0, "Seed of the random data, weights and λ.")
+    flags.DEFINE_bool(
+        "isolate", True,
+        "Time each model and mode in its own process (an XLA run can slow later "
+        "runs of the same process).",
+    )
 
 
 def time_train_step(
@@ -112,28 +119,53 @@ def time_train_step(
     }
 
 
+_RESULT_PREFIX = "BENCH_RESULT "
+
+
+def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
+    """Runs one measurement in a fresh Python process and parses its result."""
+    command = [
+        sys.executable, "-m", "oat_tf.bench", f"--models={architecture}", f"--modes={mode}",
+        f"--variant={FLAGS.variant}", f"--batch_size={FLAGS.batch_size}",
+        f"--attack_steps={FLAGS.attack_steps}", f"--steps={FLAGS.steps}",
+        f"--warmup={FLAGS.warmup}", f"--seed={FLAGS.seed}", "--noisolate",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in completed.stdout.splitlines():
+        if line.startswith(_RESULT_PREFIX):
+            return json.loads(line[len(_RESULT_PREFIX):])
+    raise RuntimeError(
+        f"Benchmark of {architecture} in {mode} mode failed:\n{completed.stderr[-3000:]}"
+    )
+
+
 def main(argv) -> None:
     del argv
+    configurations = [(a, m) for a in FLAGS.models for m in FLAGS.modes]
+    if not FLAGS.isolate:
+        for architecture, mode in configurations:
+            result = time_train_step(
+                architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
+                attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                seed=FLAGS.seed,
+            )
+            sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
+        return
     rows: List[str] = [
         f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}; "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.processor() or platform.machine()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
         f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
         f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
         "",
         "| model | mode | s/step | images/s | first step (s) |",
         "|---|---|---:|---:|---:|",
     ]
-    for architecture in FLAGS.models:
-        for mode in FLAGS.modes:
-            logging.info("Timing %s in %s mode...", architecture, mode)
-            result = time_train_step(
-                architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
-                attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
-                seed=FLAGS.seed,
-            )
-            rows.append(
-                f"| {architecture} | {mode} | {result['seconds_per_step']:.2f} | "
-                f"{result['images_per_second']:.2f} | {result['first_step_seconds']:.1f} |"
-            )
-            logging.info(rows[-1])
+    for architecture, mode in configurations:
+        logging.info("Timing %s in %s mode...", architecture, mode)
+        result = _time_in_subprocess(architecture, mode)
+        rows.append(
+            f"| {architecture} | {mode} | {result['seconds_per_step']:.2f} | "
+            f"{result['images_per_second']:.2f} | {result['first_step_seconds']:.1f} |"
+        )
+        logging.info(rows[-1])
     sys.stdout.write("\n".join(rows) + "\n")

@@ -232,6 +232,14 @@ def run_experiment(
                 seed=config.train.seed,
             )
         )
+    elif config.evaluation.every_epochs:
+        logging.warning(
+            "--eval_every_epochs=%d but %s has no validation split: periodic "
+            "evaluation is off (the test split is never used for it). Set "
+            "--validation_size to hold out training examples.",
+            config.evaluation.every_epochs,
+            config.data.dataset,
+        )
     callbacks.extend(extra_callbacks)
     _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
 

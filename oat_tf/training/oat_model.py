@@ -107,7 +107,8 @@ class OATTrainer(keras.Model):
 
     def _prepare(self, data):
         """Draws λ and crafts the adversarial images of one batch."""
-        images, labels = data[0], data[1]
+        images = tf.cast(tf.convert_to_tensor(data[0]), tf.float32)
+        labels = tf.convert_to_tensor(data[1])
         batch_size = images.shape[0]
         if batch_size is None:
             raise ValueError(
