@@ -42,14 +42,28 @@ def parse_lambda_list(name: str, values: Sequence[str]) -> Tuple[float, ...]:
     return config_lib.check_lambda_values(name, [parse_fraction(name, v) for v in values])
 
 
+def _is_pgd_name(name: str) -> bool:
+    steps, _, step_text = name[3:].partition(":")
+    if not (name.startswith("pgd") and steps.isdigit() and int(steps) >= 1):
+        return False
+    if not step_text:
+        return True
+    try:
+        return parse_fraction("eval_attacks", step_text) > 0
+    except ValueError:
+        return False
+
+
 def parse_eval_attacks(
     names: Sequence[str], train_attack: config_lib.AttackConfig
 ) -> Tuple[config_lib.AttackConfig, ...]:
     """Turns `--eval_attacks` names into attack configs.
 
     "train" is the training attack; "pgdN" is PGD with N steps and the training
-    ε and step size (e.g. "pgd20"); "fgsm" is FGSM at the training ε; "mi_fgsm"
-    is MI-FGSM with 10 steps and decay 1 (the paper's setting).
+    ε and step size (e.g. "pgd20"), and "pgdN:STEP" the same with its own step
+    size (e.g. "pgd40:0.01", the usual MNIST evaluation); "fgsm" is FGSM at
+    the training ε; "mi_fgsm" is MI-FGSM with 10 steps and decay 1 (the
+    paper's setting).
 
     Args:
         names: sequence of str.
@@ -63,12 +77,15 @@ def parse_eval_attacks(
         name = raw.strip().lower()
         if name == "train":
             attack = train_attack
-        elif name.startswith("pgd") and name[3:].isdigit() and int(name[3:]) >= 1:
+        elif _is_pgd_name(name):
+            steps, _, step_text = name[3:].partition(":")
             attack = config_lib.AttackConfig(
                 name="pgd",
                 epsilon=train_attack.epsilon,
-                step_size=train_attack.step_size,
-                num_steps=int(name[3:]),
+                step_size=(
+                    parse_fraction("eval_attacks", step_text) if step_text else train_attack.step_size
+                ),
+                num_steps=int(steps),
                 random_start=True,
             )
         elif name == "fgsm":
@@ -84,7 +101,7 @@ def parse_eval_attacks(
             )
         else:
             raise ValueError(
-                "Each `--eval_attacks` entry must be 'train', 'pgdN' (e.g. pgd20), "
+                "Each `--eval_attacks` entry must be 'train', 'pgdN' or 'pgdN:STEP' (e.g. pgd20, pgd40:0.01), "
                 f"'fgsm' or 'mi_fgsm'. Received: eval_attacks={list(names)!r}"
             )
         if attack not in attacks:
@@ -163,7 +180,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     # Evaluation.
     flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain: the fixed λ).")
-    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | fgsm | mi_fgsm.")
+    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm.")
     flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
 

@@ -63,8 +63,11 @@ def test_eval_attack_names():
     assert (attacks[1].num_steps, attacks[1].epsilon, attacks[1].step_size) == (20, 0.3, 0.01)
     assert attacks[2].name == "fgsm" and attacks[2].epsilon == 0.3
     assert attacks[3].name == "mi_fgsm" and attacks[3].step_size == pytest.approx(0.03)
-    with pytest.raises(ValueError, match="eval_attacks"):
-        oat_flags.parse_eval_attacks(["pgd0"], train)
+    custom = oat_flags.parse_eval_attacks(["pgd40:0.01"], train)[0]
+    assert (custom.num_steps, custom.step_size, custom.epsilon) == (40, 0.01, 0.3)
+    for bad in (["pgd0"], ["pgd10:x"], ["pgd10:-1"], ["cw"]):
+        with pytest.raises(ValueError, match="eval_attacks"):
+            oat_flags.parse_eval_attacks(bad, train)
 
 
 def test_fractions_and_plain_defaults():
