@@ -18,7 +18,7 @@ S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 S2 = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 
-ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm")
+ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "square")
 ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
 MODEL_VARIANTS = ("plain", "oat", "oat_single_bn")
 LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
@@ -61,7 +61,9 @@ class AttackConfig:
     """Settings of one L∞ attack.
 
     Attributes:
-        name: str, one of "pgd", "fgsm", "mi_fgsm".
+        name: str, one of "pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr"
+            (AutoAttack's step-size-free PGD with the CE or DLR loss), "square"
+            (score-based, no gradients: the gradient-masking check).
         epsilon: float, L∞ radius in pixel units of [0, 1] images.
         step_size: float, step per iteration (ignored by FGSM, which steps ε;
             MI-FGSM defaults to ε / num_steps when 0).
@@ -72,6 +74,8 @@ class AttackConfig:
         decay: float, MI-FGSM momentum decay μ.
         targeted: bool, minimise the loss of `target_labels` instead of
             maximising the loss of the true labels.
+        num_queries: int, Square attack queries.
+        p_init: float, Square attack initial fraction of pixels per square.
     """
 
     name: str = "pgd"
@@ -82,6 +86,8 @@ class AttackConfig:
     num_restarts: int = 1
     decay: float = 1.0
     targeted: bool = False
+    num_queries: int = 1000
+    p_init: float = 0.05
 
     def __post_init__(self):
         _check(
@@ -109,11 +115,28 @@ class AttackConfig:
             math.isfinite(self.decay) and self.decay >= 0.0,
             f"`decay` must be >= 0. Received: decay={self.decay}",
         )
+        _check(
+            self.num_queries >= 1,
+            f"`num_queries` must be >= 1. Received: num_queries={self.num_queries}",
+        )
+        _check(
+            0.0 < self.p_init <= 1.0,
+            f"`p_init` must be in (0, 1]. Received: p_init={self.p_init}",
+        )
+        _check(
+            not (self.name in ("square", "apgd_ce", "apgd_dlr") and self.targeted),
+            f"`targeted` must be False for the {self.name} attack. Received: targeted=True",
+        )
 
     def describe(self) -> str:
         """Returns a short name such as "PGD-20" or "FGSM"."""
         if self.name == "fgsm":
             return "FGSM"
+        if self.name == "square":
+            return f"Square-{self.num_queries}"
+        if self.name.startswith("apgd"):
+            suffix = f"x{self.num_restarts}" if self.num_restarts > 1 else ""
+            return f"APGD-{self.name[5:].upper()}-{self.num_steps}{suffix}"
         label = "PGD" if self.name == "pgd" else "MI-FGSM"
         suffix = f"x{self.num_restarts}" if self.num_restarts > 1 else ""
         return f"{label}-{self.num_steps}{suffix}"

@@ -63,7 +63,9 @@ def parse_eval_attacks(
     ε and step size (e.g. "pgd20"), and "pgdN:STEP" the same with its own step
     size (e.g. "pgd40:0.01", the usual MNIST evaluation); "fgsm" is FGSM at
     the training ε; "mi_fgsm" is MI-FGSM with 10 steps and decay 1 (the
-    paper's setting).
+    paper's setting); "apgd_ce" / "apgd_dlr" are APGD with 100 steps (as
+    AutoAttack); "square" / "squareN" is the Square attack with 1,000 / N
+    queries.
 
     Args:
         names: sequence of str.
@@ -93,6 +95,15 @@ def parse_eval_attacks(
                 name="fgsm", epsilon=train_attack.epsilon, step_size=train_attack.epsilon,
                 num_steps=1, random_start=False,
             )
+        elif name in ("apgd_ce", "apgd_dlr"):
+            attack = config_lib.AttackConfig(
+                name=name, epsilon=train_attack.epsilon, num_steps=100, random_start=True
+            )
+        elif name.startswith("square") and (name[6:].isdigit() or not name[6:]):
+            attack = config_lib.AttackConfig(
+                name="square", epsilon=train_attack.epsilon,
+                num_queries=int(name[6:] or 1000), random_start=True,
+            )
         elif name == "mi_fgsm":
             attack = config_lib.AttackConfig(
                 name="mi_fgsm", epsilon=train_attack.epsilon,
@@ -102,7 +113,8 @@ def parse_eval_attacks(
         else:
             raise ValueError(
                 "Each `--eval_attacks` entry must be 'train', 'pgdN' or 'pgdN:STEP' (e.g. pgd20, pgd40:0.01), "
-                f"'fgsm' or 'mi_fgsm'. Received: eval_attacks={list(names)!r}"
+                f"'fgsm', 'mi_fgsm', 'apgd_ce', 'apgd_dlr' or 'square[N]'. "
+                f"Received: eval_attacks={list(names)!r}"
             )
         if attack not in attacks:
             attacks.append(attack)
@@ -156,7 +168,7 @@ def define_flags() -> None:
     flags.DEFINE_list("lambda_values", [str(v) for v in config_lib.S1], "Training λ set (S1 by default).")
     flags.DEFINE_float("zero_probability", None, "Share of each batch with λ = 0 (default: uniform share).")
     # Training attack.
-    flags.DEFINE_enum("attack", "pgd", list(config_lib.ATTACK_NAMES), "Training attack.")
+    flags.DEFINE_enum("attack", "pgd", ["pgd", "fgsm", "mi_fgsm"], "Training attack.")
     flags.DEFINE_string("epsilon", "8/255", "L∞ radius, a number or fraction (8/255).")
     flags.DEFINE_string("step_size", "2/255", "Attack step size, a number or fraction.")
     flags.DEFINE_integer("attack_steps", 7, "Attack iterations.")
@@ -180,7 +192,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     # Evaluation.
     flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain: the fixed λ).")
-    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm.")
+    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].")
     flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
 

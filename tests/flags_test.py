@@ -63,6 +63,9 @@ def test_eval_attack_names():
     assert (attacks[1].num_steps, attacks[1].epsilon, attacks[1].step_size) == (20, 0.3, 0.01)
     assert attacks[2].name == "fgsm" and attacks[2].epsilon == 0.3
     assert attacks[3].name == "mi_fgsm" and attacks[3].step_size == pytest.approx(0.03)
+    apgd_ce, apgd_dlr, square = oat_flags.parse_eval_attacks(["apgd_ce", "apgd_dlr", "square500"], train)
+    assert apgd_ce.describe() == "APGD-CE-100" and apgd_dlr.describe() == "APGD-DLR-100"
+    assert square.describe() == "Square-500" and square.epsilon == 0.3
     custom = oat_flags.parse_eval_attacks(["pgd40:0.01"], train)[0]
     assert (custom.num_steps, custom.step_size, custom.epsilon) == (40, 0.01, 0.3)
     for bad in (["pgd0"], ["pgd10:x"], ["pgd10:-1"], ["cw"]):

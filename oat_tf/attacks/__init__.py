@@ -1,5 +1,10 @@
-"""L∞ attacks (PGD, FGSM, MI-FGSM) and their parts; see `oat_tf.attacks.pgd`."""
+"""L∞ attacks (PGD, FGSM, MI-FGSM, APGD-CE/DLR, Square) and their parts.
 
+The attacks are reached by module (`pgd.pgd_linf`, `apgd.apgd`,
+`square.square_linf`) or through `run_attack(AttackConfig, ...)`.
+"""
+
+from oat_tf.attacks.apgd import dlr_loss
 from oat_tf.attacks.losses import LossFn
 from oat_tf.attacks.losses import sparse_cross_entropy
 from oat_tf.attacks.pgd import LogitsFn
@@ -14,14 +19,18 @@ from oat_tf.attacks.pgd import project_linf
 from oat_tf.attacks.pgd import restart_seeds
 from oat_tf.attacks.pgd import run_attack
 from oat_tf.attacks.pgd import sign_step
+from oat_tf.attacks.square import margin_loss
+from oat_tf.attacks.square import square_linf
 
 __all__ = [
     "LogitsFn",
     "LossFn",
     "Seed",
+    "dlr_loss",
     "fgsm",
     "input_gradient",
     "linf_random_start",
+    "margin_loss",
     "mi_fgsm",
     "momentum_sign_step",
     "pgd_linf",
@@ -30,4 +39,5 @@ __all__ = [
     "run_attack",
     "sign_step",
     "sparse_cross_entropy",
+    "square_linf",
 ]

@@ -560,7 +560,9 @@ def run_attack(
 
     "pgd" -> `pgd_linf` (all fields), "fgsm" -> `fgsm` (epsilon, targeted),
     "mi_fgsm" -> `mi_fgsm` (epsilon, num_steps, decay, targeted; a
-    `step_size` of 0 means ε / num_steps).
+    `step_size` of 0 means ε / num_steps), "square" -> `square.square_linf`
+    (epsilon, num_queries, p_init; needs `seed`), "apgd_ce" / "apgd_dlr" ->
+    `apgd.apgd` (epsilon, num_steps, num_restarts; needs `seed`).
 
     Args:
         config: AttackConfig, the attack and its settings.
@@ -618,6 +620,36 @@ def run_attack(
             targeted=config.targeted,
             target_labels=target_labels,
             loss_fn=loss_fn,
+        )
+    # Imported here: `apgd` and `square` build on this module's parts.
+    from oat_tf.attacks import apgd  # pylint: disable=import-outside-toplevel
+    from oat_tf.attacks import square  # pylint: disable=import-outside-toplevel
+
+    if config.name in ("apgd_ce", "apgd_dlr"):
+        if target_labels is not None or loss_fn is not None:
+            raise ValueError(
+                "`target_labels` and `loss_fn` are not supported by APGD. "
+                f"Received: config={config!r}"
+            )
+        return apgd.apgd(
+            logits_fn,
+            images,
+            labels,
+            epsilon=config.epsilon,
+            num_steps=config.num_steps,
+            loss=config.name[len("apgd_"):],
+            num_restarts=config.num_restarts,
+            seed=seed,
+        )
+    if config.name == "square":
+        return square.square_linf(
+            logits_fn,
+            images,
+            labels,
+            epsilon=config.epsilon,
+            num_queries=config.num_queries,
+            p_init=config.p_init,
+            seed=seed,
         )
     raise ValueError(
         f"`config.name` must be one of {config_lib.ATTACK_NAMES}. "

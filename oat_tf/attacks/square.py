@@ -44,6 +44,12 @@ Queries: `num_queries` counts the stripes and the `num_queries − 1`
 iterations, as in the reference; one more call of `logits_fn` on the clean
 images finds the misclassified samples.
 
+Differences from the reference code: a window may sit anywhere inside the
+image (the reference draws its corner with `randint(0, h − s)` and so never
+covers the last row and column), its side is capped at min(H, W) rather than
+H − 1, and a sample keeps being attacked while its margin is exactly 0 (the
+reference stops at margin <= 0).
+
 Example:
 
 ```python

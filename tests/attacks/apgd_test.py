@@ -538,3 +538,23 @@ class ErrorTest(parameterized.TestCase):
             _run(lambda x: tf.reshape(x, [SHAPE[0], -1])[:, :2], loss="dlr")
         with self.assertRaisesRegex(ValueError, r"`num_steps` must be an int >= 1"):
             apgd.checkpoints(0)
+
+
+def test_run_attack_dispatches_apgd():
+    import numpy as np
+    import tensorflow as tf
+
+    from oat_tf import config as config_lib
+    from oat_tf.attacks import apgd as apgd_module
+    from oat_tf.attacks import pgd
+
+    rng = np.random.RandomState(0)
+    w = rng.randn(16, 3).astype("float32")
+    logits_fn = lambda x: tf.matmul(tf.reshape(x, [-1, 16]), w)  # noqa: E731
+    images = rng.uniform(size=(4, 4, 4, 1)).astype("float32")
+    labels = np.array([0, 1, 2, 0], "int32")
+    for name, loss in (("apgd_ce", "ce"), ("apgd_dlr", "dlr")):
+        config = config_lib.AttackConfig(name=name, epsilon=0.1, num_steps=10)
+        assert config.describe() == f"APGD-{loss.upper()}-10"
+        expected = apgd_module.apgd(logits_fn, images, labels, epsilon=0.1, num_steps=10, loss=loss, seed=[3, 4])
+        np.testing.assert_array_equal(pgd.run_attack(config, logits_fn, images, labels, seed=[3, 4]), expected)
