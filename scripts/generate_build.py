@@ -33,12 +33,13 @@ def deps_of(path):
         for n in names:
             if n in mods: out.add(n)
             top = n.split(".")[0]
-            if top in ("tensorflow", "keras", "numpy", "absl", "matplotlib", "tensorflow_datasets", "mlxtend", "tqdm", "pytest"):
+            if top in ("tensorflow", "keras", "numpy", "absl", "matplotlib", "tensorflow_datasets", "mlxtend", "tqdm", "pytest", "tensorflow_serving"):
                 third.add(top)
     return out, third
 req = {"tensorflow": "requirement(\"tensorflow\")", "keras": "requirement(\"keras\")", "numpy": "requirement(\"numpy\")",
        "absl": "requirement(\"absl-py\")", "matplotlib": "requirement(\"matplotlib\")", "tensorflow_datasets": "requirement(\"tensorflow-datasets\")",
-       "mlxtend": "requirement(\"mlxtend\")", "tqdm": "requirement(\"tqdm\")", "pytest": "requirement(\"pytest\")"}
+       "mlxtend": "requirement(\"mlxtend\")", "tqdm": "requirement(\"tqdm\")", "pytest": "requirement(\"pytest\")",
+       "tensorflow_serving": "requirement(\"tensorflow-serving-api\")"}
 lines = ['# Bazel targets: one py_library per module of oat_tf, one py_test per test file.',
          '# Third-party packages come from requirements.txt through rules_python\'s pip_parse.',
          'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")',

@@ -7,9 +7,30 @@ The SavedModel has one endpoint, `serving_default`, built with
              lambda_value  float32 [-1], one λ in [0, 1] per image
     outputs: logits        float32 [-1, K]
              probabilities float32 [-1, K], softmax of the logits
+             classes       int64   [-1], argmax of the logits
 
-The model runs with `training=False`. λ is an input, so one export serves every
+The model runs with `training=False`, and any batch size is accepted. λ is an
+input (its encoder is a layer of the model), so one export serves every
 trade-off between standard and robust accuracy.
+
+Inputs are validated inside the graph, so TF Serving answers a bad request with
+an `InvalidArgumentError` (HTTP 400 over REST) whose message names the input,
+never with a silently wrong answer:
+
+- `image` must have shape [N, H, W, C] with the exported H, W, C. The
+  `TensorSpec` alone does not enforce this: neither TF Serving nor a loaded
+  signature called eagerly checks a request against it (measured with TF 2.21:
+  a [2, 9, 8, 1] image reached the model's Flatten, and a rank-3 image aborted
+  the whole process inside the oneDNN convolution). The check compares the
+  shape padded with -1 to a fixed length, so it also holds for a wrong rank,
+  which TF's graph optimizer would fold away in a plain `tf.rank` check.
+  `tf.ensure_shape` runs after it as a second guard before the model.
+- `image` values must be finite and in [0, 1], up to `IMAGE_RANGE_TOLERANCE`
+  (1e-5, about 1/400 of an 8-bit grey level): float round-off of a client's
+  preprocessing is accepted and passed on unchanged; a wrong scale (0..255, or
+  mean/std normalisation) is rejected.
+- `lambda_value` must have shape [N], with N the batch size of `image`, and
+  its values must be finite and in [0, 1], exactly (no tolerance).
 
 Why `lambda_value` and not `lambda`: TensorFlow turns every signature input
 name into a Python keyword argument of the signature function, both when
@@ -19,37 +40,71 @@ names). `lambda` is a Python keyword, which `inspect.Parameter` rejects, so a
 signature input named `lambda` can be neither saved nor loaded. TF Serving
 clients therefore send `{"image": ..., "lambda_value": ...}`.
 
-The export is atomic: the SavedModel is written to a temporary sibling
-directory, then renamed to `export_dir`. An existing export at `export_dir` is
-first renamed aside and deleted only once the new one is in place, so
-`export_dir` never holds a half-written SavedModel (between the two renames it
-briefly does not exist).
+Next to the SavedModel, `assets.extra/` holds:
+
+- `tf_serving_warmup_requests`: a TFRecord file of `PredictionLog` records
+  (one `PredictRequest` per batch size in `WARMUP_BATCH_SIZES` and λ in
+  `WARMUP_LAMBDAS`, mid-grey images) that TF Serving replays on load.
+- `model_card.json`, when `export_saved_model` is given a `model_card`: a plain
+  JSON file (e.g. the measured SA/RA table), read back with `load_model_card`.
+
+The export is atomic: the SavedModel and `assets.extra/` are written to a
+temporary sibling directory, then renamed to `export_dir`. An existing export
+at `export_dir` is first renamed aside and deleted only once the new one is in
+place, so `export_dir` never holds a half-written export (between the two
+renames it briefly does not exist).
+
+`predict_rest_json` documents the REST contract: it turns a REST `predict`
+request in the row format into batched tensors as TF Serving does, calls the
+signature and returns TF Serving's response.
 
 Example:
 
 ```python
-path = saved_model.export_saved_model(model, "saved_models/oat/1", image_shape=(32, 32, 3))
+path = saved_model.export_saved_model(
+    model, "saved_models/oat/1", image_shape=(32, 32, 3), model_card={"sa_ra": table}
+)
 serve = saved_model.load_serving_fn(path)
 outputs = serve(image=images, lambda_value=tf.fill([n], 0.2))
-outputs["probabilities"]
+outputs["probabilities"], outputs["classes"]
+```
+
+The REST request for the same model (`POST /v1/models/oat:predict`):
+
+```json
+{"signature_name": "serving_default",
+ "instances": [{"image": [[[0.1, 0.2, 0.3], ...], ...], "lambda_value": 0.2}]}
 ```
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
-from typing import Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 SIGNATURE_KEY = "serving_default"
 IMAGE_INPUT_NAME = "image"
 LAMBDA_INPUT_NAME = "lambda_value"
+LOGITS_OUTPUT_NAME = "logits"
+PROBABILITIES_OUTPUT_NAME = "probabilities"
+CLASSES_OUTPUT_NAME = "classes"
+IMAGE_RANGE_TOLERANCE = 1e-5
+ASSETS_EXTRA_DIR = "assets.extra"
+WARMUP_FILENAME = "tf_serving_warmup_requests"
+MODEL_CARD_FILENAME = "model_card.json"
+WARMUP_BATCH_SIZES = (1, 4)
+WARMUP_LAMBDAS = (0.0, 1.0)
 
 
 def _validate_image_shape(image_shape) -> Tuple[int, int, int]:
@@ -66,11 +121,92 @@ def _validate_image_shape(image_shape) -> Tuple[int, int, int]:
     return dims
 
 
+def _serialize_model_card(model_card: Optional[Mapping[str, Any]]) -> Optional[str]:
+    if model_card is None:
+        return None
+    if not isinstance(model_card, Mapping):
+        raise ValueError(
+            "`model_card` must be a dict (or None). "
+            f"Received: model_card of type {type(model_card).__name__}"
+        )
+    try:
+        return json.dumps(dict(model_card), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "`model_card` must be serializable as plain JSON (dicts, lists, str, "
+            f"finite numbers, bool, None). Received: model_card with {error}"
+        ) from error
+
+
+def _checked_inputs(
+    image: tf.Tensor, lambda_value: tf.Tensor, image_shape: Tuple[int, int, int]
+) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Returns the inputs behind in-graph checks that name the failing input."""
+    height, width, channels = image_shape
+    # Shapes padded with -1 to a fixed length: a wrong rank then fails the
+    # comparison instead of breaking it, and nothing here is static.
+    padded_image_shape = tf.concat([tf.shape(image), tf.fill([5], -1)], axis=0)
+    padded_lambda_shape = tf.concat([tf.shape(lambda_value), tf.fill([2], -1)], axis=0)
+    image_range = f"[{-IMAGE_RANGE_TOLERANCE:g}, {1 + IMAGE_RANGE_TOLERANCE:g}]"
+    shape_checks = [
+        tf.debugging.assert_equal(
+            padded_image_shape[1:5],
+            tf.constant([height, width, channels, -1]),
+            message=f"`{IMAGE_INPUT_NAME}` must have shape [N, {height}, {width}, {channels}] "
+            "(x = the received shape after the batch dimension, padded with -1)",
+        ),
+        tf.debugging.assert_equal(
+            padded_lambda_shape[:2],
+            tf.stack([padded_image_shape[0], -1]),
+            message=f"`{LAMBDA_INPUT_NAME}` must have shape [N], one λ per image of "
+            f"`{IMAGE_INPUT_NAME}` (x = the received shape padded with -1, y = [N, -1])",
+        ),
+    ]
+    # The value checks reduce over the signature's rank: run them only once the
+    # shapes are known to be right, so a wrong shape is reported as such.
+    with tf.control_dependencies(shape_checks):
+        image = tf.identity(image)
+        lambda_value = tf.identity(lambda_value)
+    checks = shape_checks + [
+        tf.debugging.assert_all_finite(
+            image, message=f"`{IMAGE_INPUT_NAME}` values must be finite"
+        ),
+        tf.debugging.assert_greater_equal(
+            image,
+            tf.constant(-IMAGE_RANGE_TOLERANCE, tf.float32),
+            message=f"`{IMAGE_INPUT_NAME}` values must be in [0, 1] (accepted: {image_range})",
+        ),
+        tf.debugging.assert_less_equal(
+            image,
+            tf.constant(1 + IMAGE_RANGE_TOLERANCE, tf.float32),
+            message=f"`{IMAGE_INPUT_NAME}` values must be in [0, 1] (accepted: {image_range})",
+        ),
+        tf.debugging.assert_all_finite(
+            lambda_value, message=f"`{LAMBDA_INPUT_NAME}` values must be finite"
+        ),
+        tf.debugging.assert_greater_equal(
+            lambda_value,
+            tf.constant(0.0, tf.float32),
+            message=f"`{LAMBDA_INPUT_NAME}` values must be in [0, 1]",
+        ),
+        tf.debugging.assert_less_equal(
+            lambda_value,
+            tf.constant(1.0, tf.float32),
+            message=f"`{LAMBDA_INPUT_NAME}` values must be in [0, 1]",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        image = tf.ensure_shape(tf.identity(image), [None, height, width, channels])
+        lambda_value = tf.ensure_shape(tf.identity(lambda_value), [None])
+    return image, lambda_value
+
+
 def _build_archive(model: keras.Model, image_shape: Tuple[int, int, int]):
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve(image: tf.Tensor, lambda_value: tf.Tensor) -> dict:
+        image, lambda_value = _checked_inputs(image, lambda_value, image_shape)
         logits = model({"image": image, "lambda": lambda_value}, training=False)
         if not tf.is_tensor(logits):
             raise ValueError(
@@ -78,7 +214,11 @@ def _build_archive(model: keras.Model, image_shape: Tuple[int, int, int]):
                 f"Received: model output {logits!r}"
             )
         logits = tf.cast(logits, tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        return {
+            LOGITS_OUTPUT_NAME: logits,
+            PROBABILITIES_OUTPUT_NAME: tf.nn.softmax(logits, axis=-1),
+            CLASSES_OUTPUT_NAME: tf.argmax(logits, axis=-1, output_type=tf.int64),
+        }
 
     archive.add_endpoint(
         SIGNATURE_KEY,
@@ -91,8 +231,39 @@ def _build_archive(model: keras.Model, image_shape: Tuple[int, int, int]):
     return archive
 
 
-def export_saved_model(model: keras.Model, export_dir: str, *, image_shape: tuple) -> str:
-    """Exports `model` with a `serving_default` signature, atomically.
+def _write_warmup_requests(path: str, image_shape: Tuple[int, int, int]) -> int:
+    """Writes the TF Serving warmup file; returns the number of requests."""
+    count = 0
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch_size in WARMUP_BATCH_SIZES:
+            for lam in WARMUP_LAMBDAS:
+                request = predict_pb2.PredictRequest()
+                request.model_spec.signature_name = SIGNATURE_KEY
+                request.inputs[IMAGE_INPUT_NAME].CopyFrom(
+                    tf.make_tensor_proto(np.full((batch_size, *image_shape), 0.5, np.float32))
+                )
+                request.inputs[LAMBDA_INPUT_NAME].CopyFrom(
+                    tf.make_tensor_proto(np.full((batch_size,), lam, np.float32))
+                )
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+                writer.write(log.SerializeToString())
+                count += 1
+    return count
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    image_shape: tuple,
+    model_card: Optional[Mapping[str, Any]] = None,
+) -> str:
+    """Exports `model` for TF Serving, atomically.
+
+    Writes the `serving_default` signature, the warmup requests and, if given,
+    the model card (see the module docstring for the contract).
 
     Args:
         model: keras.Model, called as
@@ -102,11 +273,15 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_shape: tupl
             `saved_models/<run>/<version>`); replaced if it exists.
         image_shape: tuple of three ints (H, W, C), the image shape without
             the batch dimension.
+        model_card: dict or None, written to `assets.extra/model_card.json`
+            (e.g. the measured SA/RA table). Must be plain JSON: str keys,
+            finite numbers; tuples come back as lists.
 
     Returns:
         str, `export_dir`.
     """
     image_shape = _validate_image_shape(image_shape)
+    card_text = _serialize_model_card(model_card)
     export_dir = os.fspath(export_dir)
     target = os.path.abspath(export_dir)
     if os.path.exists(target) and not os.path.isdir(target):
@@ -121,17 +296,26 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_shape: tupl
     temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
     try:
         archive.write_out(temp_dir, verbose=False)
+        extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
+        os.makedirs(extra_dir, exist_ok=True)
+        num_warmup = _write_warmup_requests(os.path.join(extra_dir, WARMUP_FILENAME), image_shape)
+        if card_text is not None:
+            with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
+                f.write(card_text)
         _replace_dir(temp_dir, target)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     logging.info(
-        "Exported SavedModel to %s: signature %r, inputs %s [-1, %s] and %s [-1].",
+        "Exported SavedModel to %s: signature %r, inputs %s [-1, %s] and %s [-1]; "
+        "%d warmup requests%s.",
         export_dir,
         SIGNATURE_KEY,
         IMAGE_INPUT_NAME,
         ", ".join(str(d) for d in image_shape),
         LAMBDA_INPUT_NAME,
+        num_warmup,
+        ", model card" if card_text is not None else "",
     )
     return export_dir
 
@@ -161,7 +345,9 @@ def load_serving_fn(export_dir: str):
     Returns:
         The signature's concrete function, called with keyword arguments
         `image` (float32 [N, H, W, C]) and `lambda_value` (float32 [N]) and
-        returning a dict with `logits` and `probabilities`.
+        returning a dict with `logits`, `probabilities` and `classes`. It keeps
+        the loaded SavedModel alive, so it can also be called inside a
+        `tf.function` and differentiated.
     """
     loaded = tf.saved_model.load(os.fspath(export_dir))
     if SIGNATURE_KEY not in loaded.signatures:
@@ -169,4 +355,131 @@ def load_serving_fn(export_dir: str):
             f"`export_dir` must hold a SavedModel with a {SIGNATURE_KEY!r} signature. "
             f"Received: export_dir={export_dir!r} with signatures {list(loaded.signatures)}"
         )
-    return loaded.signatures[SIGNATURE_KEY]
+    serving_fn = loaded.signatures[SIGNATURE_KEY]
+    # The signature holds its variables weakly: without this reference they
+    # are deleted with `loaded`, and a `tf.function` tracing a call fails with
+    # "Called a function referencing variables which have been deleted".
+    serving_fn._oat_tf_saved_model = loaded
+    return serving_fn
+
+
+def load_model_card(export_dir: str) -> Optional[Dict[str, Any]]:
+    """Reads `assets.extra/model_card.json` of an exported model.
+
+    Args:
+        export_dir: str, a directory written by `export_saved_model`.
+
+    Returns:
+        dict, the model card as JSON gives it back, or None if the export was
+        written without one.
+    """
+    if not os.path.isdir(export_dir):
+        raise ValueError(
+            f"`export_dir` must be an existing directory. Received: export_dir={export_dir!r}"
+        )
+    path = os.path.join(export_dir, ASSETS_EXTRA_DIR, MODEL_CARD_FILENAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _instances_to_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> Dict[str, tf.Tensor]:
+    """Batches REST row-format `instances` into one tensor per signature input.
+
+    As TF Serving does: every instance is a JSON object with exactly the
+    signature's input names; each named value must have the same shape in
+    every instance, and the instances are stacked along a new batch
+    dimension. Shapes are not checked against the signature here (TF Serving
+    does not either): that is the graph's job.
+    """
+    if not isinstance(instances, list) or not instances:
+        raise ValueError(
+            "`instances` must be a non-empty list of JSON objects. "
+            f"Received: instances={str(instances)[:100]}"
+        )
+    names = sorted(specs)
+    columns = {name: [] for name in names}
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, dict) or sorted(instance) != names:
+            keys = sorted(instance) if isinstance(instance, dict) else type(instance).__name__
+            raise ValueError(
+                f"Each element of `instances` must be a JSON object with keys {names}. "
+                f"Received: instances[{index}] with keys {keys}"
+            )
+        for name in names:
+            try:
+                value = np.asarray(instance[name])
+            except ValueError as error:  # A ragged nested list.
+                raise ValueError(
+                    f"`instances[{index}][{name!r}]` must be a rectangular array of numbers. "
+                    f"Received: {error}"
+                ) from error
+            if value.dtype.kind not in "iuf":
+                raise ValueError(
+                    f"`instances[{index}][{name!r}]` must hold numbers only. "
+                    f"Received: values of numpy dtype {value.dtype}"
+                )
+            if columns[name] and value.shape != columns[name][0].shape:
+                raise ValueError(
+                    f"`{name}` must have the same shape in every instance. Received: shape "
+                    f"{columns[name][0].shape} in instances[0] and {value.shape} in "
+                    f"instances[{index}]"
+                )
+            columns[name].append(value.astype(specs[name].dtype.as_numpy_dtype))
+    return {name: tf.constant(np.stack(values)) for name, values in columns.items()}
+
+
+def predict_rest_json(export_dir: str, request_json: str) -> Dict[str, Any]:
+    """Answers a TF Serving REST `predict` request (row format) with an export.
+
+    The reference for the REST contract, since the TF Serving binary is not
+    needed to run it: the request body that `POST
+    /v1/models/<name>:predict` receives,
+
+        {"signature_name": "serving_default",
+         "instances": [{"image": [[[...]]], "lambda_value": 0.2}, ...]}
+
+    is batched as TF Serving batches it, run through the loaded signature,
+    and answered in TF Serving's row format,
+
+        {"predictions": [{"logits": [...], "probabilities": [...], "classes": k}, ...]}
+
+    TF Serving answers HTTP 400 with `{"error": <message>}` where this
+    function raises: `ValueError` for a malformed request, the graph's
+    `tf.errors.InvalidArgumentError` for an invalid input (see the module
+    docstring). It loads the SavedModel on every call.
+
+    Args:
+        export_dir: str, a directory written by `export_saved_model`.
+        request_json: str, the request body. `signature_name` defaults to
+            `serving_default`; the columnar format (`inputs`) is not handled.
+
+    Returns:
+        dict, the response body, ready for `json.dumps`.
+    """
+    request = json.loads(request_json)
+    if not isinstance(request, dict) or "instances" not in request:
+        keys = sorted(request) if isinstance(request, dict) else type(request).__name__
+        raise ValueError(
+            "`request_json` must be a JSON object with an `instances` list (the row "
+            f"format). Received: request with keys {keys}"
+        )
+    signature_name = request.get("signature_name", SIGNATURE_KEY)
+    loaded = tf.saved_model.load(os.fspath(export_dir))
+    if signature_name not in loaded.signatures:
+        raise ValueError(
+            f"`signature_name` must be one of {sorted(loaded.signatures)}. "
+            f"Received: signature_name={signature_name!r}"
+        )
+    serving_fn = loaded.signatures[signature_name]
+    _, specs = serving_fn.structured_input_signature
+    outputs = serving_fn(**_instances_to_inputs(request["instances"], specs))
+    outputs = {name: value.numpy() for name, value in outputs.items()}
+    batch_size = len(request["instances"])
+    return {
+        "predictions": [
+            {name: outputs[name][i].tolist() for name in sorted(outputs)}
+            for i in range(batch_size)
+        ]
+    }

@@ -228,6 +228,8 @@ def test_result_is_json_serialisable_with_the_documented_keys():
             "num_restarts": 1,
             "decay": 1.0,
             "targeted": False,
+            "num_queries": 1000,
+            "p_init": 0.05,
         }
     ]
     for value in [*result["clean_accuracy"].values(), *result["worst_case_accuracy"].values()]:

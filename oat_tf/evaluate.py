@@ -1,0 +1,249 @@
+"""Command line: robustness evaluation over a λ grid, with gradient-masking checks.
+
+    python -m oat_tf.evaluate --run_dir=runs/quickstart --lambdas=0:1:0.05 \\
+        --attacks=pgd20,apgd_ce,square
+
+Loads a run directory (config + latest checkpoint) or an exported SavedModel
+(`--saved_model`, through its serving signature), evaluates SA and RA per attack
+and the per-sample worst case for every λ, runs the gradient-masking checks,
+and writes `evaluation.json`, `evaluation.md` and the plots into
+`--output_dir` (default `<run_dir>/evaluation_<split>`). It is resumable: each
+finished λ is saved at once, and a rerun with the same settings continues
+from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf import flags as oat_flags
+
+FLAGS = flags.FLAGS
+STATE_FILE = "evaluation_state.json"
+
+
+def define_flags() -> None:
+    """Defines the evaluation flags."""
+    flags.DEFINE_string("run_dir", None, "Run directory of `oat_tf.train` (config.json + checkpoints).")
+    flags.DEFINE_string("saved_model", None, "Exported SavedModel to evaluate instead of a checkpoint.")
+    flags.DEFINE_string("dataset", None, "Dataset (default: the run's); required with --saved_model alone.")
+    flags.DEFINE_string("data_dir", None, "tensorflow_datasets data directory.")
+    flags.DEFINE_enum("split", "test", ["test", "validation"], "Split to evaluate.")
+    flags.DEFINE_list(
+        "lambdas", None,
+        "λ values, or a range START:STOP:STEP (inclusive), e.g. 0:1:0.05. "
+        "Default: the run's training values plus S3.",
+    )
+    flags.DEFINE_list(
+        "attacks", ["train", "pgd20", "apgd_ce", "square"],
+        "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].",
+    )
+    flags.DEFINE_string("epsilon", None, "L∞ radius (default: the run's training ε).")
+    flags.DEFINE_string("step_size", None, "PGD step size (default: the run's).")
+    flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples.")
+    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
+    flags.DEFINE_string("output_dir", None, "Where results go (default: <run_dir>/evaluation_<split>).")
+    flags.DEFINE_bool("masking_checks", True, "Run the gradient-masking checks.")
+    flags.DEFINE_integer("check_examples", 200, "Examples used by the ε-sweep and gradient checks.")
+
+
+def parse_lambdas(values: Sequence[str]) -> tuple:
+    """Parses a list of λ or one inclusive range "START:STOP:STEP".
+
+    Args:
+        values: sequence of str, from `--lambdas`.
+
+    Returns:
+        tuple of float, sorted, each in [0, 1].
+    """
+    if len(values) == 1 and values[0].count(":") == 2:
+        start, stop, step = (oat_flags.parse_fraction("lambdas", v) for v in values[0].split(":"))
+        if step <= 0 or stop < start:
+            raise ValueError(
+                "`--lambdas` range must be START:STOP:STEP with STEP > 0 and STOP >= START. "
+                f"Received: lambdas={values[0]!r}"
+            )
+        count = int(np.floor((stop - start) / step + 1e-9)) + 1
+        grid = [round(start + i * step, 10) for i in range(count)]
+        return config_lib.check_lambda_values("lambdas", grid)
+    return oat_flags.parse_lambda_list("lambdas", values)
+
+
+def _load_state(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        return {"settings": settings, "per_lambda": {}}
+    with open(path) as f:
+        state = json.load(f)
+    if state.get("settings") != settings:
+        raise ValueError(
+            f"{path} holds an evaluation with other settings. Expected the same "
+            "model, split, attacks and seed to resume, or another --output_dir. "
+            f"Received: {state.get('settings')} vs {settings}"
+        )
+    return state
+
+
+def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merges per-λ `evaluate_lambda_grid` results into one result.
+
+    Args:
+        parts: sequence of results over the same data and attacks.
+
+    Returns:
+        dict in the format of `evaluate_lambda_grid`.
+    """
+    merged = {k: v for k, v in parts[0].items()}
+    merged["lambdas"] = sorted(set(l for p in parts for l in p["lambdas"]))
+    for field in ("clean_accuracy", "worst_case_accuracy"):
+        merged[field] = {k: v for p in parts for k, v in p[field].items()}
+    merged["robust_accuracy"] = {
+        label: {k: v for p in parts for k, v in p["robust_accuracy"][label].items()}
+        for label in parts[0]["robust_accuracy"]
+    }
+    return merged
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    if not FLAGS.run_dir and not FLAGS.saved_model:
+        raise app.UsageError("Pass --run_dir (a training run) or --saved_model (an export).")
+
+    import tqdm  # pylint: disable=import-outside-toplevel
+
+    from oat_tf import data  # pylint: disable=import-outside-toplevel
+    from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
+    from oat_tf.training import experiment  # pylint: disable=import-outside-toplevel
+
+    run_config = loading.read_run_config(FLAGS.run_dir) if FLAGS.run_dir else None
+    if FLAGS.saved_model:
+        model = loading.SavedModelClassifier(FLAGS.saved_model)
+        source = os.path.abspath(FLAGS.saved_model)
+    else:
+        model, _ = loading.load_network_from_run(FLAGS.run_dir)
+        source = os.path.abspath(FLAGS.run_dir)
+
+    dataset_name = FLAGS.dataset or (run_config["data"]["dataset"] if run_config else None)
+    if dataset_name is None:
+        raise app.UsageError("--dataset is required when evaluating a SavedModel without --run_dir.")
+    data_config = config_lib.DataConfig(
+        dataset=dataset_name,
+        data_dir=FLAGS.data_dir or (run_config["data"].get("data_dir") if run_config else None),
+        validation_size=run_config["data"].get("validation_size") if run_config else None,
+        num_eval_examples=FLAGS.num_examples,
+    )
+    splits = data.load_splits(data_config)
+    split = splits.test if FLAGS.split == "test" else splits.validation
+    if split is None:
+        raise app.UsageError(f"{dataset_name} has no {FLAGS.split} split (see --validation_size).")
+
+    train_attack_dict = dict(run_config["train_attack"]) if run_config else {}
+    train_attack = config_lib.AttackConfig(**train_attack_dict) if run_config else config_lib.AttackConfig()
+    if FLAGS.epsilon or FLAGS.step_size:
+        train_attack = config_lib.AttackConfig(
+            **{
+                **config_lib.to_dict(train_attack),
+                "epsilon": oat_flags.parse_fraction("epsilon", FLAGS.epsilon) if FLAGS.epsilon else train_attack.epsilon,
+                "step_size": oat_flags.parse_fraction("step_size", FLAGS.step_size) if FLAGS.step_size else train_attack.step_size,
+            }
+        )
+    attack_list = oat_flags.parse_eval_attacks(FLAGS.attacks, train_attack)
+    if FLAGS.lambdas:
+        lambdas = parse_lambdas(FLAGS.lambdas)
+    else:
+        seen = tuple(run_config["lambda_sampling"]["values"]) if run_config else config_lib.S1
+        lambdas = config_lib.check_lambda_values("lambdas", seen + config_lib.S3)
+    seen_lambdas = tuple(run_config["lambda_sampling"]["values"]) if run_config else None
+
+    output_dir = FLAGS.output_dir or (
+        os.path.join(FLAGS.run_dir, f"evaluation_{FLAGS.split}") if FLAGS.run_dir else None
+    )
+    if output_dir is None:
+        raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
+    os.makedirs(output_dir, exist_ok=True)
+    settings = {
+        "source": source,
+        "dataset": dataset_name,
+        "split": FLAGS.split,
+        "num_examples": int(split.num_examples),
+        "attacks": [config_lib.to_dict(a) for a in attack_list],
+        "seed": FLAGS.seed,
+    }
+    state_path = os.path.join(output_dir, STATE_FILE)
+    state = _load_state(state_path, settings)
+    dataset = data.eval_dataset(split, batch_size=FLAGS.batch_size)
+
+    todo = [lam for lam in lambdas if evaluation.lambda_key(lam) not in state["per_lambda"]]
+    if len(todo) < len(lambdas):
+        logging.info("Resuming: %d of %d λ already evaluated.", len(lambdas) - len(todo), len(lambdas))
+    for lam in tqdm.tqdm(todo, desc="λ", unit="λ", file=sys.stderr):
+        part = evaluation.evaluate_lambda_grid(model, dataset, [lam], attack_list, seed=FLAGS.seed)
+        state["per_lambda"][evaluation.lambda_key(lam)] = part
+        experiment.write_json_atomic(state_path, state)
+    result = merge_results([state["per_lambda"][evaluation.lambda_key(l)] for l in lambdas])
+
+    checks: List[Dict[str, Any]] = []
+    if FLAGS.masking_checks:
+        checks = run_masking_checks(model, split, result, attack_list, lambdas, masking_checks, evaluation)
+    result["masking_checks"] = checks
+    result["source"] = source
+    result["split"] = FLAGS.split
+    result["dataset"] = dataset_name
+
+    evaluation.write_report(
+        result, output_dir, prefix="evaluation", seen_lambdas=seen_lambdas,
+        title=f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split})",
+    )
+    table = evaluation.format_table(result, seen_lambdas=seen_lambdas)
+    lines = [f"\nSA / RA per λ ({dataset_name}, {FLAGS.split}, {result['num_examples']} examples)\n", table, ""]
+    for check in checks:
+        status = "PASS" if check["passed"] else "FAIL"
+        lines.append(f"[{status}] {check['name']}: {check['detail']}")
+    lines.append(f"\nResults: {output_dir}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if not all(c["passed"] for c in checks):
+        logging.warning("Gradient-masking checks failed: %s", [c["name"] for c in checks if not c["passed"]])
+
+
+def run_masking_checks(model, split, result, attack_list, lambdas, masking_checks, evaluation):
+    """Runs the four gradient-masking checks on a subset of the split."""
+    from oat_tf import data  # pylint: disable=import-outside-toplevel
+
+    subset = split.take(min(FLAGS.check_examples, split.num_examples))
+    images = subset.images.astype(np.float32) / 255.0
+    checks = [masking_checks.input_gradients(model, images, subset.labels, lambdas)]
+    pgd = next((a for a in attack_list if a.name == "pgd"), None)
+    if pgd is not None:
+        check_lambdas = sorted({lambdas[0], lambdas[-1]})
+        subset_dataset = data.eval_dataset(subset, batch_size=FLAGS.batch_size)
+
+        def robust_accuracy_at(epsilon):
+            attack = config_lib.AttackConfig(**{**config_lib.to_dict(pgd), "epsilon": epsilon})
+            part = evaluation.evaluate_lambda_grid(
+                model, subset_dataset, check_lambdas, [attack], seed=FLAGS.seed
+            )
+            return part["robust_accuracy"][attack.describe()]
+
+        checks.append(
+            masking_checks.epsilon_monotonicity(robust_accuracy_at, pgd.epsilon, subset.num_examples)
+        )
+    checks.append(masking_checks.stronger_pgd_not_weaker(result))
+    checks.append(masking_checks.black_box_not_stronger(result))
+    return checks
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

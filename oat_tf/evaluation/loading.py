@@ -1,0 +1,104 @@
+"""Loading a model to evaluate: from a run directory or an exported SavedModel.
+
+Both give an object called as `model({"image": x, "lambda": lam},
+training=False)` that returns logits, which is all the attacks and
+`evaluate_lambda_grid` need. The SavedModel path goes through the serving
+signature, exactly what a deployment runs (gradients flow through it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf import models
+from oat_tf.export import saved_model as saved_model_lib
+
+
+def read_run_config(run_dir: str) -> Dict[str, Any]:
+    """Returns the resolved config (`config.json`) of a run directory.
+
+    Args:
+        run_dir: str, a directory written by `python -m oat_tf.train`.
+
+    Returns:
+        dict, the JSON config.
+    """
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"`run_dir` must be a run directory holding config.json. Received: run_dir={run_dir!r} "
+            f"({path} does not exist)"
+        )
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON (corrupt run directory): {error}") from None
+
+
+def model_config_from_run(run_config: Dict[str, Any]) -> config_lib.ModelConfig:
+    """Rebuilds the ModelConfig saved in a run's config.json."""
+    model = dict(run_config["model"])
+    encoder = dict(model.pop("encoder"))
+    encoder["lambda_values"] = tuple(encoder["lambda_values"])
+    model["input_shape"] = tuple(model["input_shape"])
+    return config_lib.ModelConfig(encoder=config_lib.EncoderConfig(**encoder), **model)
+
+
+def load_network_from_run(run_dir: str) -> Tuple[keras.Model, Dict[str, Any]]:
+    """Builds a run's network and restores its latest checkpoint.
+
+    Args:
+        run_dir: str, a run directory with config.json and checkpoints/.
+
+    Returns:
+        (network, run config dict).
+    """
+    run_config = read_run_config(run_dir)
+    network = models.build_model(model_config_from_run(run_config))
+    directory = os.path.join(run_dir, "checkpoints")
+    path = tf.train.latest_checkpoint(directory)
+    if path is None:
+        raise FileNotFoundError(
+            f"`run_dir` must hold a checkpoint in {directory}. Received: run_dir={run_dir!r}"
+        )
+    try:
+        tf.train.Checkpoint(network=network).restore(path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:
+        raise ValueError(
+            f"Checkpoint {path!r} cannot be restored into the network described by "
+            f"{run_dir}/config.json: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+    logging.info("Loaded %s from %s.", network.name, path)
+    return network, run_config
+
+
+class SavedModelClassifier:
+    """Calls an exported SavedModel's serving signature like an oat_tf model.
+
+    Args:
+        export_dir: str, a SavedModel written by `export_saved_model`.
+    """
+
+    def __init__(self, export_dir: str):
+        self.export_dir = export_dir
+        self.serving_fn = saved_model_lib.load_serving_fn(export_dir)
+        spec = self.serving_fn.structured_input_signature[1][saved_model_lib.IMAGE_INPUT_NAME]
+        self.image_shape = tuple(spec.shape[1:])
+
+    def __call__(self, inputs, training=None):
+        del training  # A SavedModel always runs in inference mode.
+        outputs = self.serving_fn(
+            **{
+                saved_model_lib.IMAGE_INPUT_NAME: tf.cast(inputs["image"], tf.float32),
+                saved_model_lib.LAMBDA_INPUT_NAME: tf.cast(inputs["lambda"], tf.float32),
+            }
+        )
+        return outputs["logits"]
