@@ -11,7 +11,8 @@ Carlini et al. 2019, "On evaluating adversarial robustness"):
 3. `stronger_pgd_not_weaker`: PGD with at least as many steps and restarts (same
    ε and step size) never gives a higher robust accuracy.
 4. `black_box_not_stronger`: the score-based Square attack never gives a lower
-   robust accuracy than the best gradient-based attack.
+   robust accuracy than an iterative gradient-based attack (PGD, APGD,
+   MI-FGSM).
 
 Each check returns a dict `{"name", "passed", "detail", ...}`; a failed check
 is printed and saved with the results, never hidden. Comparisons of accuracies
@@ -160,36 +161,41 @@ def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Checks the Square attack never beats the best white-box attack.
+    """Checks the Square attack never beats an iterative white-box attack.
+
+    A score-based attack that finds more adversarial examples than a gradient
+    attack with many steps means that attack's gradients mislead it. FGSM is
+    left out of the comparison: one step is not meant to be strong.
 
     Args:
         result: an `evaluate_lambda_grid` result.
 
     Returns:
-        check dict with per-λ comparisons.
+        check dict with one comparison per λ, black-box and white-box attack.
     """
     configs = {a["label"]: _attack_config(a) for a in result["attacks"]}
     black = [label for label, c in configs.items() if c.name == "square"]
-    white = [label for label, c in configs.items() if c.name != "square"]
+    white = [label for label, c in configs.items() if c.name not in ("square", "fgsm")]
     tolerance = 1.0 / max(1, result["num_examples"])
     comparisons = []
     passed = True
     for label in black:
         for key, black_ra in result["robust_accuracy"][label].items():
-            best_white = min((result["robust_accuracy"][w][key] for w in white), default=None)
-            if best_white is None:
-                continue
-            ok = black_ra + tolerance >= best_white
-            passed &= ok
-            comparisons.append(
-                {"lambda": key, "black_box": label, "black_box_ra": black_ra,
-                 "best_white_box_ra": best_white, "passed": ok}
-            )
+            for white_label in white:
+                white_ra = result["robust_accuracy"][white_label][key]
+                ok = black_ra + tolerance >= white_ra
+                passed &= ok
+                comparisons.append(
+                    {"lambda": key, "black_box": label, "black_box_ra": black_ra,
+                     "white_box": white_label, "white_box_ra": white_ra, "passed": ok}
+                )
+    failed = sorted({(c["white_box"], c["lambda"]) for c in comparisons if not c["passed"]})
     return {
         "name": "black_box_not_stronger",
         "passed": bool(passed),
-        "detail": "Square RA ≥ the lowest white-box RA at every λ"
-        + ("" if comparisons else " (no Square and white-box pair in this evaluation)"),
+        "detail": "Square RA ≥ the RA of every iterative white-box attack at every λ"
+        + ("" if comparisons else " (no Square and white-box pair in this evaluation)")
+        + (f"; Square beats {', '.join(f'{w} at λ={k}' for w, k in failed)}" if failed else ""),
         "comparisons": comparisons,
     }
 
