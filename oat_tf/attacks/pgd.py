@@ -59,7 +59,6 @@ import tensorflow as tf
 from absl import logging
 
 from oat_tf import config as config_lib
-from oat_tf import random_ops
 from oat_tf.attacks import losses
 
 # images [N, H, W, C] -> logits [N, K].
@@ -91,7 +90,18 @@ def linf_random_start(images: tf.Tensor, epsilon: float, seed: Seed) -> tf.Tenso
     Returns:
         tf.Tensor like `images`: `project_linf(images + U[-ε, ε), images, ε)`.
     """
-    noise = epsilon * (2.0 * random_ops.uniform(tf.shape(images), seed) - 1.0)
+    bits = tf.random.stateless_uniform(
+        tf.shape(images),
+        seed=seed,
+        minval=None,
+        maxval=None,
+        dtype=tf.uint32,
+        alg=_RNG_ALG,
+    )
+    # Top 24 bits -> exactly representable uniform values in [0, 1).
+    unit = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
+    unit = unit * (1.0 / (1 << 24))
+    noise = epsilon * (2.0 * unit - 1.0)
     return project_linf(images + noise, images, epsilon)
 
 

@@ -17,7 +17,6 @@ import math
 import tensorflow as tf
 
 from oat_tf import config as config_lib
-from oat_tf import random_ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,15 +100,19 @@ class LambdaSampler:
             lambdas = tf.fill([batch_size], tf.constant(cfg.values[0], tf.float32))
             return LambdaBatch(lambdas, zeros, tf.constant(cfg.values[0] > 0.0))
         if cfg.sampling == "batch_wise":
-            index = random_ops.uniform_int([], seed, len(cfg.values))
+            index = tf.random.stateless_uniform(
+                [], seed, minval=0, maxval=len(cfg.values), dtype=tf.int32
+            )
             value = tf.gather(tf.constant(cfg.values, tf.float32), index)
             return LambdaBatch(tf.fill([batch_size], value), 0, value > 0.0)
         if cfg.sampling == "uniform":
             # (0, 1]: 1 − U[0, 1) never gives 0, so zeros come only from the fixed share.
-            nonzero = 1.0 - random_ops.uniform([rest], seed)
+            nonzero = 1.0 - tf.random.stateless_uniform([rest], seed, dtype=tf.float32)
         else:
             choices = self.nonzero_values or (0.0,)
-            index = random_ops.uniform_int([rest], seed, len(choices))
+            index = tf.random.stateless_uniform(
+                [rest], seed, minval=0, maxval=len(choices), dtype=tf.int32
+            )
             nonzero = tf.gather(tf.constant(choices, tf.float32), index)
         lambdas = tf.concat([tf.zeros([zeros], tf.float32), nonzero], axis=0)
         return LambdaBatch(lambdas, zeros, tf.constant(rest > 0))

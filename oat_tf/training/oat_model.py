@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from oat_tf import attacks
 from oat_tf import config as config_lib
-from oat_tf import random_ops
 from oat_tf.training import lambda_sampling
 
 
@@ -92,7 +91,8 @@ class OATTrainer(keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.int64)
         counter = step * replicas + tf.cast(replica, tf.int64)
         base = tf.stack([tf.constant(self.seed, tf.int64), counter])
-        return random_ops.fold_in(base, 1), random_ops.fold_in(base, 2), replicas
+        seeds = tf.random.experimental.stateless_split(base, num=2)
+        return seeds[0], seeds[1], replicas
 
     def _adversarial_images(self, images, labels, lambdas, attack_needed, seed):
         def logits_fn(x):
