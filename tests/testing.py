@@ -73,3 +73,22 @@ def two_cpu_mirrored_strategy():
         assert len(devices) == 2, "tests/conftest.py should provide two logical CPUs"
         _MIRRORED.append(tf.distribute.MirroredStrategy(devices))
     return _MIRRORED[0]
+
+
+def images_with_extremes(shape, seed: int = 0) -> np.ndarray:
+    """Float32 images uniform in [0, 1], with rows 0 and 1 exactly at 0 and 1.
+
+    The attack tests use them to check that results stay in [0, 1] where the
+    clipping bites.
+
+    Args:
+        shape: tuple (N, H, W, C) with H >= 2.
+        seed: int, numpy seed.
+
+    Returns:
+        np.ndarray of `shape`.
+    """
+    images = np.random.default_rng(seed).uniform(size=shape).astype(np.float32)
+    images[:, 0, :, :] = 0.0
+    images[:, 1, :, :] = 1.0
+    return images

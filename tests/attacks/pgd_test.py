@@ -20,11 +20,7 @@ NUM_CLASSES = 3
 
 
 def _images(seed=0, shape=SHAPE):
-    """Images in [0, 1] with some pixels exactly at 0 and at 1."""
-    images = np.random.default_rng(seed).uniform(size=shape).astype(np.float32)
-    images[:, 0, :, :] = 0.0
-    images[:, 1, :, :] = 1.0
-    return images
+    return testing.images_with_extremes(shape, seed)
 
 
 def _labels(n=SHAPE[0]):
