@@ -21,6 +21,7 @@ S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "square")
 ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
 MODEL_VARIANTS = ("plain", "oat", "oat_single_bn")
+ADVERSARIAL_BN_STATISTICS = ("adversarial", "mixed")
 LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -349,6 +350,10 @@ class TrainConfig:
         strategy: str, "default", "mirrored" or "multi_worker".
         jit_compile: bool, compile the train step with XLA.
         run_eagerly: bool, run the train step eagerly (debugging, benchmarks).
+        adversarial_bn_statistics: str, which passes update the adversarial
+            BN group's moving statistics in OAT training: "adversarial" (the
+            adversarial pass only) or "mixed" (also the clean pass of λ ≠ 0
+            samples, as the OAT reference code).
     """
 
     epochs: int = 200
@@ -359,8 +364,14 @@ class TrainConfig:
     strategy: str = "default"
     jit_compile: bool = False
     run_eagerly: bool = False
+    adversarial_bn_statistics: str = "adversarial"
 
     def __post_init__(self):
+        _check(
+            self.adversarial_bn_statistics in ADVERSARIAL_BN_STATISTICS,
+            f"`adversarial_bn_statistics` must be one of {ADVERSARIAL_BN_STATISTICS}. "
+            f"Received: adversarial_bn_statistics={self.adversarial_bn_statistics!r}",
+        )
         _check(self.epochs >= 1, f"`epochs` must be >= 1. Received: epochs={self.epochs}")
         _check(
             self.batch_size >= 1,

@@ -189,6 +189,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.")
     flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+    flags.DEFINE_enum(
+        "adversarial_bn_statistics", "adversarial", list(config_lib.ADVERSARIAL_BN_STATISTICS),
+        "Which OAT passes update the adversarial BN's moving statistics: 'adversarial' "
+        "(adversarial pass only) or 'mixed' (also the clean pass of λ≠0 samples, as "
+        "the reference code; made MNIST robustness a gradient-masking artefact).",
+    )
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     # Evaluation.
     flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain: the fixed λ).")
@@ -294,6 +300,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             strategy=f.strategy,
             jit_compile=f.jit_compile,
             run_eagerly=f.run_eagerly,
+            adversarial_bn_statistics=f.adversarial_bn_statistics,
         ),
         evaluation=config_lib.EvalConfig(
             lambdas=eval_lambdas,

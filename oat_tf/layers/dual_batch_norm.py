@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from typing import Iterator, Tuple
+
 import keras
 import tensorflow as tf
 
 CLEAN = 0
 ADVERSARIAL = 1
+
+_updates = threading.local()
+
+
+@contextlib.contextmanager
+def moving_statistics_updates(*, clean: bool = True, adversarial: bool = True) -> Iterator[None]:
+    """Chooses which groups' moving statistics training-mode calls update.
+
+    Inside the context, `DualBatchNormalization` layers called with
+    `training=True` still normalise every sample with its group's batch
+    moments, but only the named groups' moving statistics are updated. OAT
+    uses it for its clean pass: the clean images of λ ≠ 0 samples are
+    normalised by the adversarial group and must not pull that group's moving
+    statistics (used by the training attack and at test time) towards clean
+    statistics. The choice is read when the layer is called (at trace time
+    inside `tf.function`) and is local to the calling thread, so each replica
+    of a `tf.distribute` strategy sees its own.
+
+    Args:
+        clean: bool, update the clean group's moving statistics.
+        adversarial: bool, update the adversarial group's moving statistics.
+
+    Yields:
+        None.
+    """
+    previous = _updated_groups()
+    _updates.groups = (bool(clean), bool(adversarial))
+    try:
+        yield
+    finally:
+        _updates.groups = previous
+
+
+def _updated_groups() -> Tuple[bool, bool]:
+    return getattr(_updates, "groups", (True, True))
 
 
 def _all_reduce_sum(tensors):
@@ -28,7 +67,8 @@ class DualBatchNormalization(keras.layers.Layer):
     samples only (one-hot of the route, so shapes stay static and the layer
     compiles with XLA), and each group's moving statistics are updated only
     from its own samples; a group with no sample in the batch keeps its moving
-    statistics unchanged. Under a `tf.distribute` strategy with several
+    statistics unchanged, and so does a group whose updates are switched off
+    by `moving_statistics_updates`. Under a `tf.distribute` strategy with several
     replicas the group sums and counts are all-reduced, so the moments are
     those of the global batch and every replica applies the same update.
 
@@ -152,7 +192,8 @@ class DualBatchNormalization(keras.layers.Layer):
                 mean, variance, counts = self._group_moments(
                     x[:, None, :], route_one_hot, [1]
                 )
-            present = (counts > 0.0)[:, None]
+            updated = tf.constant([[flag] for flag in _updated_groups()])
+            present = tf.logical_and((counts > 0.0)[:, None], updated)
             self.moving_mean.assign(
                 tf.where(
                     present,

@@ -176,3 +176,27 @@ def test_config_round_trip_and_errors():
         dual_batch_norm.DualBatchNormalization(momentum=1.5)
     with pytest.raises(ValueError, match="epsilon"):
         dual_batch_norm.DualBatchNormalization(epsilon=0.0)
+
+
+def test_switched_off_group_is_normalised_but_keeps_its_moving_statistics():
+    x = _inputs(n=6)
+    clean = np.array([True, True, False, False, False, False])
+    reference = dual_batch_norm.DualBatchNormalization()
+    layer = dual_batch_norm.DualBatchNormalization()
+    for l in (reference, layer):
+        l.build(x.shape, clean.shape)
+        _randomise_parameters(l)
+    adversarial_before = (layer.moving_mean.numpy()[1].copy(), layer.moving_variance.numpy()[1].copy())
+
+    expected = reference(x, clean, training=True).numpy()
+    with dual_batch_norm.moving_statistics_updates(adversarial=False):
+        out = layer(x, clean, training=True).numpy()
+    # Outputs still use each group's batch moments.
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # The clean group moved as usual; the adversarial group did not move.
+    np.testing.assert_allclose(layer.moving_mean.numpy()[0], reference.moving_mean.numpy()[0], rtol=1e-6)
+    np.testing.assert_array_equal(layer.moving_mean.numpy()[1], adversarial_before[0])
+    np.testing.assert_array_equal(layer.moving_variance.numpy()[1], adversarial_before[1])
+    # Leaving the context restores the updates.
+    layer(x, clean, training=True)
+    assert np.all(layer.moving_mean.numpy()[1] != adversarial_before[0])

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from oat_tf import attacks
 from oat_tf import config as config_lib
+from oat_tf.layers import dual_batch_norm
 from oat_tf.models import small_cnn
 from oat_tf.training import oat_model
 from oat_tf.training import optimizers
@@ -15,6 +16,7 @@ from tests import testing
 ENCODER = {"lambda_values": [0.0, 0.1, 0.2, 0.3, 0.4, 1.0], "dim": 8, "seed": 0}
 ATTACK = config_lib.AttackConfig(epsilon=0.1, step_size=0.05, num_steps=2, random_start=True)
 DETERMINISTIC_ATTACK = config_lib.AttackConfig(epsilon=0.1, step_size=0.05, num_steps=2, random_start=False)
+MOMENTUM = 0.9
 
 
 def _network(variant="oat", dropout=0.0, seed=0):
@@ -164,6 +166,7 @@ def test_config_round_trip():
     )
     rebuilt = oat_model.OATTrainer.from_config(trainer.get_config())
     assert rebuilt.sampling == trainer.sampling and rebuilt.attack == ATTACK and rebuilt.seed == 9
+    assert rebuilt.adversarial_bn_statistics == "adversarial"
 
 
 def test_dynamic_batch_size_is_rejected():
@@ -192,3 +195,49 @@ def test_xla_step_matches_graph_step():
     assert moved > 1e-3
     for a, b in zip(graph.weights, xla.weights):
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.parametrize("mode", ["adversarial", "mixed"])
+def test_clean_pass_updates_the_adversarial_bn_only_in_mixed_mode(mode):
+    """All samples at λ = 0.5 route to the adversarial group of every dual BN.
+
+    The first dual BN sees conv1 of the images (weights before the update):
+    "adversarial" mode applies one momentum update with the adversarial
+    moments; "mixed" first applies one with the clean moments (the clean
+    pass), then the adversarial one. The adversarial images are the same in
+    both modes (same seed, same start weights).
+    """
+    images, labels = _data(8)
+    sampling = config_lib.LambdaSamplingConfig(sampling="fixed", values=(0.5,))
+    network = _network()
+    initial = network.get_weights()
+    conv = next(l for l in network.layers if isinstance(l, keras.layers.Conv2D))
+    bn = next(l for l in network.layers if isinstance(l, dual_batch_norm.DualBatchNormalization))
+    features = keras.Model(network.inputs, conv.output)
+    start_mean = bn.moving_mean.numpy()[1].copy()
+
+    trainer = oat_model.OATTrainer(
+        network, sampling=sampling, attack=DETERMINISTIC_ATTACK, seed=3, adversarial_bn_statistics=mode
+    )
+    trainer.compile(optimizer=optimizers.SGDWithL2(l2=0.0, learning_rate=0.05, momentum=0.9))
+    _, _, drawn, adversarial, _ = trainer._prepare((tf.constant(images), tf.constant(labels)))
+    lam = drawn.lambdas.numpy()
+    clean_mean = features({"image": images, "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+    adversarial_mean = features({"image": adversarial.numpy(), "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+    network.set_weights(initial)
+
+    trainer.train_on_batch(images, labels)
+    moved = bn.moving_mean.numpy()[1]
+    if mode == "adversarial":
+        expected = MOMENTUM * start_mean + (1 - MOMENTUM) * adversarial_mean
+    else:
+        expected = MOMENTUM * (MOMENTUM * start_mean + (1 - MOMENTUM) * clean_mean) + (1 - MOMENTUM) * adversarial_mean
+    np.testing.assert_allclose(moved, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(clean_mean - adversarial_mean).max() > 1e-3  # the two modes differ here
+
+
+def test_unknown_adversarial_bn_statistics_is_rejected():
+    with pytest.raises(ValueError, match="adversarial_bn_statistics.*Received: adversarial_bn_statistics='both'"):
+        oat_model.OATTrainer(
+            _network(), sampling=config_lib.LambdaSamplingConfig(), attack=ATTACK, adversarial_bn_statistics="both"
+        )
