@@ -20,7 +20,13 @@ S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 
 ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "square")
 ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
-MODEL_VARIANTS = ("plain", "oat", "oat_single_bn")
+MODEL_VARIANTS = ("plain", "oat", "oat_single_bn", "oats", "oats_single_bn", "ats")
+# Slimmable networks (OATS, paper §3.3): the width is chosen per call from
+# `ModelConfig.widths`; "ats" is the PGD-ATS baseline (no λ conditioning).
+SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
+# Variants whose network ignores λ (trained with a fixed λ).
+UNCONDITIONED_VARIANTS = ("plain", "ats")
+DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 ADVERSARIAL_BN_STATISTICS = ("adversarial", "mixed")
 LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -55,6 +61,42 @@ def check_lambda_values(name: str, values: Any) -> Tuple[float, ...]:
             f"Received: {name}={list(values)!r}",
         )
     return tuple(sorted(set(floats)))
+
+
+def check_widths(name: str, values: Any) -> Tuple[float, ...]:
+    """Validates a list of slimmable widths and returns it as a sorted tuple.
+
+    The same rule as `oat_tf.layers.slimmable.check_widths` (which this
+    module does not import, to stay free of TensorFlow).
+
+    Args:
+        name: str, the argument name used in error messages.
+        values: iterable of numbers in (0, 1], distinct, containing 1.0.
+
+    Returns:
+        Tuple of floats in increasing order, ending with 1.0.
+    """
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a list of numbers in (0, 1]. Received: {name}={values!r}"
+        ) from None
+    _check(len(floats) > 0, f"`{name}` must not be empty. Received: {name}={values!r}")
+    _check(
+        all(math.isfinite(v) and 0.0 < v <= 1.0 for v in floats),
+        f"Every value of `{name}` must be in (0, 1]. Received: {name}={list(values)!r}",
+    )
+    ordered = tuple(sorted(floats))
+    _check(
+        not any(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(ordered, ordered[1:])),
+        f"`{name}` must be distinct. Received: {name}={list(values)!r}",
+    )
+    _check(
+        math.isclose(ordered[-1], 1.0, abs_tol=1e-6),
+        f"`{name}` must contain 1.0 (the full network). Received: {name}={list(values)!r}",
+    )
+    return ordered[:-1] + (1.0,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +226,16 @@ class ModelConfig:
     Attributes:
         architecture: str, a name known to `oat_tf.models.build_model`
             ("small_cnn", "resnet34", "wrn16_8", "wrn40_2", ...).
-        variant: str, "plain" (BN, for PGD-AT), "oat" (FiLM + dual BN) or
-            "oat_single_bn" (FiLM + one BN, the paper's ablation).
+        variant: str, "plain" (BN, for PGD-AT), "oat" (FiLM + dual BN),
+            "oat_single_bn" (FiLM + one BN, the paper's ablation), or a
+            slimmable variant (small_cnn and resnet<depth> only): "oats"
+            (slimmable FiLM + switchable dual BN), "oats_single_bn" (slimmable
+            FiLM + switchable BN) or "ats" (switchable BN, for PGD-ATS).
         num_classes: int, number of classes.
         input_shape: tuple (H, W, C) of the images.
-        encoder: EncoderConfig, λ encoding (unused by "plain").
+        encoder: EncoderConfig, λ encoding (unused by "plain" and "ats").
+        widths: tuple of float in (0, 1] containing 1.0, the widths of a
+            slimmable network (unused by the other variants).
     """
 
     architecture: str = "small_cnn"
@@ -196,12 +243,14 @@ class ModelConfig:
     num_classes: int = 10
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    widths: Tuple[float, ...] = DEFAULT_WIDTHS
 
     def __post_init__(self):
         _check(
             self.variant in MODEL_VARIANTS,
             f"`variant` must be one of {MODEL_VARIANTS}. Received: variant={self.variant!r}",
         )
+        object.__setattr__(self, "widths", check_widths("widths", self.widths))
         _check(
             self.num_classes >= 2,
             f"`num_classes` must be >= 2. Received: num_classes={self.num_classes}",
@@ -211,6 +260,11 @@ class ModelConfig:
             f"`input_shape` must be three positive ints (H, W, C). "
             f"Received: input_shape={self.input_shape!r}",
         )
+
+    @property
+    def slimmable(self) -> bool:
+        """Whether the variant is a slimmable network (OATS, PGD-ATS)."""
+        return self.variant in SLIMMABLE_VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)

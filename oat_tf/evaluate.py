@@ -10,6 +10,32 @@ and writes `evaluation.json`, `evaluation.md` and the plots into
 `--output_dir` (default `<run_dir>/evaluation_<split>`). It is resumable: each
 finished λ is saved at once, and a rerun with the same settings continues
 from there.
+
+Plots (`<output_dir>/evaluation_<name>.png`, listed in evaluation.json under
+"plots"), after the OAT paper's figures:
+
+- `ra_vs_sa` (Fig. 4): RA against SA per λ, with the PGD-AT frontier of
+  `--frontier_runs` (fixed-λ runs, labelled with their training λ; a run
+  not evaluated with the plot's attack contributes its closest attack, with
+  a warning: see `evaluation.frontier`).
+- `accuracy_vs_lambda` (Fig. 8): SA, RA per attack and worst case against λ.
+- `seen_vs_unseen` (Fig. 5): SA and RA against λ, training λ as circles,
+  unseen λ as stars (needs the run's config: not for a SavedModel alone).
+- `saliency` (Fig. 10-12): ∇ₓ of the clean cross-entropy for a few test
+  images (`--saliency_examples`, `--saliency_indices`) at several λ
+  (`--saliency_lambdas`).
+- `bn_statistics` (Fig. 2): running mean against running variance of the last
+  batch norm of the evaluated run and of `--bn_runs` (both groups of a dual
+  batch norm).
+
+The RA of the plots and of the frontier is under `--plot_attack` (default:
+the strongest attack). TensorBoard summaries (per-λ scalars, trade-off curves
+against λ, the plots, the HParams dashboard) go to `--tensorboard_dir`
+(default `<output_dir>/tensorboard`); see `evaluation.tensorboard_logging`.
+
+    python -m oat_tf.evaluate --run_dir=runs/oat --lambdas=0:1:0.1 --plot_attack=PGD-20 \\
+        --frontier_runs=runs/pgdat_0.1,runs/pgdat_0.3,runs/pgdat_1.0 \\
+        --bn_runs=runs/pgdat_0.1,runs/pgdat_1.0
 """
 
 from __future__ import annotations
@@ -17,7 +43,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import app
@@ -55,6 +81,41 @@ def define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "Where results go (default: <run_dir>/evaluation_<split>).")
     flags.DEFINE_bool("masking_checks", True, "Run the gradient-masking checks.")
     flags.DEFINE_integer("check_examples", 200, "Examples used by the ε-sweep and gradient checks.")
+    flags.DEFINE_string(
+        "plot_attack", None,
+        "Attack label (e.g. PGD-20) of the RA in the plots and the frontier points. Default: the "
+        "strongest attack (lowest mean RA).",
+    )
+    flags.DEFINE_list(
+        "frontier_runs", [],
+        "PGD-AT runs trained at one fixed λ, plotted as the SA-RA frontier: training run "
+        "directories (test_eval.json) or evaluation directories (evaluation.json).",
+    )
+    flags.DEFINE_bool(
+        "plots", True,
+        "Write the plots besides RA vs SA: SA/RA against λ, seen vs unseen λ, Jacobian saliency "
+        "and the last batch norm's running statistics.",
+    )
+    flags.DEFINE_integer(
+        "saliency_examples", 4, "Saliency plot: the first N examples of the split (0: no saliency plot)."
+    )
+    flags.DEFINE_list(
+        "saliency_indices", None, "Saliency plot: these example indices instead of the first N."
+    )
+    flags.DEFINE_list(
+        "saliency_lambdas", None,
+        "λ columns of the saliency plot. Default: the run's training values (S1 without a run).",
+    )
+    flags.DEFINE_list(
+        "bn_runs", [],
+        "Further run directories whose last batch norm's running mean/variance are plotted "
+        "with the evaluated run's.",
+    )
+    flags.DEFINE_string(
+        "tensorboard_dir", None,
+        "TensorBoard directory of this evaluation (default: <output_dir>/tensorboard; an empty "
+        "value writes none). Its earlier event files are replaced.",
+    )
 
 
 def parse_lambdas(values: Sequence[str]) -> tuple:
@@ -124,7 +185,10 @@ def main(argv) -> None:
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
     from oat_tf.training import experiment  # pylint: disable=import-outside-toplevel
 
     run_config = loading.read_run_config(FLAGS.run_dir) if FLAGS.run_dir else None
@@ -160,6 +224,26 @@ def main(argv) -> None:
             }
         )
     attack_list = oat_flags.parse_eval_attacks(FLAGS.attacks, train_attack)
+    attack_labels = [a.describe() for a in attack_list]
+    if FLAGS.plot_attack is not None and FLAGS.plot_attack not in attack_labels:
+        raise app.UsageError(
+            f"--plot_attack must be one of the evaluated attacks {attack_labels}. "
+            f"Received: {FLAGS.plot_attack!r}"
+        )
+    # Bad frontier or BN run directories fail now, not after the evaluation.
+    try:
+        frontier_runs = [frontier_lib.load_frontier_run(d) for d in FLAGS.frontier_runs]
+        bn_run_configs = [loading.read_run_config(d) for d in FLAGS.bn_runs]
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(f"--frontier_runs / --bn_runs: {error}") from None
+    saliency_lambdas = parse_lambdas(FLAGS.saliency_lambdas) if FLAGS.saliency_lambdas else None
+    try:
+        saliency_indices = saliency.select_indices(
+            split.num_examples, FLAGS.saliency_examples,
+            [int(i) for i in FLAGS.saliency_indices] if FLAGS.saliency_indices else None,
+        ) if FLAGS.plots else []
+    except ValueError as error:
+        raise app.UsageError(f"--saliency_indices / --saliency_examples: {error}") from None
     if FLAGS.lambdas:
         lambdas = parse_lambdas(FLAGS.lambdas)
     else:
@@ -202,19 +286,164 @@ def main(argv) -> None:
     result["split"] = FLAGS.split
     result["dataset"] = dataset_name
 
-    evaluation.write_report(
-        result, output_dir, prefix="evaluation", seen_lambdas=seen_lambdas,
-        title=f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split})",
+    title = f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split})"
+    plot_attack = FLAGS.plot_attack or evaluation.strongest_attack(result)
+    frontier_points = []
+    if frontier_runs and plot_attack is None:
+        logging.warning("No attack evaluated: the frontier runs have no RA to compare; not plotted.")
+    elif frontier_runs:
+        settings_of_attack = results_lib.attack_settings(result, plot_attack)
+        frontier_points = [
+            frontier_lib.frontier_point(
+                run, plot_attack, settings_of_attack,
+                dataset=dataset_name, num_examples=result["num_examples"],
+            )
+            for run in frontier_runs
+        ]
+        result["frontier"] = [p.to_dict() for p in frontier_points]
+
+    figures = {}
+    if FLAGS.plots:
+        figures = make_figures(
+            result, model, split, run_config, bn_run_configs, seen_lambdas, plot_attack,
+            frontier_points, title, saliency_lambdas, saliency_indices,
+        )
+    paths = evaluation.write_report(
+        result, output_dir, prefix="evaluation", seen_lambdas=seen_lambdas, title=title,
+        attack=plot_attack, frontier=frontier_points, figures=figures,
     )
+    tensorboard_dir = (
+        os.path.join(output_dir, "tensorboard") if FLAGS.tensorboard_dir is None else FLAGS.tensorboard_dir
+    )
+    if tensorboard_dir:
+        evaluation.log_evaluation(result, tensorboard_dir, plot_paths=paths["plots"])
     table = evaluation.format_table(result, seen_lambdas=seen_lambdas)
     lines = [f"\nSA / RA per λ ({dataset_name}, {FLAGS.split}, {result['num_examples']} examples)\n", table, ""]
     for check in checks:
         status = "PASS" if check["passed"] else "FAIL"
         lines.append(f"[{status}] {check['name']}: {check['detail']}")
     lines.append(f"\nResults: {output_dir}")
+    lines.append("Plots: " + ", ".join(os.path.basename(p) for p in paths["plots"].values()))
+    if tensorboard_dir:
+        lines.append(f"TensorBoard: tensorboard --logdir {tensorboard_dir}")
     sys.stdout.write("\n".join(lines) + "\n")
     if not all(c["passed"] for c in checks):
         logging.warning("Gradient-masking checks failed: %s", [c["name"] for c in checks if not c["passed"]])
+
+
+def run_label(run_dir: str, run_config: Dict[str, Any]) -> str:
+    """Returns a short label of a run: "<name> (<variant>[, λ=<value>])".
+
+    Args:
+        run_dir: str, the run directory.
+        run_config: dict, its config.json.
+
+    Returns:
+        str; the fixed λ is named for runs trained at one λ (PGD-AT).
+    """
+    name = run_config.get("name") or os.path.basename(os.path.abspath(run_dir))
+    variant = run_config.get("model", {}).get("variant", "?")
+    values = run_config.get("lambda_sampling", {}).get("values", [])
+    return f"{name} ({variant}, λ={values[0]:g})" if len(values) == 1 else f"{name} ({variant})"
+
+
+def make_figures(
+    result: Dict[str, Any],
+    model: Any,
+    split: Any,
+    run_config: Optional[Dict[str, Any]],
+    bn_run_configs: Sequence[Dict[str, Any]],
+    seen_lambdas: Optional[Sequence[float]],
+    plot_attack: Optional[str],
+    frontier_points: Sequence[Any],
+    title: str,
+    saliency_lambdas: Optional[Sequence[float]],
+    saliency_indices: Sequence[int],
+) -> Dict[str, Any]:
+    """Builds the plots besides RA vs SA; records saliency and BN details in `result`.
+
+    Args:
+        result: dict, the merged evaluation result (gets "saliency" and
+            "bn_statistics" entries).
+        model: the evaluated model (Keras network or SavedModelClassifier).
+        split: ArraySplit, the evaluated split (saliency images).
+        run_config: optional dict, the run's config.json.
+        bn_run_configs: sequence of dict, configs of `--bn_runs`.
+        seen_lambdas: optional sequence of float, the training λ values.
+        plot_attack: optional str, the attack of the RA plots.
+        frontier_points: sequence of FrontierPoint.
+        title: str, the plots' title.
+        saliency_lambdas: optional sequence of float, the saliency columns.
+        saliency_indices: sequence of int, the saliency images (empty: none).
+
+    Returns:
+        dict {name: matplotlib Figure}: "accuracy_vs_lambda", and when
+        possible "seen_vs_unseen", "saliency" and "bn_statistics".
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    import tqdm  # pylint: disable=import-outside-toplevel
+
+    from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import bn_statistics  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import plots  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
+
+    figures = {
+        "accuracy_vs_lambda": plots.accuracy_vs_lambda_figure(result, frontier=frontier_points, title=title)
+    }
+    if seen_lambdas is not None:
+        figures["seen_vs_unseen"] = plots.seen_vs_unseen_figure(
+            result, seen_lambdas, attack=plot_attack, frontier=frontier_points, title=title
+        )
+    else:
+        logging.info("The training λ values are unknown (no --run_dir): no seen-vs-unseen plot.")
+
+    indices = saliency_indices
+    if indices:
+        columns = saliency_lambdas or tuple(seen_lambdas or config_lib.S1)
+        images = split.images[indices].astype(np.float32) / 255.0
+        labels = split.labels[indices]
+        gradients = [
+            saliency.input_gradients(model, images, labels, lam)
+            for lam in tqdm.tqdm(columns, desc="saliency λ", unit="λ", file=sys.stderr)
+        ]
+        gradients = np.stack(gradients, axis=1)  # [N, L, H, W, C]
+        alignment = np.stack([saliency.alignment(images, gradients[:, j]) for j in range(len(columns))], axis=1)
+        figures["saliency"] = plots.saliency_figure(
+            images, saliency.display_maps(gradients), columns, labels=labels, alignment=alignment,
+            title=f"∇ₓ CE(f(x, λ), y) — {title} (under each map: |cos(x, ∇ₓ)|)",
+        )
+        result["saliency"] = {
+            "gradient": "input gradient of the clean cross-entropy, true label",
+            "indices": [int(i) for i in indices],
+            "lambdas": [float(lam) for lam in columns],
+            "alignment": {
+                evaluation.lambda_key(lam): [float(a) for a in alignment[:, j]]
+                for j, lam in enumerate(columns)
+            },
+        }
+
+    runs = []
+    if FLAGS.run_dir:
+        runs.append((FLAGS.run_dir, run_config, model if isinstance(model, keras.Model) else None))
+    runs += [(run_dir, config, None) for run_dir, config in zip(FLAGS.bn_runs, bn_run_configs)]
+    series = []
+    for run_dir, config, network in tqdm.tqdm(
+        runs, desc="BN statistics", unit="run", file=sys.stderr, disable=len(runs) < 2
+    ):
+        if network is None:
+            network, _ = loading.load_network_from_run(run_dir)
+        try:
+            series += bn_statistics.running_statistics(network, run_label(run_dir, config))
+        except ValueError as error:
+            logging.warning("No batch norm statistics for %s: %s", run_dir, error)
+    if series:
+        figures["bn_statistics"] = plots.bn_statistics_figure(series)
+        result["bn_statistics"] = [{"label": s.label, "layer": s.layer_name} for s in series]
+    else:
+        logging.info("No run directory with batch norm layers: no batch norm statistics plot.")
+    return figures
 
 
 def run_masking_checks(model, split, result, attack_list, lambdas, masking_checks, evaluation):

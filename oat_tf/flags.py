@@ -42,6 +42,16 @@ def parse_lambda_list(name: str, values: Sequence[str]) -> Tuple[float, ...]:
     return config_lib.check_lambda_values(name, [parse_fraction(name, v) for v in values])
 
 
+def parse_widths(values: Sequence[str]) -> Tuple[float, ...]:
+    """Parses `--widths` (numbers or fractions such as 3/4) into a sorted tuple."""
+    return config_lib.check_widths("widths", [parse_fraction("widths", v) for v in values])
+
+
+def _has_slimmable_network(architecture: str) -> bool:
+    name = architecture.strip().lower()
+    return name == "small_cnn" or (name.startswith("resnet") and name[6:].isdigit())
+
+
 def _is_pgd_name(name: str) -> bool:
     steps, _, step_text = name[3:].partition(":")
     if not (name.startswith("pgd") and steps.isdigit() and int(steps) >= 1):
@@ -156,7 +166,15 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_eval_examples", None, "Evaluate on the first N examples.")
     # Model.
     flags.DEFINE_string("architecture", "small_cnn", "small_cnn | resnet18 | resnet34 | wrn16_8 | wrn40_2 | ...")
-    flags.DEFINE_enum("variant", "oat", list(config_lib.MODEL_VARIANTS), "plain (PGD-AT) | oat | oat_single_bn.")
+    flags.DEFINE_enum(
+        "variant", "oat", list(config_lib.MODEL_VARIANTS),
+        "plain (PGD-AT) | oat | oat_single_bn | oats (OATS: slimmable, switchable dual BN) | "
+        "oats_single_bn | ats (PGD-ATS: slimmable, switchable BN; use a fixed λ).",
+    )
+    flags.DEFINE_list(
+        "widths", [str(w) for w in config_lib.DEFAULT_WIDTHS],
+        "Widths of a slimmable network (variants oats, oats_single_bn, ats); must contain 1.0.",
+    )
     flags.DEFINE_enum("encoding", "rand", list(config_lib.ENCODING_SCHEMES), "λ encoding scheme.")
     flags.DEFINE_integer("encoding_dim", 128, "λ code dimension d.")
     flags.DEFINE_integer("encoding_seed", 0, "Seed of the random orthogonal encoding matrix.")
@@ -197,7 +215,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     # Evaluation.
-    flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain: the fixed λ).")
+    flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain, ats: the fixed λ).")
     flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].")
     flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
@@ -209,6 +227,16 @@ def define_flags() -> None:
     flags.register_validator(
         "lambda_values", _never_raises(lambda v: parse_lambda_list("lambda_values", v)),
         message="--lambda_values must be numbers in [0, 1].",
+    )
+    flags.register_validator(
+        "widths", _never_raises(lambda v: parse_widths(v)),
+        message="--widths must be distinct numbers in (0, 1] that include 1.0, e.g. 0.5,0.75,1.0.",
+    )
+    flags.register_multi_flags_validator(
+        ["variant", "architecture"],
+        lambda f: f["variant"] not in config_lib.SLIMMABLE_VARIANTS
+        or _has_slimmable_network(f["architecture"]),
+        message="--variant=oats, oats_single_bn and ats need --architecture=small_cnn or resnet<depth>.",
     )
     flags.register_multi_flags_validator(
         ["lambda_sampling", "lambda_values"],
@@ -252,7 +280,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
     )
     if f.eval_lambdas:
         eval_lambdas = parse_lambda_list("eval_lambdas", f.eval_lambdas)
-    elif f.variant == "plain" and f.lambda_sampling == "fixed":
+    elif f.variant in config_lib.UNCONDITIONED_VARIANTS and f.lambda_sampling == "fixed":
         eval_lambdas = lambda_values
     else:
         eval_lambdas = config_lib.check_lambda_values(
@@ -275,6 +303,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
         model=config_lib.ModelConfig(
             architecture=f.architecture,
             variant=f.variant,
+            widths=parse_widths(f.widths),
             encoder=config_lib.EncoderConfig(
                 lambda_values=lambda_values,
                 scheme=f.encoding,

@@ -1,11 +1,15 @@
 """The evaluation command line: λ ranges, resuming, SavedModel input, checks."""
 
+import glob
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from matplotlib import image as image_lib
 
 from oat_tf import config as config_lib
 from oat_tf import evaluate
@@ -50,6 +54,16 @@ def tiny_run(tmp_path_factory):
         evaluation=config_lib.EvalConfig(lambdas=(0.0,), attacks=(attack,), batch_size=8),
     )
     summary = experiment.run_experiment(config)
+    # A PGD-AT frontier run: the tiny run's test evaluation, relabelled as trained at λ = 1.
+    frontier_dir = root / "pgdat_1"
+    frontier_dir.mkdir()
+    (frontier_dir / "test_eval.json").write_text(
+        (root / "runs" / "tiny" / "test_eval.json").read_text()
+    )
+    (frontier_dir / "config.json").write_text(json.dumps(
+        {"name": "pgdat_1", "lambda_sampling": {"values": [1.0]}, "model": {"variant": "plain"},
+         "data": {"dataset": "embedded"}}
+    ))
     return summary, root
 
 
@@ -62,12 +76,17 @@ def _evaluate(*flags):
     )
 
 
+PLOTS = ("ra_vs_sa", "accuracy_vs_lambda", "seen_vs_unseen", "saliency", "bn_statistics")
+
+
 def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
     summary, root = tiny_run
     out = root / "eval"
-    first = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0,1", f"--output_dir={out}")
+    plot_flags = [f"--frontier_runs={root / 'pgdat_1'}", f"--bn_runs={summary['run_dir']}"]
+    first = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0,1", f"--output_dir={out}", *plot_flags)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0:1:0.5", f"--output_dir={out}")
+    second = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0:1:0.5", f"--output_dir={out}",
+                       "--saliency_indices=1,3", *plot_flags)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming: 2 of 3" in second.stderr
     result = json.loads((out / "evaluation.json").read_text())
@@ -79,9 +98,53 @@ def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
     for check in result["masking_checks"]:
         assert ("[PASS] " if check["passed"] else "[FAIL] ") + check["name"] in second.stdout
     assert (out / "evaluation.md").is_file() and (out / "evaluation_ra_vs_sa.png").is_file()
+
+    # Every plot is written, listed and decodes to a non-blank image.
+    assert result["plots"] == {name: f"evaluation_{name}.png" for name in PLOTS}
+    for file_name in result["plots"].values():
+        pixels = image_lib.imread(str(out / file_name))
+        assert pixels.shape[0] > 100 and len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 10
+    # The frontier point: the tiny run's own test evaluation (PGD-2) at λ = 1,
+    # read under the closest attack, with a note saying so.
+    (point,) = result["frontier"]
+    tiny_eval = json.loads((root / "runs" / "tiny" / "test_eval.json").read_text())
+    assert point["name"] == "pgdat_1" and point["lambda_value"] == 1.0 and point["attack"] == "PGD-2"
+    assert point["robust_accuracy"] == tiny_eval["robust_accuracy"]["PGD-2"][point["lambda_key"]]
+    assert point["notes"] and "closest attack PGD-2" in point["notes"][0]
+    assert "closest attack PGD-2" in second.stderr
+    assert result["saliency"]["indices"] == [1, 3]
+    assert result["saliency"]["lambdas"] == list(config_lib.S1)
+    assert [s["layer"] for s in result["bn_statistics"]] == ["fc2_bn"] * 4
+
+    # TensorBoard: the trade-off curve and one HParams session per λ.
+    tb_dir = out / "tensorboard"
+    trade_off = {}
+    for path in glob.glob(str(tb_dir / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "trade_off/sa":
+                    trade_off[event.step] = float(tf.make_ndarray(value.tensor))
+    assert trade_off.keys() == {0, 500, 1000}
+    for key, step in (("0.0", 0), ("0.5", 500), ("1.0", 1000)):
+        np.testing.assert_allclose(trade_off[step], result["clean_accuracy"][key], rtol=1e-6)
+    assert sorted(p.name for p in (tb_dir / "hparams").iterdir() if p.is_dir()) == [
+        "lambda_0.0", "lambda_0.5", "lambda_1.0"]
     # Other settings in the same directory are refused rather than mixed.
     third = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={out}", "--seed=3")
     assert third.returncode != 0 and "other settings" in third.stderr
+
+
+def test_bad_plot_flags_fail_before_evaluating(tiny_run):
+    summary, root = tiny_run
+    for flag, message in (
+        (f"--frontier_runs={summary['run_dir']}", "one fixed λ"),
+        (f"--bn_runs={root}", "config.json"),
+        ("--saliency_indices=99", "saliency_indices"),
+        ("--plot_attack=PGD-20", "plot_attack"),
+    ):
+        run = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={root / 'bad'}", flag)
+        assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert not (root / "bad" / "evaluation_state.json").exists()
 
 
 def test_evaluate_saved_model_matches_run_dir(tiny_run):
@@ -95,3 +158,9 @@ def test_evaluate_saved_model_matches_run_dir(tiny_run):
     b = json.loads((root / "b" / "evaluation.json").read_text())
     assert a["clean_accuracy"] == b["clean_accuracy"]
     assert a["robust_accuracy"]["Square-20"] == b["robust_accuracy"]["Square-20"]
+    # Saliency through the serving signature equals saliency of the network.
+    assert a["saliency"]["lambdas"] == b["saliency"]["lambdas"] == list(config_lib.S1)
+    for key, alignment in a["saliency"]["alignment"].items():
+        np.testing.assert_allclose(b["saliency"]["alignment"][key], alignment, rtol=1e-3, atol=1e-6)
+    # Without the run's config and weights: no seen/unseen and no BN plot.
+    assert set(b["plots"]) == {"ra_vs_sa", "accuracy_vs_lambda", "saliency"}

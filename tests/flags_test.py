@@ -31,9 +31,16 @@ def test_flagfile_gives_a_valid_config(path):
     config = _parse(f"--flagfile={path}")
     name = os.path.basename(path)[: -len(".flags")]
     assert config.name.startswith(name.split("_pgdat")[0])
-    if "pgdat" in name:
+    if "pgdats" in name:
+        assert config.model.variant == "ats" and config.lambda_sampling.sampling == "fixed"
+        assert config.evaluation.lambdas == config.lambda_sampling.values
+    elif "pgdat" in name:
         assert config.model.variant == "plain" and config.lambda_sampling.sampling == "fixed"
-    elif name != "quickstart":
+    if name.endswith("oats") or "pgdats" in name:
+        assert config.model.slimmable and config.model.widths == (0.5, 0.75, 1.0)
+    else:
+        assert not config.model.slimmable
+    if not name.startswith("quickstart") and "pgdat" not in name:
         assert config.train_attack.epsilon == pytest.approx(8 / 255)
         assert config.train_attack.num_steps == 7
         assert config.lambda_sampling.values == config_lib.S1
@@ -43,6 +50,30 @@ def test_paper_flagfiles_exist():
     names = {os.path.basename(p) for p in FLAGFILES}
     for setting in ("cifar10_resnet34", "svhn_wrn16_8", "stl10_wrn40_2"):
         assert f"{setting}_oat.flags" in names and f"{setting}_pgdat.flags" in names
+    assert {"cifar10_resnet34_oats.flags", "cifar10_resnet34_pgdats.flags", "quickstart_oats.flags"} <= names
+
+
+def test_widths_flag():
+    config = _parse("--variant=oats", "--widths=1,1/2")
+    assert config.model.widths == (0.5, 1.0) and config.model.slimmable
+    assert _parse().model.widths == (0.5, 0.75, 1.0)
+    for bad in ("0.5,0.75", "0,1", "0.5,0.5,1", "1.5,1"):
+        with pytest.raises(flags.IllegalFlagValueError, match="widths"):
+            _parse(f"--widths={bad}")
+    with pytest.raises(flags.IllegalFlagValueError, match="architecture=small_cnn or resnet"):
+        _parse("--variant=oats", "--architecture=wrn16_8")
+    ats = _parse("--variant=ats", "--architecture=resnet18", "--lambda_sampling=fixed", "--lambda_values=1")
+    assert ats.evaluation.lambdas == (1.0,)
+
+
+def test_model_config_checks_widths():
+    assert config_lib.ModelConfig(widths=[1, 0.25]).widths == (0.25, 1.0)
+    with pytest.raises(ValueError, match="`widths` must contain 1.0.*Received: widths="):
+        config_lib.ModelConfig(widths=(0.5,))
+    with pytest.raises(ValueError, match="`widths` must be distinct"):
+        config_lib.ModelConfig(widths=(0.5, 0.5, 1.0))
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        config_lib.ModelConfig(widths=(0.0, 1.0))
 
 
 def test_defaults_follow_the_paper():

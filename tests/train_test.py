@@ -45,6 +45,17 @@ def test_cli_trains_evaluates_and_exports(tmp_path):
     results = json.loads((run_dir / "test_eval.json").read_text())
     assert results["num_examples"] == 16 and set(results["clean_accuracy"]) == {"0.0", "1.0"}
     assert (tmp_path / "export" / "cli" / "saved_model.pb").is_file()
+    # The export's model card carries the table measured on the test split.
+    card = json.loads((tmp_path / "export" / "cli" / "assets.extra" / "model_card.json").read_text())
+    measured = card["test_evaluation"]
+    assert measured["split"] == "test" and measured["num_examples"] == 16
+    for key in ("lambdas", "clean_accuracy", "robust_accuracy", "worst_case_accuracy", "attacks", "seed"):
+        assert measured[key] == results[key], key
+    assert "| 1.0 |" in measured["table"]
+    assert (card["name"], card["dataset"], card["architecture"], card["variant"]) == (
+        "cli", "embedded", "small_cnn", "oat")
+    assert card["seen_lambdas"] == [0.0, 0.1, 0.2, 0.3, 0.4, 1.0]
+    assert card["train_attack"]["epsilon"] == 0.3 and card["data"]["num_train_examples"] == 32
 
 
 @pytest.mark.parametrize(

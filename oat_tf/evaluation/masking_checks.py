@@ -11,8 +11,9 @@ Carlini et al. 2019, "On evaluating adversarial robustness"):
 3. `stronger_pgd_not_weaker`: PGD with at least as many steps and restarts (same
    ε and step size) never gives a higher robust accuracy.
 4. `black_box_not_stronger`: the score-based Square attack never gives a lower
-   robust accuracy than an iterative gradient-based attack (PGD, APGD,
-   MI-FGSM).
+   robust accuracy than the strongest iterative gradient-based attack (PGD,
+   APGD, MI-FGSM) at the same λ; weaker gradient attacks that Square beats
+   are named (their own numbers overstate robustness).
 
 Each check returns a dict `{"name", "passed", "detail", ...}`; a failed check
 is printed and saved with the results, never hidden. Comparisons of accuracies
@@ -161,42 +162,68 @@ def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Checks the Square attack never beats an iterative white-box attack.
+    """Checks the Square attack never beats the strongest white-box attack.
 
-    A score-based attack that finds more adversarial examples than a gradient
-    attack with many steps means that attack's gradients mislead it. FGSM is
-    left out of the comparison: one step is not meant to be strong.
+    If a score-based attack finds more adversarial examples at some λ than
+    every iterative gradient attack (PGD, APGD, MI-FGSM) of the evaluation,
+    the model's gradients mislead the attacks there: the check fails. A
+    white-box attack that Square beats while a stronger white-box attack
+    does not is listed in `weaker_than_black_box` and named in the detail:
+    that attack's own RA overstates robustness (e.g. a small-step PGD on a
+    non-robust λ), but gradients did find the examples, so the check passes.
+    FGSM is left out: one step is not meant to be strong.
 
     Args:
         result: an `evaluate_lambda_grid` result.
 
     Returns:
-        check dict with one comparison per λ, black-box and white-box attack.
+        check dict with one comparison per λ and black-box attack (against
+        the lowest white-box RA at that λ) and the list of weaker white-box
+        attacks.
     """
     configs = {a["label"]: _attack_config(a) for a in result["attacks"]}
     black = [label for label, c in configs.items() if c.name == "square"]
     white = [label for label, c in configs.items() if c.name not in ("square", "fgsm")]
     tolerance = 1.0 / max(1, result["num_examples"])
     comparisons = []
+    weaker = []
     passed = True
     for label in black:
         for key, black_ra in result["robust_accuracy"][label].items():
-            for white_label in white:
-                white_ra = result["robust_accuracy"][white_label][key]
-                ok = black_ra + tolerance >= white_ra
-                passed &= ok
-                comparisons.append(
-                    {"lambda": key, "black_box": label, "black_box_ra": black_ra,
-                     "white_box": white_label, "white_box_ra": white_ra, "passed": ok}
-                )
-    failed = sorted({(c["white_box"], c["lambda"]) for c in comparisons if not c["passed"]})
+            if not white:
+                continue
+            white_ras = {w: result["robust_accuracy"][w][key] for w in white}
+            strongest = min(white_ras, key=white_ras.get)
+            ok = black_ra + tolerance >= white_ras[strongest]
+            passed &= ok
+            comparisons.append(
+                {"lambda": key, "black_box": label, "black_box_ra": black_ra,
+                 "white_box": strongest, "white_box_ra": white_ras[strongest], "passed": ok}
+            )
+            weaker.extend(
+                {"lambda": key, "black_box": label, "white_box": w, "white_box_ra": ra, "black_box_ra": black_ra}
+                for w, ra in white_ras.items()
+                if black_ra + tolerance < ra
+            )
+    failed = [c for c in comparisons if not c["passed"]]
+    detail = "Square RA ≥ the RA of the strongest iterative white-box attack at every λ"
+    if not comparisons:
+        detail += " (no Square and white-box pair in this evaluation)"
+    if failed:
+        detail += "; Square beats every white-box attack at " + ", ".join(
+            f"λ={c['lambda']} ({100 * c['black_box_ra']:.2f}% < {c['white_box']} "
+            f"{100 * c['white_box_ra']:.2f}%)" for c in failed
+        )
+    if weaker:
+        detail += "; weaker than Square (their RA overstates robustness): " + ", ".join(
+            f"{w['white_box']} at λ={w['lambda']}" for w in weaker
+        )
     return {
         "name": "black_box_not_stronger",
         "passed": bool(passed),
-        "detail": "Square RA ≥ the RA of every iterative white-box attack at every λ"
-        + ("" if comparisons else " (no Square and white-box pair in this evaluation)")
-        + (f"; Square beats {', '.join(f'{w} at λ={k}' for w, k in failed)}" if failed else ""),
+        "detail": detail,
         "comparisons": comparisons,
+        "weaker_than_black_box": weaker,
     }
 
 

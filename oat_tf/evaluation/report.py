@@ -1,87 +1,42 @@
-"""Reports of a λ-grid evaluation: Markdown table, JSON, SA-RA plot, TensorBoard.
+"""Reports of a λ-grid evaluation: Markdown table, JSON, plots, TensorBoard scalars.
 
 Every function takes the dict returned by
-`robust_eval.evaluate_lambda_grid`:
+`robust_eval.evaluate_lambda_grid` (see `results`):
 
 - `format_table(result)`: a Markdown table, one row per λ, with SA, RA per
   attack and the worst case, in percent.
-- `write_report(result, out_dir)`: `<prefix>.json`, `<prefix>.md` and
-  `<prefix>_ra_vs_sa.png` (RA of the strongest attack against SA, each point
-  labelled with its λ, as in the OAT paper's Fig. 4). Every file is written to
-  a temporary file in `out_dir` and renamed over the target with `os.replace`,
-  so a reader never sees a half-written file and a failure leaves the previous
-  file untouched. Local file systems only.
+- `write_report(result, out_dir)`: `<prefix>_ra_vs_sa.png` (RA against SA,
+  each point labelled with its λ, as in the OAT paper's Fig. 4; with the
+  PGD-AT frontier when given), one `<prefix>_<name>.png` per extra figure,
+  then `<prefix>.json` (the result plus `"plots"`: {name: PNG file name,
+  relative to `out_dir`}) and `<prefix>.md` (the table and the plots). Every
+  file is written atomically (`atomic_files`): a reader never sees a
+  half-written file and a failure leaves the previous file untouched. Local
+  file systems only.
 - `write_scalars(result, summary_writer, step)`: `sa/lambda_<λ>`,
   `ra_<attack>/lambda_<λ>` and `worst_case/lambda_<λ>` scalars.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-import tempfile
-from typing import Any, Callable, Dict, IO, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
-from matplotlib.backends import backend_agg
 from matplotlib import figure as figure_lib
 
 from oat_tf import config as config_lib
+from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import frontier as frontier_lib
+from oat_tf.evaluation import plots
+from oat_tf.evaluation import results as results_lib
 
-_RESULT_KEYS = (
-    "num_examples",
-    "lambdas",
-    "clean_accuracy",
-    "robust_accuracy",
-    "worst_case_accuracy",
-)
-
-
-def _check_result(result: Any) -> None:
-    if not isinstance(result, dict) or any(k not in result for k in _RESULT_KEYS):
-        keys = sorted(result) if isinstance(result, dict) else type(result).__name__
-        raise ValueError(
-            "`result` must be the dict returned by `evaluate_lambda_grid`, with keys "
-            f"{list(_RESULT_KEYS)}. Received: result with keys {keys}"
-        )
-
-
-def _lambda_keys(result: dict) -> list:
-    # The result's own keys, in the order of `result["lambdas"]`.
-    keys = list(result["clean_accuracy"])
-    if len(keys) != len(result["lambdas"]):
-        raise ValueError(
-            "`result` must have one clean accuracy per λ. Received: result with "
-            f"lambdas={result['lambdas']} and clean_accuracy keys {keys}"
-        )
-    return keys
-
-
-def _is_seen(lam: float, seen: Sequence[float]) -> bool:
-    return any(math.isclose(lam, s, rel_tol=0.0, abs_tol=1e-9) for s in seen)
+RA_VS_SA = "ra_vs_sa"
 
 
 def _percent(value: float) -> str:
     return f"{100.0 * value:.2f}"
-
-
-def strongest_attack(result: dict) -> Optional[str]:
-    """Returns the name of the attack with the lowest RA averaged over λ.
-
-    Args:
-        result: dict, as returned by `evaluate_lambda_grid`.
-
-    Returns:
-        str, the attack name (the first one on ties), or None without attacks.
-    """
-    _check_result(result)
-    robust = result["robust_accuracy"]
-    if not robust:
-        return None
-    return min(robust, key=lambda label: sum(robust[label].values()) / len(robust[label]))
 
 
 def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -> str:
@@ -97,7 +52,7 @@ def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -
         λ, (seen), SA, RA per attack and worst case, accuracies in percent
         with two decimals.
     """
-    _check_result(result)
+    results_lib.check_result(result)
     if seen_lambdas is not None:
         seen_lambdas = config_lib.check_lambda_values("seen_lambdas", seen_lambdas)
     labels = list(result["robust_accuracy"])
@@ -109,10 +64,10 @@ def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
-    for lam, key in zip(result["lambdas"], _lambda_keys(result)):
+    for lam, key in zip(result["lambdas"], results_lib.lambda_keys(result)):
         row = [key]
         if seen_lambdas is not None:
-            row.append("seen" if _is_seen(lam, seen_lambdas) else "unseen")
+            row.append("seen" if results_lib.is_seen(lam, seen_lambdas) else "unseen")
         row.append(_percent(result["clean_accuracy"][key]))
         row += [_percent(result["robust_accuracy"][label][key]) for label in labels]
         row.append(_percent(result["worst_case_accuracy"][key]))
@@ -158,59 +113,19 @@ def _format_markdown(result: dict, seen_lambdas, title: Optional[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_ra_vs_sa(result: dict, seen_lambdas, title: Optional[str]) -> figure_lib.Figure:
-    label = strongest_attack(result)
-    if label is None:
-        robust, y_label = result["worst_case_accuracy"], "worst case (%)"
-    else:
-        robust, y_label = result["robust_accuracy"][label], f"RA under {label} (%)"
-    keys = _lambda_keys(result)
-    sa = [100.0 * result["clean_accuracy"][k] for k in keys]
-    ra = [100.0 * robust[k] for k in keys]
-
-    fig = figure_lib.Figure(figsize=(5.5, 4.5), dpi=100)
-    backend_agg.FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(sa, ra, color="tab:blue", linewidth=1.0, zorder=1)
-    if seen_lambdas is None:
-        ax.scatter(sa, ra, color="tab:blue", zorder=2, label="OAT")
-    else:
-        seen = [_is_seen(lam, seen_lambdas) for lam in result["lambdas"]]
-        for marker_seen, face, name in ((True, "tab:blue", "seen λ"), (False, "white", "unseen λ")):
-            points = [(x, y) for x, y, s in zip(sa, ra, seen) if s == marker_seen]
-            if points:
-                xs, ys = zip(*points)
-                ax.scatter(xs, ys, facecolors=face, edgecolors="tab:blue", zorder=2, label=name)
-        ax.legend(loc="best")
-    for key, x, y in zip(keys, sa, ra):
-        ax.annotate(f"λ={key}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("SA (%)")
-    ax.set_ylabel(y_label)
-    ax.set_title(title or "RA vs SA per λ")
-    ax.grid(True, alpha=0.3)
-    ax.margins(0.15)
-    fig.tight_layout()
-    return fig
-
-
-def _atomic_write(path: str, write_fn: Callable[[IO], None], *, binary: bool) -> None:
-    """Writes `path` through a temporary sibling file and `os.replace`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        mode, encoding = ("wb", None) if binary else ("w", "utf-8")
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp_path)
-        raise
+def _format_frontier(frontier: Sequence[frontier_lib.FrontierPoint]) -> str:
+    lines = [
+        "PGD-AT frontier (runs trained at one fixed λ):",
+        "",
+        "| run | λ | SA (%) | RA (%) | attack | notes |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for point in sorted(frontier, key=lambda p: p.lambda_value):
+        lines.append(
+            f"| {point.name} | {point.lambda_value:g} | {_percent(point.clean_accuracy)} | "
+            f"{_percent(point.robust_accuracy)} | {point.attack} | {'; '.join(point.notes)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_report(
@@ -220,8 +135,11 @@ def write_report(
     prefix: str = "eval",
     seen_lambdas: Optional[Sequence[float]] = None,
     title: Optional[str] = None,
-) -> Dict[str, str]:
-    """Writes the JSON, Markdown and RA-vs-SA plot of an evaluation.
+    attack: Optional[str] = None,
+    frontier: Sequence[frontier_lib.FrontierPoint] = (),
+    figures: Optional[Mapping[str, figure_lib.Figure]] = None,
+) -> Dict[str, object]:
+    """Writes the plots, JSON and Markdown of an evaluation.
 
     Args:
         result: dict, as returned by `evaluate_lambda_grid`.
@@ -230,34 +148,55 @@ def write_report(
         seen_lambdas: optional sequence of float, the training λ values;
             marks rows of the table and points of the plot as seen/unseen.
         title: optional str, title of the Markdown page and of the plot.
+        attack: optional str, the attack of the RA-vs-SA plot (default: the
+            strongest).
+        frontier: sequence of FrontierPoint, PGD-AT points added to the
+            RA-vs-SA plot and listed in the Markdown.
+        figures: optional mapping {name: Figure}, further plots, each written
+            to `<prefix>_<name>.png` (names: letters, digits, "_", "-").
 
     Returns:
-        dict with keys "json", "markdown" and "plot", the written paths.
+        dict: "json", "markdown" and "plot" (the RA-vs-SA PNG), the written
+        paths, and "plots", {name: path} of every PNG including "ra_vs_sa".
     """
-    _check_result(result)
+    results_lib.check_result(result)
     if not prefix or os.sep in prefix or (os.altsep and os.altsep in prefix):
         raise ValueError(
             f"`prefix` must be a non-empty file name without separators. Received: prefix={prefix!r}"
         )
+    figures = dict(figures or {})
+    for name in figures:
+        if name == RA_VS_SA or not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ValueError(
+                "`figures` names must be non-empty, made of letters, digits, '_' and '-', and "
+                f"not {RA_VS_SA!r}. Received: figures with names {list(figures)}"
+            )
     if seen_lambdas is not None:
         seen_lambdas = config_lib.check_lambda_values("seen_lambdas", seen_lambdas)
     os.makedirs(out_dir, exist_ok=True)
+    figures = {
+        RA_VS_SA: plots.ra_vs_sa_figure(
+            result, seen_lambdas=seen_lambdas, attack=attack, frontier=frontier, title=title
+        ),
+        **figures,
+    }
+    file_names = {name: f"{prefix}_{name}.png" for name in figures}
+    plot_paths = {name: os.path.join(out_dir, file_name) for name, file_name in file_names.items()}
+    for name, fig in figures.items():
+        atomic_files.write_figure(plot_paths[name], fig)
     paths = {
         "json": os.path.join(out_dir, f"{prefix}.json"),
         "markdown": os.path.join(out_dir, f"{prefix}.md"),
-        "plot": os.path.join(out_dir, f"{prefix}_ra_vs_sa.png"),
+        "plot": plot_paths[RA_VS_SA],
+        "plots": plot_paths,
     }
-
-    def write_json(f: IO) -> None:
-        json.dump(result, f, indent=2, allow_nan=False)
-        f.write("\n")
-
-    _atomic_write(paths["json"], write_json, binary=False)
+    atomic_files.write_json(paths["json"], {**result, "plots": file_names})
     markdown = _format_markdown(result, seen_lambdas, title)
-    _atomic_write(paths["markdown"], lambda f: f.write(markdown), binary=False)
-    fig = _plot_ra_vs_sa(result, seen_lambdas, title)
-    _atomic_write(paths["plot"], lambda f: fig.savefig(f, format="png"), binary=True)
-    logging.info("Wrote evaluation report: %s", ", ".join(paths.values()))
+    if frontier:
+        markdown += "\n" + _format_frontier(frontier)
+    markdown += "\n" + "\n".join(f"![{name}]({file_name})" for name, file_name in file_names.items()) + "\n"
+    atomic_files.write_text(paths["markdown"], markdown)
+    logging.info("Wrote evaluation report: %s, %s, %s", paths["json"], paths["markdown"], ", ".join(plot_paths.values()))
     return paths
 
 
@@ -272,9 +211,9 @@ def write_scalars(result: dict, summary_writer: tf.summary.SummaryWriter, step: 
         summary_writer: tf.summary.SummaryWriter to write to.
         step: int, the summary step (e.g. the epoch or training step).
     """
-    _check_result(result)
+    results_lib.check_result(result)
     with summary_writer.as_default():
-        for key in _lambda_keys(result):
+        for key in results_lib.lambda_keys(result):
             tf.summary.scalar(f"sa/lambda_{key}", result["clean_accuracy"][key], step=step)
             for label, values in result["robust_accuracy"].items():
                 tf.summary.scalar(f"ra_{label}/lambda_{key}", values[key], step=step)

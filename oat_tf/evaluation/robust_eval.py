@@ -14,10 +14,13 @@ over the data:
 
 Each attack gets one `tf.function` (optionally XLA-compiled) whose arguments
 are tensors with an unknown batch dimension (images, labels, λ, seed), so it is
-traced once and reused for every λ and every batch. Attack randomness uses
-stateless seeds derived from (seed, batch index, λ index, attack index): the
-same call gives the same numbers. A targeted attack aims at a wrong class
-drawn uniformly per sample from a second derived seed.
+traced once and reused for every λ and every batch; the functions are cached
+per model, so calling this once per λ (as the resumable `oat_tf.evaluate`
+does) does not trace again. Attack randomness uses stateless seeds derived
+from (seed, batch index, λ value, attack name): the same call gives the same
+numbers, and the numbers of one λ and one attack do not depend on which other
+λ or attacks share the call. A targeted attack aims at a wrong class drawn
+uniformly per sample from a second derived seed.
 
 Example:
 
@@ -33,7 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, List, Sequence
+import weakref
+import zlib
+from typing import Any, Callable, Dict, List, Sequence
 
 import keras
 import numpy as np
@@ -178,9 +183,33 @@ def _random_wrong_labels(logits: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) 
     return tf.math.floormod(labels + offsets, num_classes)
 
 
-def _derive_seeds(seed: int, batch_index: int, lambda_index: int, attack_index: int) -> tf.Tensor:
+# model -> {(kind, attack, image spec, jit): tf.function}; entries die with the model.
+_FUNCTIONS: "weakref.WeakKeyDictionary[Any, Dict[tuple, Callable]]" = weakref.WeakKeyDictionary()
+
+
+def _cached_function(model: Any, key: tuple, build: Callable[[Any], Callable]) -> Callable:
+    """Returns `build(model)` for `key`, built once per model.
+
+    The function is built on a weak proxy of the model, so the cache entry
+    does not keep the model alive.
+    """
+    try:
+        functions = _FUNCTIONS.setdefault(model, {})
+        proxy = weakref.proxy(model)
+    except TypeError:  # Not weakly referenceable: no cache.
+        return build(model)
+    if key not in functions:
+        functions[key] = build(proxy)
+    return functions[key]
+
+
+def _derive_seeds(seed: int, batch_index: int, lam: float, attack_label: str) -> tf.Tensor:
     # Row 0 seeds the attack, row 1 the target classes of a targeted attack.
-    state = np.random.SeedSequence([seed, batch_index, lambda_index, attack_index])
+    # λ enters as millionths and the attack as its name's CRC-32, so a
+    # (λ, attack) pair gets the same seeds whatever else is evaluated with it.
+    state = np.random.SeedSequence(
+        [seed, batch_index, int(round(lam * 1_000_000)), zlib.crc32(attack_label.encode("utf-8"))]
+    )
     return tf.constant(state.generate_state(4, dtype=np.uint32).astype(np.int64).reshape(2, 2))
 
 
@@ -227,8 +256,17 @@ def evaluate_lambda_grid(
     attack_labels = _validate_attacks(attacks)
     image_spec = _image_spec(dataset)
 
-    clean_fn = _build_clean_fn(model, image_spec, jit_compile)
-    attack_fns = [_build_attack_fn(model, a, image_spec, jit_compile) for a in attacks]
+    clean_fn = _cached_function(
+        model, ("clean", image_spec, jit_compile), lambda m: _build_clean_fn(m, image_spec, jit_compile)
+    )
+    attack_fns = [
+        _cached_function(
+            model,
+            ("attack", a, image_spec, jit_compile),
+            lambda m, a=a: _build_attack_fn(m, a, image_spec, jit_compile),
+        )
+        for a in attacks
+    ]
     logging.info(
         "Evaluating %d λ values x %d attacks (%s), seed=%d, jit_compile=%s.",
         len(lambda_values),
@@ -252,7 +290,7 @@ def evaluate_lambda_grid(
             clean_counts[lambda_index] += int(clean.sum())
             survived = clean
             for attack_index, attack_fn in enumerate(attack_fns):
-                seeds = _derive_seeds(seed, batch_index, lambda_index, attack_index)
+                seeds = _derive_seeds(seed, batch_index, lam, attack_labels[attack_index])
                 robust = attack_fn(images, labels, lam_tensor, seeds).numpy()
                 robust_counts[lambda_index, attack_index] += int(robust.sum())
                 survived = np.logical_and(survived, robust)

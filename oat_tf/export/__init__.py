@@ -3,6 +3,7 @@
 from oat_tf.export.saved_model import IMAGE_INPUT_NAME
 from oat_tf.export.saved_model import LAMBDA_INPUT_NAME
 from oat_tf.export.saved_model import SIGNATURE_KEY
+from oat_tf.export.saved_model import copy_with_model_card
 from oat_tf.export.saved_model import export_saved_model
 from oat_tf.export.saved_model import load_model_card
 from oat_tf.export.saved_model import load_serving_fn
@@ -12,6 +13,7 @@ __all__ = [
     "IMAGE_INPUT_NAME",
     "LAMBDA_INPUT_NAME",
     "SIGNATURE_KEY",
+    "copy_with_model_card",
     "export_saved_model",
     "load_model_card",
     "load_serving_fn",

@@ -47,12 +47,15 @@ Next to the SavedModel, `assets.extra/` holds:
   `WARMUP_LAMBDAS`, mid-grey images) that TF Serving replays on load.
 - `model_card.json`, when `export_saved_model` is given a `model_card`: a plain
   JSON file (e.g. the measured SA/RA table), read back with `load_model_card`.
+  `copy_with_model_card` writes a copy of an export (or updates it in place)
+  with a new card, e.g. once `python -m oat_tf.calibrate` has chosen a λ.
 
 The export is atomic: the SavedModel and `assets.extra/` are written to a
 temporary sibling directory, then renamed to `export_dir`. An existing export
 at `export_dir` is first renamed aside and deleted only once the new one is in
 place, so `export_dir` never holds a half-written export (between the two
-renames it briefly does not exist).
+renames it briefly does not exist). `copy_with_model_card` gives the same
+guarantee.
 
 `predict_rest_json` documents the REST contract: it turns a REST `predict`
 request in the row format into batched tensors as TF Serving does, calls the
@@ -334,6 +337,71 @@ def _replace_dir(source: str, target: str) -> None:
         os.rename(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def copy_with_model_card(
+    source_dir: str, export_dir: str, model_card: Mapping[str, Any]
+) -> str:
+    """Writes a copy of an export with a new model card, atomically.
+
+    The SavedModel, variables, warmup requests and every other file of
+    `source_dir` are copied unchanged; only `assets.extra/model_card.json` is
+    (re)written. Same guarantees as `export_saved_model`: the copy is built in
+    a temporary sibling directory of `export_dir` and renamed into place, an
+    existing `export_dir` is replaced only once the new one is complete, and
+    a failure leaves it untouched. `export_dir` may be `source_dir` itself:
+    then the export is updated in place, atomically.
+
+    Args:
+        source_dir: str, a directory written by `export_saved_model`.
+        export_dir: str, where the copy goes; replaced if it exists. Must not
+            lie inside `source_dir` (unless it is `source_dir`).
+        model_card: dict, the whole new model card (plain JSON; see
+            `export_saved_model`). To keep the old content, start from
+            `load_model_card(source_dir)`.
+
+    Returns:
+        str, `export_dir`.
+    """
+    if not isinstance(model_card, Mapping):
+        raise ValueError(
+            "`model_card` must be a dict. "
+            f"Received: model_card of type {type(model_card).__name__}"
+        )
+    card_text = _serialize_model_card(model_card)
+    source = os.path.abspath(os.fspath(source_dir))
+    if not os.path.isfile(os.path.join(source, "saved_model.pb")):
+        raise ValueError(
+            "`source_dir` must be a SavedModel directory (holding saved_model.pb). "
+            f"Received: source_dir={source_dir!r}"
+        )
+    export_dir = os.fspath(export_dir)
+    target = os.path.abspath(export_dir)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(
+            "`export_dir` must be a directory path, not an existing file. "
+            f"Received: export_dir={export_dir!r}"
+        )
+    if target != source and os.path.commonpath([source, target]) == source:
+        raise ValueError(
+            "`export_dir` must not lie inside `source_dir` (it may be `source_dir` itself). "
+            f"Received: source_dir={source_dir!r}, export_dir={export_dir!r}"
+        )
+    parent, base = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    try:
+        shutil.copytree(source, temp_dir, dirs_exist_ok=True)
+        extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
+        os.makedirs(extra_dir, exist_ok=True)
+        with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
+            f.write(card_text)
+        _replace_dir(temp_dir, target)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    logging.info("Wrote %s with a new model card (from %s).", export_dir, source_dir)
+    return export_dir
 
 
 def load_serving_fn(export_dir: str):

@@ -1,4 +1,4 @@
-"""oat_tf networks: dict inputs {"image", "lambda"}, logits out, plain or OAT variants.
+"""oat_tf networks: dict inputs {"image", "lambda"}, logits out; plain, OAT and slimmable (OATS) variants.
 
 MAC and parameter counts live in `oat_tf.models.flops` (not re-exported, so
 `python -m oat_tf.models.flops` runs without a double import).
@@ -12,12 +12,20 @@ from oat_tf.models.conditioning import model_inputs
 from oat_tf.models.registry import build_model
 from oat_tf.models.registry import parse_architecture
 from oat_tf.models.resnet import ResNet
+from oat_tf.models.slimmable_network import SLIMMABLE_VARIANTS
+from oat_tf.models.slimmable_network import SlimmableNetwork
+from oat_tf.models.slimmable_resnet import SlimmableResNet
+from oat_tf.models.slimmable_small_cnn import SlimmableSmallCNN
 from oat_tf.models.small_cnn import SmallCNN
 from oat_tf.models.wide_resnet import WideResNet
 
 __all__ = [
     "Conditioning",
     "ResNet",
+    "SLIMMABLE_VARIANTS",
+    "SlimmableNetwork",
+    "SlimmableResNet",
+    "SlimmableSmallCNN",
     "SmallCNN",
     "VARIANTS",
     "WideResNet",

@@ -10,13 +10,23 @@ Counts follow `thop` (the profiler of the OAT reference code), per image:
   reported on their own as `film_macs`.
 - Everything else (activations, pooling, additions, λ encoding): 0.
 
+Slimmable layers count what their width uses: the `width` of each call is read
+from the graph's nodes, so `count_flops(network.width_model(α))` gives the
+MACs and parameters of the width-α sub-network of a slimmable network
+(`count_width_flops` does it for every width): `SlimmableConv2D` and
+`SlimmableDense` their sliced kernels, the switchable batch norms the width's
+own sublayer, `SlimmableFiLM` its slimmed generator.
+
 The graph is walked through the model's own nodes, so layers shared with other
 models count once per use in this one; nested functional models are walked
-recursively. Output shapes come from the nodes' symbolic tensors.
+recursively. Output shapes come from the nodes' symbolic tensors. Parameters
+are those of the layers in the graph (each layer once).
 
-Command line (prints a Markdown table):
+Command line (prints a Markdown table; the slimmable variants get one row per
+width, their overhead measured against PGD-ATS at the same width):
 
-    python -m oat_tf.models.flops --architectures=resnet34,wrn16_8,wrn40_2:96,small_cnn
+    python -m oat_tf.models.flops --architectures=resnet34,wrn16_8,wrn40_2:96,small_cnn \
+        --variants=plain,oat,oat_single_bn,ats,oats
 """
 
 from __future__ import annotations
@@ -33,6 +43,11 @@ from absl import logging
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.layers import lambda_encoding
+from oat_tf.layers import slimmable
+from oat_tf.layers import slimmable_conv
+from oat_tf.layers import slimmable_dense
+from oat_tf.layers import slimmable_film
+from oat_tf.layers import switchable_batch_norm
 
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _TRANSPOSED_TYPES = (
@@ -40,7 +55,16 @@ _TRANSPOSED_TYPES = (
     keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose,
 )
-_NORM_TYPES = (keras.layers.BatchNormalization, dual_batch_norm.DualBatchNormalization)
+_NORM_TYPES = (
+    keras.layers.BatchNormalization,
+    dual_batch_norm.DualBatchNormalization,
+    switchable_batch_norm.SwitchableBatchNormalization,
+    switchable_batch_norm.SwitchableDualBatchNormalization,
+)
+_SWITCHABLE_TYPES = (
+    switchable_batch_norm.SwitchableBatchNormalization,
+    switchable_batch_norm.SwitchableDualBatchNormalization,
+)
 # Layers with weights but no multiply-accumulates worth counting.
 _ZERO_COST_TYPES = (lambda_encoding.LambdaEncoder,)
 
@@ -54,12 +78,39 @@ def _weight_count(weights: Sequence[Any]) -> int:
     return int(sum(math.prod(int(d) for d in w.shape) for w in weights))
 
 
+def _node_width(layer: keras.layers.Layer, node: Any) -> float:
+    """The `width` call argument of a slimmable layer's node (1.0 if absent)."""
+    width = node.arguments.kwargs.get("width")
+    return slimmable.check_width(width, layer.widths)
+
+
+def _film_generator_weights(layer: film.FiLM, channels: int) -> Dict[str, int]:
+    """Kernel and bias sizes of a FiLM generator modulating `channels` channels."""
+    code_dim = int(layer.hidden_kernel.shape[0])
+    hidden = 2 * channels * layer.hidden_multiplier
+    return {
+        "kernels": code_dim * hidden + hidden * 2 * channels,
+        "biases": hidden + 2 * channels,
+    }
+
+
 def _node_macs(layer: keras.layers.Layer, node: Any) -> Dict[str, int]:
     """MACs per sample of one call of `layer`, by category."""
     outputs = [t for t in node.outputs if hasattr(t, "shape")]
     if not outputs:
         return {}
     out_shape = outputs[0].shape
+    if isinstance(layer, (slimmable_conv.SlimmableConv2D, slimmable_dense.SlimmableDense)):
+        in_channels, out_channels = layer.channels_at(_node_width(layer, node))
+        if isinstance(layer, slimmable_conv.SlimmableConv2D):
+            per_position = math.prod(int(k) for k in layer.kernel_size) * in_channels * out_channels
+            return {"conv_macs": per_position * math.prod(int(d) for d in out_shape[1:-1])}
+        rows = math.prod(int(d) for d in out_shape[1:-1])
+        return {"dense_macs": in_channels * out_channels * rows}
+    if isinstance(layer, slimmable_film.SlimmableFiLM):
+        channels = slimmable.slimmed_channels(layer.channels, _node_width(layer, node))
+        mlp = _film_generator_weights(layer, channels)["kernels"]
+        return {"film_macs": mlp + 2 * _elements(out_shape)}
     if isinstance(layer, _CONV_TYPES) and not isinstance(layer, _TRANSPOSED_TYPES):
         positions = math.prod(int(d) for d in out_shape[1:-1])
         return {"conv_macs": int(math.prod(int(d) for d in layer.kernel.shape)) * positions}
@@ -78,16 +129,52 @@ def _node_macs(layer: keras.layers.Layer, node: Any) -> Dict[str, int]:
     return {}
 
 
-def _graph_macs(model: keras.Model, totals: Dict[str, int], per_layer: Dict[str, int]) -> None:
-    """Adds the per-sample MACs of every node of `model`'s graph to `totals`."""
+def _node_params(layer: keras.layers.Layer, node: Any) -> Dict[str, int]:
+    """Trainable and all parameters `layer` uses in one call (its width's for slimmable ones)."""
+    if isinstance(layer, _SWITCHABLE_TYPES):
+        norm = layer.norm_at(_node_width(layer, node))
+        return {
+            "trainable": _weight_count(norm.trainable_weights),
+            "all": _weight_count(norm.weights),
+        }
+    if isinstance(layer, (slimmable_conv.SlimmableConv2D, slimmable_dense.SlimmableDense)):
+        in_channels, out_channels = layer.channels_at(_node_width(layer, node))
+        kernel = in_channels * out_channels
+        if isinstance(layer, slimmable_conv.SlimmableConv2D):
+            kernel *= math.prod(int(k) for k in layer.kernel_size)
+        count = kernel + (out_channels if layer.use_bias else 0)
+        return {"trainable": count if layer.trainable else 0, "all": count}
+    if isinstance(layer, slimmable_film.SlimmableFiLM):
+        channels = slimmable.slimmed_channels(layer.channels, _node_width(layer, node))
+        count = sum(_film_generator_weights(layer, channels).values())
+        return {"trainable": count if layer.trainable else 0, "all": count}
+    return {
+        "trainable": _weight_count(layer.trainable_weights),
+        "all": _weight_count(layer.weights),
+    }
+
+
+def _graph_macs(
+    model: keras.Model,
+    totals: Dict[str, int],
+    per_layer: Dict[str, int],
+    params: Dict[int, Dict[str, int]],
+) -> None:
+    """Adds the per-sample MACs of every node of `model`'s graph to `totals`.
+
+    `params` maps id(layer) to the parameters it uses (first call), so each
+    layer counts once.
+    """
     for depth in sorted(model._nodes_by_depth, reverse=True):
         for node in model._nodes_by_depth[depth]:
             layer = node.operation
             if isinstance(layer, keras.layers.InputLayer):
                 continue
             if isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth"):
-                _graph_macs(layer, totals, per_layer)
+                _graph_macs(layer, totals, per_layer, params)
                 continue
+            if id(layer) not in params:
+                params[id(layer)] = _node_params(layer, node)
             counts = _node_macs(layer, node)
             if not counts and layer.weights and not isinstance(layer, _ZERO_COST_TYPES):
                 logging.log_first_n(
@@ -107,7 +194,8 @@ def count_flops(model: keras.Model, batch_size: int = 1) -> Dict[str, Any]:
 
     Args:
         model: keras.Model, a built functional model (an oat_tf network or any
-            functional model made of Keras layers).
+            functional model made of Keras layers), or a slimmable network
+            (counted at full width; `count_width_flops` counts every width).
         batch_size: int, number of images the MACs are counted for (1: per
             image).
 
@@ -117,7 +205,8 @@ def count_flops(model: keras.Model, batch_size: int = 1) -> Dict[str, Any]:
         - "conv_macs", "dense_macs", "norm_macs", "film_macs": int, by kind;
           `film_macs` is the FiLM overhead (generator MLPs + modulation).
         - "params": int, all weights (trainable and non-trainable, e.g. BN
-          moving statistics and the λ encoding matrix).
+          moving statistics and the λ encoding matrix) of the layers in the
+          graph; for slimmable layers, those their width uses.
         - "trainable_params": int, trainable weights only (PyTorch's count).
         - "per_layer": dict layer name → MACs.
 
@@ -126,6 +215,8 @@ def count_flops(model: keras.Model, batch_size: int = 1) -> Dict[str, Any]:
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
+    if hasattr(model, "width_model") and not hasattr(model, "_nodes_by_depth"):
+        model = model.width_model(slimmable.FULL_WIDTH)
     if not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
             "`model` must be a functional keras.Model (built from keras.Input). "
@@ -133,14 +224,40 @@ def count_flops(model: keras.Model, batch_size: int = 1) -> Dict[str, Any]:
         )
     totals = {"conv_macs": 0, "dense_macs": 0, "norm_macs": 0, "film_macs": 0}
     per_layer: Dict[str, int] = {}
-    _graph_macs(model, totals, per_layer)
+    params: Dict[int, Dict[str, int]] = {}
+    _graph_macs(model, totals, per_layer, params)
     totals = {key: value * batch_size for key, value in totals.items()}
     return {
         "macs": sum(totals.values()),
         **totals,
-        "params": _weight_count(model.weights),
-        "trainable_params": _weight_count(model.trainable_weights),
+        "params": sum(p["all"] for p in params.values()),
+        "trainable_params": sum(p["trainable"] for p in params.values()),
         "per_layer": {name: value * batch_size for name, value in per_layer.items()},
+    }
+
+
+def count_width_flops(network: keras.Model, batch_size: int = 1) -> Dict[float, Dict[str, Any]]:
+    """Counts MACs and parameters of every width of a slimmable network.
+
+    Args:
+        network: a `SlimmableNetwork` (with `widths` and `width_model`).
+        batch_size: int, number of images the MACs are counted for.
+
+    Returns:
+        Dict width → `count_flops` result of the width-α sub-network; its
+        parameters are those the width uses (sliced kernels, its own BNs).
+
+    Raises:
+        ValueError: if `network` is not slimmable.
+    """
+    if not hasattr(network, "width_model") or not hasattr(network, "widths"):
+        raise ValueError(
+            "`network` must be a slimmable network (with `widths` and `width_model`). "
+            f"Received: network={type(network).__name__}"
+        )
+    return {
+        width: count_flops(network.width_model(width), batch_size=batch_size)
+        for width in network.widths
     }
 
 
@@ -163,45 +280,79 @@ def _parse_architecture(spec: str):
     return name, shape
 
 
-def flops_table(architectures: Sequence[str], variants: Sequence[str]) -> str:
-    """Returns a Markdown table of parameters and MACs per architecture and variant.
+def _table_row(name, variant, shape, width, result, baseline_macs) -> str:
+    overhead = 100.0 * (result["macs"] - baseline_macs) / baseline_macs
+    return (
+        f"| {name} | {variant} | {shape[0]}×{shape[1]}×{shape[2]} | {float(width)} | "
+        f"{result['params']:,} | {result['trainable_params']:,} | "
+        f"{result['macs'] / 1e6:,.2f} M | {result['film_macs'] / 1e6:,.2f} M | "
+        f"{overhead:+.2f}% |"
+    )
+
+
+def flops_table(
+    architectures: Sequence[str],
+    variants: Sequence[str],
+    widths: Sequence[float] = slimmable.DEFAULT_WIDTHS,
+) -> str:
+    """Returns a Markdown table of parameters and MACs per architecture, variant and width.
 
     Args:
         architectures: sequence of "name" or "name:size" (e.g. "wrn40_2:96");
             without a size, 28×28×1 for small_cnn, 96×96×3 for wrn40_2 and
             32×32×3 otherwise.
-        variants: sequence of model variants ("plain", "oat", "oat_single_bn").
+        variants: sequence of model variants ("plain", "oat", "oat_single_bn",
+            "oats", "oats_single_bn", "ats").
+        widths: sequence of float, the widths of the slimmable variants (one
+            row each).
 
     Returns:
-        str, the table; the overhead column compares each variant's MACs with
-        the plain model's.
+        str, the table. The overhead column compares each row's MACs with its
+        baseline: the plain network for "plain", "oat" and "oat_single_bn";
+        PGD-ATS ("ats") at the same width for the slimmable variants (OATS's
+        overhead against PGD-ATS). Architectures without a slimmable network
+        (Wide ResNets) get no slimmable rows.
     """
     from oat_tf import config as config_lib
     from oat_tf.models import registry
 
     rows: List[str] = [
-        "| model | variant | input | params (all) | params (trainable) | MACs | "
-        "FiLM MACs | overhead vs plain |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | variant | input | width | params (all) | params (trainable) | MACs | "
+        "FiLM MACs | overhead vs baseline |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    plain_variants = [v for v in variants if v not in config_lib.SLIMMABLE_VARIANTS]
+    slim_variants = [v for v in variants if v in config_lib.SLIMMABLE_VARIANTS]
     for spec in architectures:
         name, shape = _parse_architecture(spec)
-        results = {}
-        for variant in dict.fromkeys(("plain", *variants)):
+        if plain_variants:
+            results = {}
+            for variant in dict.fromkeys(("plain", *plain_variants)):
+                model_config = config_lib.ModelConfig(
+                    architecture=name, variant=variant, input_shape=shape
+                )
+                results[variant] = count_flops(registry.build_model(model_config))
+            for variant in plain_variants:
+                rows.append(
+                    _table_row(name, variant, shape, 1.0, results[variant], results["plain"]["macs"])
+                )
+        if not slim_variants:
+            continue
+        try:
+            registry.parse_architecture(name, slimmable=True)
+        except ValueError:
+            logging.warning("flops_table: %s has no slimmable network; no OATS rows.", name)
+            continue
+        per_width = {}
+        for variant in dict.fromkeys(("ats", *slim_variants)):
             model_config = config_lib.ModelConfig(
-                architecture=name, variant=variant, input_shape=shape
+                architecture=name, variant=variant, input_shape=shape, widths=tuple(widths)
             )
-            results[variant] = count_flops(registry.build_model(model_config))
-        plain_macs = results["plain"]["macs"]
-        for variant in variants:
-            result = results[variant]
-            overhead = 100.0 * (result["macs"] - plain_macs) / plain_macs
-            rows.append(
-                f"| {name} | {variant} | {shape[0]}×{shape[1]}×{shape[2]} | "
-                f"{result['params']:,} | {result['trainable_params']:,} | "
-                f"{result['macs'] / 1e6:,.2f} M | {result['film_macs'] / 1e6:,.2f} M | "
-                f"{overhead:+.2f}% |"
-            )
+            per_width[variant] = count_width_flops(registry.build_model(model_config))
+        for variant in slim_variants:
+            for width, result in sorted(per_width[variant].items(), reverse=True):
+                baseline = per_width["ats"][width]["macs"]
+                rows.append(_table_row(name, variant, shape, width, result, baseline))
     return "\n".join(rows) + "\n"
 
 
@@ -212,12 +363,18 @@ def define_flags() -> None:
         ["resnet34", "wrn16_8", "wrn40_2:96", "small_cnn"],
         "Architectures, each NAME or NAME:SIZE (square input of SIZE pixels).",
     )
-    flags.DEFINE_list("variants", ["plain", "oat", "oat_single_bn"], "Model variants.")
+    flags.DEFINE_list(
+        "variants",
+        ["plain", "oat", "oat_single_bn", "ats", "oats"],
+        "Model variants; the slimmable ones (ats, oats, oats_single_bn) get one row per width.",
+    )
+    flags.DEFINE_list("widths", [str(w) for w in slimmable.DEFAULT_WIDTHS], "Widths of the slimmable variants.")
 
 
 def main(argv: Sequence[str]) -> None:
     del argv  # Unused.
-    table = flops_table(flags.FLAGS.architectures, flags.FLAGS.variants)
+    widths = [float(w) for w in flags.FLAGS.widths]
+    table = flops_table(flags.FLAGS.architectures, flags.FLAGS.variants, widths)
     sys.stdout.write(table)
 
 

@@ -6,6 +6,10 @@ Names:
   (CIFAR-10).
 - `"wrn<depth>_<width>"`: `WideResNet`, e.g. `"wrn16_8"` (SVHN), `"wrn40_2"`
   (STL-10); dropout 0.3 inside the blocks, as in the OAT reference code.
+
+The slimmable variants ("oats", "oats_single_bn", "ats") build
+`SlimmableSmallCNN` for `"small_cnn"` and `SlimmableResNet` for
+`"resnet<depth>"` with `ModelConfig.widths`; there is no slimmable Wide ResNet.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf.models import resnet
+from oat_tf.models import slimmable_resnet
+from oat_tf.models import slimmable_small_cnn
 from oat_tf.models import small_cnn
 from oat_tf.models import wide_resnet
 
@@ -30,26 +36,37 @@ _RESNET = re.compile(r"resnet(\d+)")
 _WRN = re.compile(r"wrn(\d+)_(\d+)")
 
 
-def parse_architecture(architecture: str) -> Tuple[Type[keras.Model], Dict[str, Any]]:
+def parse_architecture(
+    architecture: str, slimmable: bool = False
+) -> Tuple[Type[keras.Model], Dict[str, Any]]:
     """Returns the model class and its architecture arguments for a name.
 
     Args:
         architecture: str, "small_cnn", "resnet<depth>" or "wrn<depth>_<width>".
+        slimmable: bool, return the slimmable class of the family
+            (`SlimmableSmallCNN`, `SlimmableResNet`).
 
     Returns:
         Tuple (model class, dict of constructor arguments fixed by the name,
         plus family defaults).
 
     Raises:
-        ValueError: if the name matches no family.
+        ValueError: if the name matches no family, or no slimmable network of
+            the family exists.
     """
     name = architecture.strip().lower() if isinstance(architecture, str) else ""
     if name == "small_cnn":
-        return small_cnn.SmallCNN, {}
+        return (slimmable_small_cnn.SlimmableSmallCNN if slimmable else small_cnn.SmallCNN), {}
     match = _RESNET.fullmatch(name)
     if match:
-        return resnet.ResNet, {"depth": int(match.group(1))}
+        model_class = slimmable_resnet.SlimmableResNet if slimmable else resnet.ResNet
+        return model_class, {"depth": int(match.group(1))}
     match = _WRN.fullmatch(name)
+    if match and slimmable:
+        raise ValueError(
+            "The slimmable variants (OATS, PGD-ATS) exist for 'small_cnn' and "
+            f"'resnet<depth>' only. Received: architecture={architecture!r}"
+        )
     if match:
         return wide_resnet.WideResNet, {
             "depth": int(match.group(1)),
@@ -73,20 +90,24 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
             which replace the family defaults.
 
     Returns:
-        A functional `keras.Model` taking `{"image": [N, H, W, C], "lambda":
-        [N]}` and returning logits [N, num_classes].
+        A `keras.Model` taking `{"image": [N, H, W, C], "lambda": [N]}` and
+        returning logits [N, num_classes]: functional, or for the slimmable
+        variants a `SlimmableNetwork` that also takes `width=α` (one of
+        `config.widths`) and gives functional views with `width_model(α)`.
 
     Raises:
         ValueError: unknown architecture, unsupported depth or width, or an
             input too small for the network.
     """
-    model_class, kwargs = parse_architecture(config.architecture)
+    model_class, kwargs = parse_architecture(config.architecture, slimmable=config.slimmable)
     kwargs.update(
         num_classes=config.num_classes,
         image_shape=tuple(config.input_shape),
         variant=config.variant,
         encoder=config.encoder,
     )
+    if config.slimmable:
+        kwargs["widths"] = tuple(config.widths)
     kwargs.update(overrides)
     logging.info(
         "Building %s (%s) variant=%s input=%s classes=%d",

@@ -1,14 +1,16 @@
-"""Training: the OAT trainer, λ sampling, optimizer, checkpoints and runs."""
+"""Training: the OAT and OATS trainers, λ sampling, optimizer, checkpoints and runs."""
 
 from oat_tf.training.lambda_sampling import LambdaBatch
 from oat_tf.training.lambda_sampling import LambdaSampler
 from oat_tf.training.oat_model import OATTrainer
+from oat_tf.training.oats_model import OATSTrainer
 from oat_tf.training.optimizers import SGDWithL2
 from oat_tf.training.optimizers import make_optimizer
 
 __all__ = [
     "LambdaBatch",
     "LambdaSampler",
+    "OATSTrainer",
     "OATTrainer",
     "SGDWithL2",
     "make_optimizer",

@@ -1,7 +1,9 @@
 """One training run end to end: data → model → fit → evaluation → export.
 
 `run_experiment` is what `python -m oat_tf.train` calls once flags have become
-an `ExperimentConfig`; tests call it directly with tiny configs.
+an `ExperimentConfig`; tests call it directly with tiny configs. The exported
+SavedModel carries a model card (`make_model_card`): what the model is, how it
+was trained, and the SA/RA table measured on the test split at export.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -24,6 +26,7 @@ from oat_tf import models
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
 from oat_tf.training import oat_model
+from oat_tf.training import oats_model
 from oat_tf.training import optimizers
 
 
@@ -87,6 +90,71 @@ def write_text_atomic(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+MODEL_CARD_VERSION = 1
+_CARD_RESULT_KEYS = (
+    "num_examples",
+    "seed",
+    "lambdas",
+    "clean_accuracy",
+    "robust_accuracy",
+    "worst_case_accuracy",
+    "attacks",
+)
+
+
+def make_model_card(
+    run_config: Mapping[str, Any], test_results: Optional[Mapping[str, Any]] = None
+) -> Dict[str, Any]:
+    """Returns the model card of a run: plain JSON for `assets.extra/`.
+
+    Args:
+        run_config: dict, the run's resolved config (`config_lib.to_dict` of
+            its ExperimentConfig, i.e. its `config.json`).
+        test_results: dict or None, the run's test evaluation
+            (`evaluate_lambda_grid` result, i.e. its `test_eval.json`).
+
+    Returns:
+        dict with `model_card_version`, `name`, `dataset`, `architecture`,
+        `variant`, `input_shape`, `num_classes`, `lambda_encoding`,
+        `seen_lambdas`, `lambda_sampling`, `train_attack` (the training
+        attack's settings), `data` (the run's data config, from which
+        `oat_tf.calibrate` finds the held-out validation split), `accuracy`
+        (a note on units) and, with `test_results`, `test_evaluation`: the
+        results (SA per λ, RA per attack and λ, worst case, number of
+        examples, attack settings, seed) plus `split` ("test") and `table`
+        (the Markdown table, in percent).
+    """
+    model = run_config["model"]
+    sampling = run_config["lambda_sampling"]
+    card = {
+        "model_card_version": MODEL_CARD_VERSION,
+        "name": run_config["name"],
+        "dataset": run_config["data"]["dataset"],
+        "architecture": model["architecture"],
+        "variant": model["variant"],
+        "input_shape": list(model["input_shape"]),
+        "num_classes": model["num_classes"],
+        "lambda_encoding": {
+            "scheme": model["encoder"]["scheme"],
+            "dim": model["encoder"]["dim"],
+        },
+        "seen_lambdas": list(sampling["values"]),
+        "lambda_sampling": sampling["sampling"],
+        "train_attack": dict(run_config["train_attack"]),
+        "data": dict(run_config["data"]),
+        "accuracy": "fractions in [0, 1]; the Markdown tables are in percent",
+    }
+    if test_results is not None:
+        # The measurement only (a report's JSON may hold more, e.g. plot names).
+        measured = {k: test_results[k] for k in _CARD_RESULT_KEYS if k in test_results}
+        card["test_evaluation"] = {
+            **json.loads(json.dumps(measured)),
+            "split": "test",
+            "table": evaluation.format_table(dict(test_results), seen_lambdas=sampling["values"]),
+        }
+    return card
 
 
 def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
@@ -175,11 +243,14 @@ def run_experiment(
     keras.utils.set_random_seed(config.train.seed)
     with strategy.scope():
         network = models.build_model(config.model)
-        trainer = oat_model.OATTrainer(
+        # Slimmable variants (OATS, PGD-ATS) train every width per step (Algorithm 2).
+        trainer_class = oats_model.OATSTrainer if config.model.slimmable else oat_model.OATTrainer
+        trainer = trainer_class(
             network,
             sampling=config.lambda_sampling,
             attack=config.train_attack,
             seed=config.train.seed,
+            adversarial_bn_statistics=config.train.adversarial_bn_statistics,
         )
         trainer.compile(
             optimizer=optimizers.make_optimizer(
@@ -270,6 +341,7 @@ def run_experiment(
                 network,
                 os.path.join(config.export_dir, config.name),
                 image_shape=tuple(splits.image_shape),
+                model_card=make_model_card(config_lib.to_dict(config), results),
             )
     logging.info("Test evaluation of %s:\n%s", config.name, table)
     return {

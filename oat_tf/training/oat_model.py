@@ -113,9 +113,11 @@ class OATTrainer(keras.Model):
         seeds = tf.random.experimental.stateless_split(base, num=2)
         return seeds[0], seeds[1], replicas
 
-    def _adversarial_images(self, images, labels, lambdas, attack_needed, seed):
+    def _adversarial_images(self, images, labels, lambdas, attack_needed, seed, forward=None):
+        forward = self.network if forward is None else forward
+
         def logits_fn(x):
-            return self.network({"image": x, "lambda": lambdas}, training=False)
+            return forward({"image": x, "lambda": lambdas}, training=False)
 
         def attack():
             return attacks.run_attack(self.attack, logits_fn, images, labels, seed=seed)
@@ -126,6 +128,12 @@ class OATTrainer(keras.Model):
 
     def _prepare(self, data):
         """Draws λ and crafts the adversarial images of one batch."""
+        images, labels, drawn, attack_seed, replicas = self._draw(data)
+        adversarial = self._craft(images, labels, drawn, attack_seed)
+        return images, labels, drawn, adversarial, replicas
+
+    def _draw(self, data):
+        """Reads a batch and draws its λ; returns the attack's seed and the replica count."""
         images = tf.cast(tf.convert_to_tensor(data[0]), tf.float32)
         labels = tf.convert_to_tensor(data[1])
         batch_size = images.shape[0]
@@ -137,20 +145,38 @@ class OATTrainer(keras.Model):
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         lambda_seed, attack_seed, replicas = self._step_seeds()
         drawn = self.sampler.sample(batch_size, lambda_seed)
-        zeros = drawn.num_zeros
-        adversarial = None
-        if zeros < batch_size:
-            adversarial = self._adversarial_images(
-                images[zeros:],
-                labels[zeros:],
-                drawn.lambdas[zeros:],
-                drawn.attack_needed,
-                attack_seed,
-            )
-        return images, labels, drawn, adversarial, replicas
+        return images, labels, drawn, attack_seed, replicas
 
-    def _objective(self, images, labels, drawn, adversarial, training):
-        """Returns the mean OAT loss and the clean / adversarial logits."""
+    def _craft(self, images, labels, drawn, seed, forward=None):
+        """Attacks the samples with λ ≠ 0 (None if there are none).
+
+        Args:
+            images, labels: the batch.
+            drawn: LambdaBatch of the batch.
+            seed: stateless seed of the attack.
+            forward: callable `forward(inputs, training=...)` returning logits,
+                the network by default (OATSTrainer passes one width's).
+        """
+        zeros = drawn.num_zeros
+        if zeros >= images.shape[0]:
+            return None
+        return self._adversarial_images(
+            images[zeros:],
+            labels[zeros:],
+            drawn.lambdas[zeros:],
+            drawn.attack_needed,
+            seed,
+            forward=forward,
+        )
+
+    def _objective(self, images, labels, drawn, adversarial, training, forward=None):
+        """Returns the mean OAT loss and the clean / adversarial logits.
+
+        `forward(inputs, training=...)` computes the logits: the network by
+        default (OATSTrainer passes one width's). The loss excludes the
+        network's own losses (`_regularization_loss`).
+        """
+        forward = self.network if forward is None else forward
         lambdas, zeros = drawn.lambdas, drawn.num_zeros
         per_sample = tf.zeros([images.shape[0]], tf.float32)
         logits = adversarial_logits = None
@@ -158,20 +184,23 @@ class OATTrainer(keras.Model):
             with dual_batch_norm.moving_statistics_updates(
                 adversarial=self.adversarial_bn_statistics == "mixed"
             ):
-                logits = self.network({"image": images, "lambda": lambdas}, training=training)
+                logits = forward({"image": images, "lambda": lambdas}, training=training)
             per_sample += (1.0 - lambdas) * self.cross_entropy(labels, logits)
         if adversarial is not None:
-            adversarial_logits = self.network(
+            adversarial_logits = forward(
                 {"image": adversarial, "lambda": lambdas[zeros:]}, training=training
             )
             adversarial_loss = self.cross_entropy(labels[zeros:], adversarial_logits)
             per_sample += lambdas * tf.concat(
                 [tf.zeros([zeros], tf.float32), adversarial_loss], axis=0
             )
-        loss = tf.reduce_mean(per_sample)
+        return tf.reduce_mean(per_sample), logits, adversarial_logits
+
+    def _regularization_loss(self, training):
+        """The network's own losses (weight regularizers), counted once per step."""
         if training and self.network.losses:
-            loss += tf.add_n(self.network.losses)
-        return loss, logits, adversarial_logits
+            return tf.add_n(self.network.losses)
+        return tf.constant(0.0, tf.float32)
 
     def _update_metrics(self, loss, labels, zeros, logits, adversarial_logits):
         self.loss_tracker.update_state(loss)
@@ -187,6 +216,7 @@ class OATTrainer(keras.Model):
             loss, logits, adversarial_logits = self._objective(
                 images, labels, drawn, adversarial, training=True
             )
+            loss += self._regularization_loss(training=True)
             # The optimizer sums the replicas' gradients: scale to the global mean.
             scaled_loss = loss / float(replicas)
         variables = self.network.trainable_variables

@@ -10,6 +10,8 @@ import tensorflow as tf
 from matplotlib import figure as figure_lib
 from matplotlib import image as image_lib
 
+from oat_tf.evaluation import frontier
+from oat_tf.evaluation import plots
 from oat_tf.evaluation import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,34 +74,60 @@ def test_format_table_marks_seen_and_unseen_lambdas():
     assert [_cells(line)[1] for line in lines[2:]] == ["seen", "unseen", "seen"]
 
 
-def test_strongest_attack_has_the_lowest_mean_robust_accuracy():
-    assert report.strongest_attack(_result()) == "PGD-7"
-    result = _result()
-    result["robust_accuracy"] = {}
-    assert report.strongest_attack(result) is None
-
-
 def test_write_report_writes_json_markdown_and_png(tmp_path):
     out_dir = str(tmp_path / "eval_dir")
     paths = report.write_report(
         _result(), out_dir, prefix="final", seen_lambdas=[0.0, 1.0], title="SVHN OAT"
     )
+    plot = os.path.join(out_dir, "final_ra_vs_sa.png")
     assert paths == {
         "json": os.path.join(out_dir, "final.json"),
         "markdown": os.path.join(out_dir, "final.md"),
-        "plot": os.path.join(out_dir, "final_ra_vs_sa.png"),
+        "plot": plot,
+        "plots": {"ra_vs_sa": plot},
     }
     assert sorted(os.listdir(out_dir)) == ["final.json", "final.md", "final_ra_vs_sa.png"]
     with open(paths["json"]) as f:
-        assert json.load(f) == _result()
+        assert json.load(f) == {**_result(), "plots": {"ra_vs_sa": "final_ra_vs_sa.png"}}
     with open(paths["markdown"], encoding="utf-8") as f:
         markdown = f.read()
     assert markdown.startswith("# SVHN OAT\n")
     assert report.format_table(_result(), seen_lambdas=[0.0, 1.0]) in markdown
+    assert "![ra_vs_sa](final_ra_vs_sa.png)" in markdown
     with open(paths["plot"], "rb") as f:
         assert f.read(8) == PNG_MAGIC
     pixels = image_lib.imread(paths["plot"])
     assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_write_report_writes_extra_figures_and_the_frontier(tmp_path):
+    point = frontier.FrontierPoint(
+        name="pgdat_1", directory="runs/pgdat_1", lambda_value=1.0, lambda_key="1.0",
+        clean_accuracy=0.8, robust_accuracy=0.52, attack="PGD-7", notes=("a note",),
+    )
+    extra = {"accuracy_vs_lambda": plots.accuracy_vs_lambda_figure(_result())}
+    paths = report.write_report(
+        _result(), str(tmp_path), prefix="evaluation", attack="FGSM", frontier=[point], figures=extra
+    )
+    assert set(paths["plots"]) == {"ra_vs_sa", "accuracy_vs_lambda"}
+    for path in paths["plots"].values():
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+    with open(paths["json"]) as f:
+        assert json.load(f)["plots"] == {
+            "ra_vs_sa": "evaluation_ra_vs_sa.png",
+            "accuracy_vs_lambda": "evaluation_accuracy_vs_lambda.png",
+        }
+    with open(paths["markdown"], encoding="utf-8") as f:
+        markdown = f.read()
+    assert "| pgdat_1 | 1 | 80.00 | 52.00 | PGD-7 | a note |" in markdown
+    assert "![accuracy_vs_lambda](evaluation_accuracy_vs_lambda.png)" in markdown
+
+
+@pytest.mark.parametrize("name", ["ra_vs_sa", "", "a/b", "x.png"])
+def test_invalid_figure_name_raises(tmp_path, name):
+    with pytest.raises(ValueError, match="figures"):
+        report.write_report(_result(), str(tmp_path), figures={name: plots.accuracy_vs_lambda_figure(_result())})
 
 
 def test_write_report_without_attacks_still_plots(tmp_path):
@@ -147,6 +175,8 @@ def test_failed_plot_write_keeps_the_old_file(tmp_path, monkeypatch):
         assert f.read() == old_png
     assert _temp_files(out_dir) == []
     assert sorted(os.listdir(out_dir)) == ["eval.json", "eval.md", "eval_ra_vs_sa.png"]
+    with open(paths["json"]) as f:
+        assert json.load(f)["plots"] == {"ra_vs_sa": "eval_ra_vs_sa.png"}
 
 
 @pytest.mark.parametrize("prefix", ["", "a/b"])

@@ -1,6 +1,8 @@
 """Tests for oat_tf.evaluation.robust_eval."""
 
+import gc
 import json
+import weakref
 
 import keras
 import numpy as np
@@ -181,12 +183,35 @@ def test_attack_function_is_traced_once_for_all_lambdas_and_batches():
 
     model.num_calls = 0
     robust_eval.evaluate_lambda_grid(model, _dataset(images[:8], labels[:8]), [0.5], pgd)
-    one_batch_one_lambda = model.num_calls
+    first_call = model.num_calls
     model.num_calls = 0
-    # Three λ values and batches of 8, 8 and 4.
+    # Three λ values and batches of 8, 8 and 4: the cached functions run, no new trace.
     robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), [0.1, 0.5, 0.9], pgd)
-    assert one_batch_one_lambda > 0
-    assert model.num_calls == one_batch_one_lambda
+    assert first_call > 0
+    assert model.num_calls == 0
+
+
+def test_cached_functions_do_not_keep_the_model_alive():
+    model = _linear_model(seed=2)
+    images, labels = _data(num_examples=8, seed=2)
+    robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), [0.5], [])
+    assert model in robust_eval._FUNCTIONS
+    reference = weakref.ref(model)
+    del model
+    gc.collect()
+    assert reference() is None
+
+
+def test_results_per_lambda_and_attack_do_not_depend_on_the_rest_of_the_grid():
+    model = _linear_model(seed=4, lambda_scale=2.0)
+    images, labels = _data(seed=4)
+    fgsm = config.AttackConfig(name="fgsm", epsilon=0.05)
+    pgd = config.AttackConfig(name="pgd", epsilon=0.05, step_size=0.02, num_steps=3)
+    together = robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), [0.2, 0.7], [fgsm, pgd], seed=3)
+    alone = robust_eval.evaluate_lambda_grid(model, _dataset(images, labels), [0.7], [pgd], seed=3)
+    label = pgd.describe()
+    assert together["robust_accuracy"][label]["0.7"] == alone["robust_accuracy"][label]["0.7"]
+    assert together["clean_accuracy"]["0.7"] == alone["clean_accuracy"]["0.7"]
 
 
 def test_jit_compile_gives_the_same_clean_accuracy():

@@ -458,3 +458,86 @@ def test_export_dir_that_is_a_file_raises(tmp_path):
     path.write_text("not a directory")
     with pytest.raises(ValueError, match="export_dir"):
         saved_model.export_saved_model(_model(), str(path), image_shape=IMAGE_SHAPE)
+
+
+def _files(directory):
+    """{relative path: bytes} of every file under `directory`."""
+    contents = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                contents[os.path.relpath(path, directory)] = f.read()
+    return contents
+
+
+def test_copy_with_model_card_copies_everything_but_the_card(exported, tmp_path):
+    card_path = os.path.join("assets.extra", "model_card.json")
+    new_card = {**MODEL_CARD, "calibration": {"lambda": 0.2, "feasible": True}}
+    copy_dir = str(tmp_path / "calibrated" / "1")
+    assert saved_model.copy_with_model_card(exported.export_dir, copy_dir, new_card) == copy_dir
+    assert saved_model.load_model_card(copy_dir) == new_card
+    assert saved_model.load_model_card(exported.export_dir) == MODEL_CARD  # Source untouched.
+    source_files, copy_files = _files(exported.export_dir), _files(copy_dir)
+    assert set(source_files) == set(copy_files)
+    for name in source_files:
+        if name != card_path:
+            assert source_files[name] == copy_files[name], name
+    images, lambdas = _inputs(3)
+    outputs = _serve(saved_model.load_serving_fn(copy_dir), images, lambdas)
+    np.testing.assert_allclose(outputs["logits"], _expected(exported.model, images, lambdas), atol=1e-5)
+    assert os.listdir(str(tmp_path / "calibrated")) == ["1"]
+
+
+def test_copy_with_model_card_updates_an_export_in_place(tmp_path):
+    export_dir = str(tmp_path / "oat")
+    model = _model(seed=0)
+    saved_model.export_saved_model(model, export_dir, image_shape=IMAGE_SHAPE)  # No card yet.
+    saved_model.copy_with_model_card(export_dir, export_dir, {"version": 2})
+    assert os.listdir(str(tmp_path)) == ["oat"]
+    assert saved_model.load_model_card(export_dir) == {"version": 2}
+    images, lambdas = _inputs(2)
+    outputs = _serve(saved_model.load_serving_fn(export_dir), images, lambdas)
+    np.testing.assert_allclose(outputs["logits"], _expected(model, images, lambdas), atol=1e-5)
+
+
+def test_failed_card_update_keeps_the_old_export(tmp_path, monkeypatch):
+    export_dir = str(tmp_path / "oat")
+    saved_model.export_saved_model(
+        _model(seed=0), export_dir, image_shape=IMAGE_SHAPE, model_card={"version": 1}
+    )
+    before = _files(export_dir)
+    real_shutil = saved_model.shutil
+
+    def failing_copytree(source, target, **kwargs):
+        real_shutil.copytree(source, target, **kwargs)
+        with open(os.path.join(target, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("disk full")
+
+    # The copy is half written when it fails.
+    monkeypatch.setattr(
+        saved_model, "shutil", types.SimpleNamespace(copytree=failing_copytree, rmtree=real_shutil.rmtree)
+    )
+    with pytest.raises(RuntimeError, match="disk full"):
+        saved_model.copy_with_model_card(export_dir, export_dir, {"version": 2})
+    assert os.listdir(str(tmp_path)) == ["oat"]
+    assert _files(export_dir) == before
+
+
+def test_copy_with_model_card_rejects_bad_arguments_before_writing(exported, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "not_a_saved_model").mkdir()
+    cases = [
+        (exported.export_dir, str(tmp_path / "a"), {"sa": float("nan")}, "model_card"),
+        (exported.export_dir, str(tmp_path / "a"), [("sa", 0.9)], "model_card"),
+        (str(tmp_path / "not_a_saved_model"), str(tmp_path / "a"), {}, "source_dir"),
+        (exported.export_dir, str(tmp_path / "file"), {}, "export_dir"),
+        (exported.export_dir, os.path.join(exported.export_dir, "inner"), {}, "inside `source_dir`"),
+    ]
+    for source_dir, export_dir, card, match in cases:
+        with pytest.raises(ValueError, match=match):
+            saved_model.copy_with_model_card(source_dir, export_dir, card)
+    assert sorted(os.listdir(str(tmp_path))) == ["file", "not_a_saved_model"]
+    assert not os.path.exists(os.path.join(exported.export_dir, "inner"))
+    assert saved_model.load_model_card(exported.export_dir) == MODEL_CARD

@@ -6,8 +6,12 @@ import pytest
 
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
+from oat_tf.layers import slimmable
 from oat_tf.models import flops
 from oat_tf.models import resnet
+from oat_tf.models import slimmable_resnet
+from oat_tf.models import small_cnn
+from tests.models import model_testing
 
 
 def test_conv2d_closed_form():
@@ -78,5 +82,51 @@ def test_markdown_table():
     lines = table.strip().splitlines()
     assert lines[0].startswith("| model | variant | input |")
     assert len(lines) == 4
-    assert lines[2].startswith("| small_cnn | plain | 16×16×1 |")
+    assert lines[2].startswith("| small_cnn | plain | 16×16×1 | 1.0 |")
     assert lines[3].startswith("| small_cnn | oat |") and lines[3].endswith("% |")
+
+
+@pytest.mark.parametrize("variant", ["oats", "ats"])
+def test_each_width_counts_as_the_small_cnn_of_its_channels(variant):
+    network = model_testing.tiny_slimmable_model("small_cnn", variant)
+    per_width = flops.count_width_flops(network)
+    assert sorted(per_width) == [0.5, 0.75, 1.0]
+    for width, result in per_width.items():
+        reference = small_cnn.SmallCNN(
+            variant=model_testing.MATCHING_VARIANT[variant],
+            encoder=model_testing.TINY_ENCODER,
+            filters=tuple(slimmable.slimmed_channels(f, width) for f in (4, 8)),
+            hidden_units=slimmable.slimmed_channels(8, width),
+            image_shape=(20, 20, 1),
+            dropout=0.0,
+        )
+        expected = flops.count_flops(reference)
+        for key in ("macs", "norm_macs", "film_macs", "params", "trainable_params"):
+            assert result[key] == expected[key], (width, key)
+        # fc1 is a convolution over the whole feature map here, a Dense there.
+        fc1 = expected["per_layer"]["fc1"]
+        assert result["per_layer"]["fc1"] == fc1
+        assert result["conv_macs"] == expected["conv_macs"] + fc1
+    # A slimmable network itself counts at full width.
+    assert flops.count_flops(network)["macs"] == per_width[1.0]["macs"]
+
+
+def test_resnet34_oats_overhead_against_pgd_ats_per_width():
+    ats = flops.count_width_flops(slimmable_resnet.SlimmableResNet(depth=34, variant="ats"))
+    oats = flops.count_width_flops(slimmable_resnet.SlimmableResNet(depth=34, variant="oats"))
+    plain = flops.count_flops(resnet.ResNet(depth=34, variant="plain"))
+    assert ats[1.0]["macs"] == plain["macs"] and ats[1.0]["params"] == plain["params"]
+    # MACs scale about as α² (the stem input and the logits are not slimmed).
+    assert ats[0.5]["macs"] == pytest.approx(plain["macs"] / 4, rel=0.01)
+    for width in (0.5, 0.75, 1.0):
+        overhead = (oats[width]["macs"] - ats[width]["macs"]) / ats[width]["macs"]
+        assert 0.005 < overhead < 0.03, (width, overhead)
+        assert oats[width]["macs"] - ats[width]["macs"] == oats[width]["film_macs"]
+
+
+def test_markdown_table_rows_per_width():
+    table = flops.flops_table(["small_cnn:16", "wrn16_8"], ["ats", "oats"], widths=(0.5, 1.0))
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 4  # wrn16_8 has no slimmable network: no rows
+    assert lines[2].startswith("| small_cnn | ats | 16×16×1 | 1.0 |") and lines[2].endswith("+0.00% |")
+    assert lines[5].startswith("| small_cnn | oats | 16×16×1 | 0.5 |")

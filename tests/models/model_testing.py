@@ -1,4 +1,4 @@
-"""Shared helpers of the model tests: tiny networks and random inputs."""
+"""Shared helpers of the model tests: tiny networks, random inputs, width-α weight slices."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from typing import Sequence
 
 import numpy as np
 
+from oat_tf.layers import slimmable
+from oat_tf.layers import slimmable_film
+from oat_tf.layers import switchable_batch_norm
 from oat_tf.models import resnet
+from oat_tf.models import slimmable_resnet
+from oat_tf.models import slimmable_small_cnn
 from oat_tf.models import small_cnn
 from oat_tf.models import wide_resnet
 
@@ -44,3 +49,82 @@ def random_inputs(image_shape: Sequence[int], lambdas: Sequence[float], seed: in
 def trainable_count(model) -> int:
     """Number of trainable scalars (PyTorch's parameter count)."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
+# The non-slimmable variant each slimmable variant equals at full width.
+MATCHING_VARIANT = {"oats": "oat", "oats_single_bn": "oat_single_bn", "ats": "plain"}
+
+
+def tiny_slimmable_model(family: str, variant: str, **kwargs):
+    """Returns a small slimmable network of the family (fast on CPU)."""
+    if family == "resnet":
+        args = dict(
+            stage_blocks=(1, 2, 1, 1), stage_filters=(4, 8, 8, 8), image_shape=(8, 8, 3)
+        )
+        args.update(kwargs)
+        return slimmable_resnet.SlimmableResNet(variant=variant, encoder=TINY_ENCODER, **args)
+    if family == "small_cnn":
+        args = dict(filters=(4, 8), hidden_units=8, image_shape=(20, 20, 1), dropout=0.0)
+        args.update(kwargs)
+        return slimmable_small_cnn.SlimmableSmallCNN(variant=variant, encoder=TINY_ENCODER, **args)
+    raise ValueError(f"unknown slimmable family {family!r}")
+
+
+def randomize_normalizations(network, seed: int = 0) -> None:
+    """Gives every BN weight (γ, β, moving mean and variance) a random value."""
+    rng = np.random.default_rng(seed)
+    for weight in network.weights:
+        name = weight.path.split("/")[-1]
+        if name in ("gamma", "moving_variance"):
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+        elif name in ("beta", "moving_mean"):
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+
+
+def _width_values(source, reference_layer, width: float):
+    """The weights of `reference_layer` taken from a slimmable layer at `width`."""
+    targets = [w.shape for w in reference_layer.weights]
+    if isinstance(
+        source,
+        (
+            switchable_batch_norm.SwitchableBatchNormalization,
+            switchable_batch_norm.SwitchableDualBatchNormalization,
+        ),
+    ):
+        return [w.numpy() for w in source.norm_at(width).weights]
+    if isinstance(source, slimmable_film.SlimmableFiLM):
+        channels = slimmable.slimmed_channels(source.channels, width)
+        hidden = 2 * channels * source.hidden_multiplier
+        columns = np.r_[0:channels, source.channels : source.channels + channels]
+        return [
+            source.hidden_kernel.numpy()[:, :hidden],
+            source.hidden_bias.numpy()[:hidden],
+            source.output_kernel.numpy()[:hidden][:, columns],
+            source.output_bias.numpy()[columns],
+        ]
+    values = []
+    for weight, target in zip(source.weights, targets):
+        value = weight.numpy()
+        if value.ndim == 4 and len(target) == 2:
+            # A full-map convolution (slimmable fc1) → the Dense on flattened features.
+            value = value[:, :, : target[0] // (value.shape[0] * value.shape[1]), : target[1]]
+            values.append(value.reshape(target))
+        else:
+            values.append(value[tuple(slice(0, int(d)) for d in target)])
+    return values
+
+
+def copy_width_weights(network, width: float, reference) -> None:
+    """Loads the width-α weights of a slimmable network into a plain network.
+
+    `reference` is a functional oat_tf network of the matching variant whose
+    layers have the slimmable network's names and the channel counts of
+    width α; each of its layers receives the slice (or switchable BN sublayer)
+    that the slimmable layer of the same name uses at that width.
+    """
+    for layer in reference.layers:
+        if not layer.weights:
+            continue
+        source = getattr(network, layer.name)
+        layer.set_weights(_width_values(source, layer, width))

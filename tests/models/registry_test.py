@@ -109,3 +109,34 @@ def test_dual_bn_routes_lambda_zero_to_clean_statistics(family):
     after = model(inputs, training=False).numpy()
     assert not np.allclose(after[0], before[0], atol=1e-4)  # λ = 0: clean group
     np.testing.assert_allclose(after[1], before[1], atol=1e-6)  # λ = 0.3: adversarial
+
+
+@pytest.mark.parametrize(
+    "architecture, overrides, model_class",
+    [
+        ("resnet18", {"stage_filters": (4, 8, 8, 8)}, "SlimmableResNet"),
+        ("small_cnn", {"filters": (4, 8), "hidden_units": 8}, "SlimmableSmallCNN"),
+    ],
+)
+@pytest.mark.parametrize("variant", ["oats", "ats"])
+def test_slimmable_variants_build_slimmable_networks(architecture, overrides, model_class, variant):
+    shape = (16, 16, 1) if architecture == "small_cnn" else (8, 8, 3)
+    model_config = config_lib.ModelConfig(
+        architecture=architecture,
+        variant=variant,
+        num_classes=4,
+        input_shape=shape,
+        encoder=config_lib.EncoderConfig(dim=8),
+        widths=(0.5, 1.0),
+    )
+    model = registry.build_model(model_config, **overrides)
+    assert type(model).__name__ == model_class and model.variant == variant
+    assert model.widths == (0.5, 1.0)
+    inputs = model_testing.random_inputs(shape, [0.0, 1.0])
+    assert model(inputs, width=0.5).shape == (2, 4)
+
+
+def test_no_slimmable_wide_resnet():
+    model_config = config_lib.ModelConfig(architecture="wrn16_8", variant="oats")
+    with pytest.raises(ValueError, match="slimmable.*Received: architecture='wrn16_8'"):
+        registry.build_model(model_config)
