@@ -49,6 +49,14 @@ copied with its card updated (`--export_dir` equal to `--saved_model` updates it
 in place). Both are atomic: `--export_dir` never holds a half-written export.
 An existing `--export_dir` that is not a SavedModel is refused.
 
+Slimmable (OATS) models: the choice is a (λ, width) pair. Every width of the
+model (of a SavedModel: one per signature), or those of `--widths`, is
+evaluated, and `--max_width=0.75` sets a compute budget ("SA ≥ 88% at width
+≤ 0.75, maximise RA": `--min_sa=88 --max_width=0.75`); ties go to the
+narrower width. calibration.json then holds the curve of every width
+(`curves`), the choice's `width` and `signature_name` (the SavedModel
+signature to serve, e.g. `width_0_75`), and the model card the same.
+
 Exit status: 0 when a λ meets the requirement; 3 when none does (the message
 names the λ that came closest; calibration.json is written with
 `"feasible": false` and nothing is exported); 1 on any error (bad flags, no
@@ -119,6 +127,15 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_examples", None, "Use the first N validation examples.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
+    flags.DEFINE_list(
+        "widths", None,
+        "Widths of a slimmable (OATS) model to choose from (default: all of a slimmable model; "
+        "of a SavedModel, one per signature); the choice is then a (λ, width) pair.",
+    )
+    flags.DEFINE_float(
+        "max_width", None,
+        "Compute budget: only widths ≤ this are candidates (e.g. 0.75), for a slimmable model.",
+    )
     flags.DEFINE_string("output_dir", None, "Where calibration.json goes (default: <run_dir>/calibration).")
     flags.DEFINE_string(
         "export_dir", None,
@@ -268,6 +285,34 @@ def _check_export_dir(export_dir: str, saved_model: Optional[str]) -> None:
         )
 
 
+def _width_models(model, saved_model, widths, max_width):
+    """[(width, model)] to calibrate over, or None for a model calibrated over λ only."""
+    from oat_tf.export import saved_model as saved_model_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf.models import slimmable_network  # pylint: disable=import-outside-toplevel
+
+    if saved_model is not None:
+        slimmable = len(saved_model_lib.signature_widths(saved_model)) > 1
+    else:
+        slimmable = isinstance(model, slimmable_network.SlimmableNetwork)
+    if not slimmable and widths is None and max_width is None:
+        return None
+    if max_width is not None and not 0.0 < float(max_width) <= 1.0:
+        raise CalibrationError(f"`max_width` must be in (0, 1]. Received: max_width={max_width!r}")
+    try:
+        candidates = evaluate_lib.select_widths(model, widths, saved_model)
+    except ValueError as error:
+        raise CalibrationError(f"`widths`: {error}") from None
+    if max_width is not None:
+        within = [(w, m) for w, m in candidates if w <= float(max_width) + 1e-9]
+        if not within:
+            raise CalibrationError(
+                f"`max_width` must allow at least one of the widths {[w for w, _ in candidates]}. "
+                f"Received: max_width={max_width!r}"
+            )
+        candidates = within
+    return candidates
+
+
 def calibrate(
     *,
     run_dir: Optional[str] = None,
@@ -288,6 +333,8 @@ def calibrate(
     output_dir: Optional[str] = None,
     export_dir: Optional[str] = None,
     progress: bool = True,
+    widths: Optional[Sequence[float]] = None,
+    max_width: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Measures the SA-RA curve on the validation split and chooses λ.
 
@@ -318,6 +365,15 @@ def calibrate(
         export_dir: str or None, where the calibrated SavedModel goes (only
             written when a λ meets the requirement).
         progress: bool, show a progress bar over λ on stderr.
+        widths: sequence of float or None, the candidate widths of a
+            slimmable model (None: all of them). For a slimmable source (or
+            with `widths` or `max_width`) the choice is a (λ, width) pair
+            (`calibration.choose_lambda_and_width`) and the record gains
+            `widths`, `max_width`, `curves` and `evaluation_per_width` (per
+            width key); `curve` and `evaluation` are then those of the
+            chosen (or closest) width, and `choice` has `width` and
+            `signature_name`.
+        max_width: float or None, the compute budget: only widths ≤ it.
 
     Returns:
         dict, the record written to calibration.json (`choice["feasible"]`
@@ -372,13 +428,42 @@ def calibrate(
         [a.describe() for a in attack_list], ra_label, calibration.describe_constraint(constraint),
     )
     dataset_batches = data.eval_dataset(validation, batch_size=batch_size)
-    parts = [
-        evaluation.evaluate_lambda_grid(model, dataset_batches, [lam], attack_list, seed=seed)
-        for lam in tqdm.tqdm(lambdas, desc="λ", unit="λ", file=sys.stderr, disable=not progress)
-    ]
-    result = evaluate_lib.merge_results(parts)
-    curve = calibration.curve_from_evaluation(result, ra_label)
-    choice = calibration.choose_lambda(curve, **{f"min_{constraint['metric']}": constraint["minimum"]})
+    per_width = _width_models(model, saved_model, widths, max_width)
+
+    def evaluate_model(evaluated, desc):
+        parts = [
+            evaluation.evaluate_lambda_grid(evaluated, dataset_batches, [lam], attack_list, seed=seed)
+            for lam in tqdm.tqdm(lambdas, desc=desc, unit="λ", file=sys.stderr, disable=not progress)
+        ]
+        return evaluate_lib.merge_results(parts)
+
+    width_fields = {}
+    if per_width is None:
+        result = evaluate_model(model, "λ")
+        curve = calibration.curve_from_evaluation(result, ra_label)
+        choice = calibration.choose_lambda(curve, **{f"min_{constraint['metric']}": constraint["minimum"]})
+    else:
+        results = {w: evaluate_model(m, f"λ (width {w:g})") for w, m in per_width}
+        curves = {w: calibration.curve_from_evaluation(r, ra_label) for w, r in results.items()}
+        choice = calibration.choose_lambda_and_width(
+            curves, **{f"min_{constraint['metric']}": constraint["minimum"]}, max_width=max_width
+        )
+        shown = choice["width"] if choice["feasible"] else choice["closest"]["width"]
+        choice["signature_name"] = (
+            export.width_signature_name(choice["width"]) if choice["feasible"] else None
+        )
+        result, curve = results[shown], curves[shown]
+        width_fields = {
+            "widths": [w for w, _ in per_width],
+            "max_width": max_width,
+            "curves": {evaluation.lambda_key(w): c for w, c in curves.items()},
+            "evaluation_per_width": {
+                evaluation.lambda_key(w): {
+                    key: r[key] for key in ("clean_accuracy", "robust_accuracy", "worst_case_accuracy")
+                }
+                for w, r in results.items()
+            },
+        }
 
     record = {
         "calibration_version": CALIBRATION_VERSION,
@@ -400,6 +485,7 @@ def calibrate(
         "evaluation": {
             key: result[key] for key in ("clean_accuracy", "robust_accuracy", "worst_case_accuracy")
         },
+        **width_fields,
         "accuracy": "fractions in [0, 1]",
     }
     path = os.path.join(output_dir, CALIBRATION_FILENAME)
@@ -422,7 +508,12 @@ def calibrate(
         if os.path.isfile(test_path):
             with open(test_path) as f:
                 test_results = json.load(f)
-        base_card = experiment.make_model_card(run_config, test_results)
+        widths_path = os.path.join(run_dir, "test_eval_widths.json")
+        width_results = None
+        if os.path.isfile(widths_path):
+            with open(widths_path) as f:
+                width_results = json.load(f)
+        base_card = experiment.make_model_card(run_config, test_results, width_results)
         export.export_saved_model(
             model, export_dir, image_shape=tuple(run_config["model"]["input_shape"]),
             model_card=calibration.add_calibration(base_card, card_entry),
@@ -489,6 +580,8 @@ def main(argv) -> None:
             seed=FLAGS.seed,
             output_dir=FLAGS.output_dir,
             export_dir=FLAGS.export_dir,
+            widths=FLAGS.widths,
+            max_width=FLAGS.max_width,
         )
     except (ValueError, FileNotFoundError) as error:
         # The library's errors name the argument, what was expected and what was received.
@@ -501,12 +594,25 @@ def main(argv) -> None:
     lines = [
         f"\nSA / RA per λ on the validation split of {record['dataset']} "
         f"({record['num_examples']} examples; attacks: {attacks}; RA = {ra_label})\n",
-        calibration.format_curve_table(record["curve"], choice, ra_label),
     ]
+    if "curves" in record:
+        for key, curve in record["curves"].items():
+            width_choice = {
+                **choice,
+                "feasible_lambdas": [
+                    p["lambda"] for p in choice["feasible_points"] if p["width"] == float(key)
+                ],
+                "feasible": choice["feasible"] and choice["width"] == float(key),
+            }
+            lines += [f"Width {key}:\n", calibration.format_curve_table(curve, width_choice, ra_label)]
+    else:
+        lines.append(calibration.format_curve_table(record["curve"], choice, ra_label))
     if choice["feasible"]:
         wanted = calibration.describe_constraint(choice["constraint"])
         lines.append(f"Chosen for {wanted}: {choice['reason']}.")
         lines.append(f"lambda_value={choice['lambda']!r}")
+        if "width" in choice:
+            lines.append(f"width={choice['width']!r} (signature {choice['signature_name']!r})")
     else:
         lines.append(f"{choice['reason'][0].upper()}{choice['reason'][1:]}.")
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir, "calibration")

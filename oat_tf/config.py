@@ -20,7 +20,9 @@ S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 
 ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "square")
 ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
-MODEL_VARIANTS = ("plain", "oat", "oat_single_bn", "oats", "oats_single_bn", "ats")
+MODEL_VARIANTS = (
+    "plain", "oat", "oat_single_bn", "mixture_bn", "oats", "oats_single_bn", "ats"
+)
 # Slimmable networks (OATS, paper §3.3): the width is chosen per call from
 # `ModelConfig.widths`; "ats" is the PGD-ATS baseline (no λ conditioning).
 SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
@@ -28,6 +30,16 @@ SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
 UNCONDITIONED_VARIANTS = ("plain", "ats")
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 ADVERSARIAL_BN_STATISTICS = ("adversarial", "mixed")
+# Training objectives of `OATTrainer` (SPEC §1 and §4): "oat" is Algorithm 1
+# (λ-weighted clean and adversarial passes); "mixed_batch" attacks the last
+# (1 − clean_fraction) of each batch and trains on the mixed batch in one pass.
+OBJECTIVES = ("oat", "mixed_batch")
+# Variants the mixed-batch objective trains: one BN ("plain") or Mixture BN.
+MIXED_BATCH_VARIANTS = ("plain", "mixture_bn")
+# Which BN of a "mixture_bn" network is used at test time, and the domain
+# indicator fed as λ to select it.
+TEST_BNS = ("adversarial", "clean")
+TEST_BN_LAMBDA = {"adversarial": 1.0, "clean": 0.0}
 LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -97,6 +109,49 @@ def check_widths(name: str, values: Any) -> Tuple[float, ...]:
         f"`{name}` must contain 1.0 (the full network). Received: {name}={list(values)!r}",
     )
     return ordered[:-1] + (1.0,)
+
+
+def check_clean_fraction(clean_fraction: Any) -> float:
+    """Validates the clean share of a mixed training batch.
+
+    Args:
+        clean_fraction: number, expected finite and in [0, 1].
+
+    Returns:
+        The value as a float.
+    """
+    try:
+        value = float(clean_fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
+    _check(
+        math.isfinite(value) and 0.0 <= value <= 1.0,
+        "`clean_fraction` must be a number in [0, 1] (0: adversarial images only). "
+        f"Received: clean_fraction={clean_fraction!r}",
+    )
+    return value
+
+
+def check_objective_variant(objective: str, variant: str) -> None:
+    """Checks that a training objective and a model variant go together.
+
+    "mixture_bn" networks read λ as the image's domain, which only the
+    mixed-batch objective feeds; the mixed-batch objective trains one BN
+    ("plain") or Mixture BN ("mixture_bn").
+
+    Raises:
+        ValueError: naming both values.
+    """
+    _check(
+        variant != "mixture_bn" or objective == "mixed_batch",
+        "`variant` 'mixture_bn' needs `objective` 'mixed_batch' (its λ input is the "
+        f"image's domain). Received: objective={objective!r}, variant={variant!r}",
+    )
+    _check(
+        objective != "mixed_batch" or variant in MIXED_BATCH_VARIANTS,
+        f"`objective` 'mixed_batch' needs `variant` in {MIXED_BATCH_VARIANTS}. "
+        f"Received: objective={objective!r}, variant={variant!r}",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +282,9 @@ class ModelConfig:
         architecture: str, a name known to `oat_tf.models.build_model`
             ("small_cnn", "resnet34", "wrn16_8", "wrn40_2", ...).
         variant: str, "plain" (BN, for PGD-AT), "oat" (FiLM + dual BN),
-            "oat_single_bn" (FiLM + one BN, the paper's ablation), or a
+            "oat_single_bn" (FiLM + one BN, the paper's ablation),
+            "mixture_bn" (dual BN routed by the image's domain, no FiLM: λ = 0
+            is a clean image, λ = 1 an adversarial one; SPEC §4), or a
             slimmable variant (small_cnn and resnet<depth> only): "oats"
             (slimmable FiLM + switchable dual BN), "oats_single_bn" (slimmable
             FiLM + switchable BN) or "ats" (switchable BN, for PGD-ATS).
@@ -377,17 +434,29 @@ class EvalConfig:
     """What is measured after training and every `every_epochs` epochs.
 
     Attributes:
-        lambdas: tuple of float, λ values to evaluate (training set plus S3).
+        lambdas: tuple of float, λ values to evaluate (training set plus S3;
+            for the mixed-batch objective the domain of `test_bn`).
         attacks: tuple of AttackConfig, attacks for robust accuracy.
         every_epochs: int, evaluate on the validation split every K epochs
             (0: only at the end).
         batch_size: int, evaluation batch size.
+        test_bn: str, which BN of a "mixture_bn" network is used at test
+            time: "adversarial" (λ = 1 fed, the default) or "clean" (λ = 0,
+            AdvProp-style). `flags_to_config` turns it into `lambdas` when
+            `--eval_lambdas` is not given; recorded for the run's record.
     """
 
     lambdas: Tuple[float, ...] = tuple(sorted(set(S1 + S3)))
     attacks: Tuple[AttackConfig, ...] = (AttackConfig(), AttackConfig(num_steps=20))
     every_epochs: int = 0
     batch_size: int = 256
+    test_bn: str = "adversarial"
+
+    def __post_init__(self):
+        _check(
+            self.test_bn in TEST_BNS,
+            f"`test_bn` must be one of {TEST_BNS}. Received: test_bn={self.test_bn!r}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +477,14 @@ class TrainConfig:
             BN group's moving statistics in OAT training: "adversarial" (the
             adversarial pass only) or "mixed" (also the clean pass of λ ≠ 0
             samples, as the OAT reference code).
+        objective: str, "oat" (Algorithm 1: λ-weighted clean and adversarial
+            passes) or "mixed_batch" (the first round(clean_fraction · N)
+            samples of each batch stay clean, the rest are attacked, and one
+            training pass over the mixed batch minimises the mean CE; λ
+            sampling is unused and λ is the domain: 0 clean, 1 adversarial).
+        clean_fraction: float in [0, 1], clean share of each batch for the
+            mixed-batch objective: 0 is Madry-style adversarial training,
+            0.5 the usual mixture.
     """
 
     epochs: int = 200
@@ -419,8 +496,15 @@ class TrainConfig:
     jit_compile: bool = False
     run_eagerly: bool = False
     adversarial_bn_statistics: str = "adversarial"
+    objective: str = "oat"
+    clean_fraction: float = 0.5
 
     def __post_init__(self):
+        _check(
+            self.objective in OBJECTIVES,
+            f"`objective` must be one of {OBJECTIVES}. Received: objective={self.objective!r}",
+        )
+        check_clean_fraction(self.clean_fraction)
         _check(
             self.adversarial_bn_statistics in ADVERSARIAL_BN_STATISTICS,
             f"`adversarial_bn_statistics` must be one of {ADVERSARIAL_BN_STATISTICS}. "
@@ -467,6 +551,9 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        check_objective_variant(self.train.objective, self.model.variant)
 
 
 def to_dict(config: Any) -> Any:

@@ -28,6 +28,17 @@ Plots (`<output_dir>/evaluation_<name>.png`, listed in evaluation.json under
   batch norm of the evaluated run and of `--bn_runs` (both groups of a dual
   batch norm).
 
+A slimmable (OATS, PGD-ATS) model is evaluated at every width of `--widths`
+(default: all its widths; of a SavedModel, one per signature): each width
+gets the whole evaluation above (resumable, masking checks, plots,
+TensorBoard with the HParams `width`) in `<output_dir>/width_<α>/`, and
+`<output_dir>/evaluation_widths.{json,md,png}` holds the λ × width table
+(`{"widths": [...], "per_width": {"0.5": <evaluation.json>, ...}}`) and the
+paper's Fig. 6/9 plot (SA and RA against λ per width, RA against SA per
+width; `evaluation.width_grid`). Any other model is evaluated as before, at
+full width, straight into `<output_dir>` (`--widths` other than 1.0 is an
+error for it).
+
 The RA of the plots and of the frontier is under `--plot_attack` (default:
 the strongest attack). TensorBoard summaries (per-λ scalars, trade-off curves
 against λ, the plots, the HParams dashboard) go to `--tensorboard_dir`
@@ -79,6 +90,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
     flags.DEFINE_string("output_dir", None, "Where results go (default: <run_dir>/evaluation_<split>).")
+    flags.DEFINE_list(
+        "widths", None,
+        "Widths of a slimmable (OATS, PGD-ATS) model to evaluate, e.g. 0.5,1.0. Default: every "
+        "width of a slimmable model (of a SavedModel: one per signature); 1.0 only for others.",
+    )
     flags.DEFINE_bool("masking_checks", True, "Run the gradient-masking checks.")
     flags.DEFINE_integer("check_examples", 200, "Examples used by the ε-sweep and gradient checks.")
     flags.DEFINE_string(
@@ -180,16 +196,10 @@ def main(argv) -> None:
     if not FLAGS.run_dir and not FLAGS.saved_model:
         raise app.UsageError("Pass --run_dir (a training run) or --saved_model (an export).")
 
-    import tqdm  # pylint: disable=import-outside-toplevel
-
     from oat_tf import data  # pylint: disable=import-outside-toplevel
-    from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
-    from oat_tf.training import experiment  # pylint: disable=import-outside-toplevel
 
     run_config = loading.read_run_config(FLAGS.run_dir) if FLAGS.run_dir else None
     if FLAGS.saved_model:
@@ -256,6 +266,16 @@ def main(argv) -> None:
     )
     if output_dir is None:
         raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
+    try:
+        width_models = select_widths(model, FLAGS.widths, FLAGS.saved_model)
+    except ValueError as error:
+        raise app.UsageError(f"--widths: {error}") from None
+    if FLAGS.saved_model:
+        from oat_tf.export import saved_model as saved_model_lib  # pylint: disable=import-outside-toplevel
+
+        slimmable = len(saved_model_lib.signature_widths(FLAGS.saved_model)) > 1
+    else:
+        slimmable = _is_slimmable(model)
     os.makedirs(output_dir, exist_ok=True)
     settings = {
         "source": source,
@@ -265,14 +285,136 @@ def main(argv) -> None:
         "attacks": [config_lib.to_dict(a) for a in attack_list],
         "seed": FLAGS.seed,
     }
+    dataset = data.eval_dataset(split, batch_size=FLAGS.batch_size)
+    common = dict(
+        split=split, dataset=dataset, dataset_name=dataset_name, settings=settings,
+        attack_list=attack_list, lambdas=lambdas, seen_lambdas=seen_lambdas, source=source,
+        frontier_runs=frontier_runs, run_config=run_config, bn_run_configs=bn_run_configs,
+        saliency_lambdas=saliency_lambdas, saliency_indices=saliency_indices,
+    )
+    if not slimmable:
+        tensorboard_dir = (
+            os.path.join(output_dir, "tensorboard") if FLAGS.tensorboard_dir is None else FLAGS.tensorboard_dir
+        )
+        evaluate_width(width_models[0][1], None, output_dir, tensorboard_dir, **common)
+        return
+
+    from oat_tf.evaluation import width_grid  # pylint: disable=import-outside-toplevel
+
+    per_width = {}
+    for width, width_model in width_models:
+        key = width_grid.width_key(width)
+        width_dir = os.path.join(output_dir, f"width_{key}")
+        tensorboard_dir = (
+            os.path.join(width_dir, "tensorboard") if FLAGS.tensorboard_dir is None
+            else (os.path.join(FLAGS.tensorboard_dir, f"width_{key}") if FLAGS.tensorboard_dir else "")
+        )
+        logging.info("Width %s: results in %s.", key, width_dir)
+        per_width[key] = evaluate_width(width_model, width, width_dir, tensorboard_dir, **common)
+    grid = {"widths": [w for w, _ in width_models], "per_width": per_width}
+    title = f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split}), per width"
+    paths = width_grid.write_width_report(
+        grid, output_dir, prefix="evaluation_widths", attack=FLAGS.plot_attack, title=title
+    )
+    sys.stdout.write(
+        f"\nSA / RA per λ and width ({dataset_name}, {FLAGS.split})\n\n"
+        + width_grid.format_width_table(grid, attack=FLAGS.plot_attack)
+        + f"\nResults: {paths['json']}, {paths['markdown']}, {paths['plot']}\n"
+    )
+
+
+def _is_slimmable(model: Any) -> bool:
+    from oat_tf.models import slimmable_network  # pylint: disable=import-outside-toplevel
+
+    return isinstance(model, slimmable_network.SlimmableNetwork)
+
+
+def select_widths(model: Any, widths: Optional[Sequence[Any]], saved_model: Optional[str]):
+    """Returns [(width, model at that width)] for `--widths`, sorted by width.
+
+    Args:
+        model: the loaded network, or a `SavedModelClassifier` (full width).
+        widths: the `--widths` strings (or floats), or None for every width
+            of the model.
+        saved_model: str or None, the `--saved_model` directory (its
+            signatures give its widths).
+
+    Returns:
+        list of (float, model) pairs.
+
+    Raises:
+        ValueError: for a width the model does not have.
+    """
+    from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import width_grid  # pylint: disable=import-outside-toplevel
+    from oat_tf.export import saved_model as saved_model_lib  # pylint: disable=import-outside-toplevel
+
+    requested = None
+    if widths is not None:
+        try:
+            requested = [float(w) for w in widths]
+        except ValueError:
+            raise ValueError(f"widths must be numbers. Received: widths={list(widths)}") from None
+    if saved_model:
+        available = saved_model_lib.signature_widths(saved_model)
+        by_width = {w: name for name, w in available.items()}
+        chosen = sorted(by_width) if requested is None else sorted(set(requested))
+        missing = [w for w in chosen if w not in by_width]
+        if missing:
+            raise ValueError(
+                f"the SavedModel has the widths {sorted(by_width)} (one signature each). "
+                f"Received: widths={chosen}"
+            )
+        return [
+            (w, model if by_width[w] == saved_model_lib.SIGNATURE_KEY
+             else loading.SavedModelClassifier(saved_model, signature_name=by_width[w]))
+            for w in chosen
+        ]
+    chosen = width_grid.check_widths_of(model, requested)
+    return [(w, width_grid.width_model(model, w)) for w in chosen]
+
+
+def evaluate_width(
+    model: Any,
+    width: Optional[float],
+    output_dir: str,
+    tensorboard_dir: str,
+    *,
+    split: Any,
+    dataset: Any,
+    dataset_name: str,
+    settings: Dict[str, Any],
+    attack_list: Sequence[Any],
+    lambdas: Sequence[float],
+    seen_lambdas: Optional[Sequence[float]],
+    source: str,
+    frontier_runs: Sequence[Any],
+    run_config: Optional[Dict[str, Any]],
+    bn_run_configs: Sequence[Dict[str, Any]],
+    saliency_lambdas: Optional[Sequence[float]],
+    saliency_indices: Sequence[int],
+) -> Dict[str, Any]:
+    """Evaluates one width (None: a model that is not slimmable) into `output_dir`; returns the result."""
+    import tqdm  # pylint: disable=import-outside-toplevel
+
+    from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf.training import experiment  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(output_dir, exist_ok=True)
+    if width is not None:
+        settings = {**settings, "width": float(width)}
     state_path = os.path.join(output_dir, STATE_FILE)
     state = _load_state(state_path, settings)
-    dataset = data.eval_dataset(split, batch_size=FLAGS.batch_size)
 
     todo = [lam for lam in lambdas if evaluation.lambda_key(lam) not in state["per_lambda"]]
     if len(todo) < len(lambdas):
         logging.info("Resuming: %d of %d λ already evaluated.", len(lambdas) - len(todo), len(lambdas))
-    for lam in tqdm.tqdm(todo, desc="λ", unit="λ", file=sys.stderr):
+    width_note = "" if width is None else f", width {evaluation.lambda_key(width)}"
+    desc = f"λ{width_note}"
+    for lam in tqdm.tqdm(todo, desc=desc, unit="λ", file=sys.stderr):
         part = evaluation.evaluate_lambda_grid(model, dataset, [lam], attack_list, seed=FLAGS.seed)
         state["per_lambda"][evaluation.lambda_key(lam)] = part
         experiment.write_json_atomic(state_path, state)
@@ -285,8 +427,11 @@ def main(argv) -> None:
     result["source"] = source
     result["split"] = FLAGS.split
     result["dataset"] = dataset_name
+    if width is not None:
+        result["width"] = float(width)
 
     title = f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split})"
+    title += width_note
     plot_attack = FLAGS.plot_attack or evaluation.strongest_attack(result)
     frontier_points = []
     if frontier_runs and plot_attack is None:
@@ -312,13 +457,15 @@ def main(argv) -> None:
         result, output_dir, prefix="evaluation", seen_lambdas=seen_lambdas, title=title,
         attack=plot_attack, frontier=frontier_points, figures=figures,
     )
-    tensorboard_dir = (
-        os.path.join(output_dir, "tensorboard") if FLAGS.tensorboard_dir is None else FLAGS.tensorboard_dir
-    )
     if tensorboard_dir:
-        evaluation.log_evaluation(result, tensorboard_dir, plot_paths=paths["plots"])
+        evaluation.log_evaluation(
+            result, tensorboard_dir, plot_paths=paths["plots"], width=1.0 if width is None else width
+        )
     table = evaluation.format_table(result, seen_lambdas=seen_lambdas)
-    lines = [f"\nSA / RA per λ ({dataset_name}, {FLAGS.split}, {result['num_examples']} examples)\n", table, ""]
+    lines = [
+        f"\nSA / RA per λ ({dataset_name}, {FLAGS.split}, {result['num_examples']} examples{width_note})\n",
+        table, "",
+    ]
     for check in checks:
         status = "PASS" if check["passed"] else "FAIL"
         lines.append(f"[{status}] {check['name']}: {check['detail']}")
@@ -329,6 +476,7 @@ def main(argv) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
     if not all(c["passed"] for c in checks):
         logging.warning("Gradient-masking checks failed: %s", [c["name"] for c in checks if not c["passed"]])
+    return result
 
 
 def run_label(run_dir: str, run_config: Dict[str, Any]) -> str:

@@ -168,7 +168,9 @@ def define_flags() -> None:
     flags.DEFINE_string("architecture", "small_cnn", "small_cnn | resnet18 | resnet34 | wrn16_8 | wrn40_2 | ...")
     flags.DEFINE_enum(
         "variant", "oat", list(config_lib.MODEL_VARIANTS),
-        "plain (PGD-AT) | oat | oat_single_bn | oats (OATS: slimmable, switchable dual BN) | "
+        "plain (PGD-AT) | oat | oat_single_bn | mixture_bn (Mixture BN: dual BN routed by the "
+        "image's domain, λ = 0 clean / 1 adversarial; needs --objective=mixed_batch) | "
+        "oats (OATS: slimmable, switchable dual BN) | "
         "oats_single_bn | ats (PGD-ATS: slimmable, switchable BN; use a fixed λ).",
     )
     flags.DEFINE_list(
@@ -214,11 +216,28 @@ def define_flags() -> None:
         "the reference code; made MNIST robustness a gradient-masking artefact).",
     )
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
+    flags.DEFINE_enum(
+        "objective", "oat", list(config_lib.OBJECTIVES),
+        "oat (Algorithm 1: λ-weighted clean + adversarial passes) | mixed_batch (the first "
+        "round(clean_fraction·N) images of each batch stay clean, the rest are attacked, one "
+        "pass over the mixed batch, mean CE; λ sampling unused; --variant=plain or mixture_bn).",
+    )
+    flags.DEFINE_float(
+        "clean_fraction", 0.5,
+        "Clean share of each batch for --objective=mixed_batch: 0 = adversarial images only "
+        "(Madry), 0.5 = the usual mixture.",
+    )
     # Evaluation.
     flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain, ats: the fixed λ).")
     flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].")
     flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_enum(
+        "test_bn", "adversarial", list(config_lib.TEST_BNS),
+        "Which BN of a --variant=mixture_bn network is used at test time: adversarial "
+        "(λ = 1 fed) or clean (λ = 0, AdvProp-style); the default --eval_lambdas of "
+        "--objective=mixed_batch.",
+    )
 
     flags.register_validator(
         "epsilon", _never_raises(lambda v: 0.0 <= parse_fraction("epsilon", v) <= 1.0),
@@ -247,6 +266,18 @@ def define_flags() -> None:
         ["encoding", "encoding_dim", "lambda_values"],
         lambda f: f["encoding"] == "none" or f["encoding_dim"] >= len(set(f["lambda_values"])),
         message="--encoding_dim must be at least the number of --lambda_values.",
+    )
+    flags.register_validator(
+        "clean_fraction", _never_raises(lambda v: config_lib.check_clean_fraction(v) >= 0.0),
+        message="--clean_fraction must be in [0, 1] (0: adversarial images only).",
+    )
+    flags.register_multi_flags_validator(
+        ["objective", "variant"],
+        _never_raises(
+            lambda f: config_lib.check_objective_variant(f["objective"], f["variant"]) is None
+        ),
+        message="--variant=mixture_bn needs --objective=mixed_batch, and "
+        "--objective=mixed_batch needs --variant=plain or mixture_bn.",
     )
     for name in ("epochs", "batch_size", "attack_steps", "attack_restarts", "eval_batch_size"):
         flags.register_validator(name, lambda v: v >= 1, message=f"--{name} must be >= 1.")
@@ -280,6 +311,9 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
     )
     if f.eval_lambdas:
         eval_lambdas = parse_lambda_list("eval_lambdas", f.eval_lambdas)
+    elif f.objective == "mixed_batch":
+        # λ is the domain indicator: it picks the BN of a mixture_bn network.
+        eval_lambdas = (config_lib.TEST_BN_LAMBDA[f.test_bn],)
     elif f.variant in config_lib.UNCONDITIONED_VARIANTS and f.lambda_sampling == "fixed":
         eval_lambdas = lambda_values
     else:
@@ -330,11 +364,14 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             jit_compile=f.jit_compile,
             run_eagerly=f.run_eagerly,
             adversarial_bn_statistics=f.adversarial_bn_statistics,
+            objective=f.objective,
+            clean_fraction=f.clean_fraction,
         ),
         evaluation=config_lib.EvalConfig(
             lambdas=eval_lambdas,
             attacks=parse_eval_attacks(f.eval_attacks, train_attack),
             every_epochs=f.eval_every_epochs,
             batch_size=f.eval_batch_size,
+            test_bn=f.test_bn,
         ),
     )

@@ -141,6 +141,7 @@ def test_bad_plot_flags_fail_before_evaluating(tiny_run):
         (f"--bn_runs={root}", "config.json"),
         ("--saliency_indices=99", "saliency_indices"),
         ("--plot_attack=PGD-20", "plot_attack"),
+        ("--widths=0.5,1.0", "slimmable"),
     ):
         run = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={root / 'bad'}", flag)
         assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]

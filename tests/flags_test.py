@@ -40,7 +40,13 @@ def test_flagfile_gives_a_valid_config(path):
         assert config.model.slimmable and config.model.widths == (0.5, 0.75, 1.0)
     else:
         assert not config.model.slimmable
-    if not name.startswith("quickstart") and "pgdat" not in name:
+    if "_mixbn_" in name:  # the issue 6 study: mixed-batch objective, ε = 0.1
+        assert config.train.objective == "mixed_batch"
+        assert config.model.variant == ("mixture_bn" if "mixture" in name else "plain")
+        assert config.train.clean_fraction == (0.0 if "_f000" in name else 0.5)
+        assert config.train_attack.epsilon == pytest.approx(0.1)
+        assert config.data.dataset == "npz:../shared/data/fashion_mnist.npz"
+    elif not name.startswith("quickstart") and "pgdat" not in name:
         assert config.train_attack.epsilon == pytest.approx(8 / 255)
         assert config.train_attack.num_steps == 7
         assert config.lambda_sampling.values == config_lib.S1
@@ -110,3 +116,49 @@ def test_fractions_and_plain_defaults():
     assert config.evaluation.lambdas == (0.3,)
     with pytest.raises(ValueError, match="epsilon"):
         oat_flags.parse_fraction("epsilon", "1/0")
+
+
+def test_mixed_batch_flags():
+    config = _parse("--variant=mixture_bn", "--objective=mixed_batch", "--clean_fraction=0.25")
+    assert config.model.variant == "mixture_bn"
+    assert config.train.objective == "mixed_batch" and config.train.clean_fraction == 0.25
+    assert config.evaluation.test_bn == "adversarial" and config.evaluation.lambdas == (1.0,)
+    clean_bn = _parse("--variant=mixture_bn", "--objective=mixed_batch", "--test_bn=clean")
+    assert clean_bn.evaluation.lambdas == (0.0,) and clean_bn.evaluation.test_bn == "clean"
+    both = _parse("--variant=mixture_bn", "--objective=mixed_batch", "--eval_lambdas=0,1")
+    assert both.evaluation.lambdas == (0.0, 1.0)
+    madry = _parse("--variant=plain", "--objective=mixed_batch", "--clean_fraction=0")
+    assert madry.train.clean_fraction == 0.0 and madry.evaluation.lambdas == (1.0,)
+    default = _parse()
+    assert default.train.objective == "oat" and default.train.clean_fraction == 0.5
+    with pytest.raises(flags.IllegalFlagValueError, match="clean_fraction"):
+        _parse("--objective=mixed_batch", "--variant=plain", "--clean_fraction=1.5")
+    with pytest.raises(flags.IllegalFlagValueError, match="mixture_bn needs --objective=mixed_batch"):
+        _parse("--variant=mixture_bn")
+    with pytest.raises(flags.IllegalFlagValueError, match="mixed_batch needs --variant=plain"):
+        _parse("--objective=mixed_batch", "--variant=oat")
+
+
+def test_mixed_batch_config_fields_are_checked():
+    with pytest.raises(ValueError, match="`objective` must be one of.*Received: objective='madry'"):
+        config_lib.TrainConfig(objective="madry")
+    with pytest.raises(ValueError, match="`clean_fraction` must be.*Received: clean_fraction=-0.1"):
+        config_lib.TrainConfig(clean_fraction=-0.1)
+    with pytest.raises(ValueError, match="`test_bn` must be one of.*Received: test_bn='both'"):
+        config_lib.EvalConfig(test_bn="both")
+    with pytest.raises(ValueError, match="'mixture_bn' needs `objective` 'mixed_batch'.*Received: objective='oat'"):
+        config_lib.ExperimentConfig(model=config_lib.ModelConfig(variant="mixture_bn"))
+    with pytest.raises(ValueError, match="Received: objective='mixed_batch', variant='oats'"):
+        config_lib.ExperimentConfig(train=config_lib.TrainConfig(objective="mixed_batch"),
+                                    model=config_lib.ModelConfig(variant="oats"))
+
+
+def test_mixed_batch_config_round_trips_through_json():
+    import dataclasses
+    import json
+
+    config = _parse("--variant=mixture_bn", "--objective=mixed_batch", "--clean_fraction=0.3", "--test_bn=clean")
+    payload = json.loads(json.dumps(config_lib.to_dict(config)))
+    train = config_lib.TrainConfig(**payload["train"])
+    evaluation = dataclasses.replace(config.evaluation, test_bn=payload["evaluation"]["test_bn"])
+    assert train == config.train and evaluation == config.evaluation

@@ -17,6 +17,11 @@ numbers already measured (no TensorFlow here):
   says so (`feasible` False) and names the λ that came closest (the highest
   value of the constrained metric, same tie rules) and by how much it falls
   short.
+- `choose_lambda_and_width(curves, min_sa=..., max_width=...)` does the same
+  over λ × width for a slimmable (OATS) model, one curve per width, under a
+  compute budget: only widths ≤ `max_width` are candidates ("SA ≥ 88% at
+  width ≤ 0.75, maximise RA"). Ties of both metrics go to the narrower width
+  (the cheaper network), then to the smaller λ.
 - `add_calibration(model_card, calibration)` returns a model card with a
   `calibration` entry, keeping everything else it held.
 
@@ -210,6 +215,95 @@ def choose_lambda(
         "shortfall": shortfall,
         "reason": reason,
     }
+
+
+def choose_lambda_and_width(
+    curves: Mapping[float, Sequence[Mapping[str, float]]],
+    *,
+    min_sa: Optional[float] = None,
+    min_ra: Optional[float] = None,
+    max_width: Optional[float] = None,
+) -> Dict[str, Any]:
+    """Picks the (λ, width) that best meets one accuracy requirement within a width budget.
+
+    As `choose_lambda` over the points of every width ≤ `max_width`: the
+    highest objective among the points meeting the constraint; ties go to
+    the higher constrained metric, then to the narrower width, then to the
+    smaller λ. When none does, `closest` is the point with the highest
+    constrained metric (same tie rules) and gets a `width` entry.
+
+    Args:
+        curves: mapping {width (float in (0, 1]): curve}, one
+            `{"lambda", "sa", "ra"}` curve per width.
+        min_sa: float or None, the lowest acceptable SA, a fraction.
+        min_ra: float or None, the lowest acceptable RA, a fraction.
+            Exactly one of `min_sa` and `min_ra`.
+        max_width: float or None, the compute budget: the widest width
+            allowed (None: every width).
+
+    Returns:
+        dict, the keys of `choose_lambda` (its `reason` naming the width)
+        plus `width` (the chosen width; None when infeasible), `max_width`,
+        `widths` (the candidate widths) and `feasible_points` (list of
+        `{"width", "lambda"}` meeting the constraint).
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError(
+            "`curves` must be a non-empty dict {width: curve}. "
+            f"Received: curves of type {type(curves).__name__}"
+        )
+    widths = sorted(_check_fraction("width", w) for w in curves)
+    if any(w <= 0.0 for w in widths):
+        raise ValueError(f"Every width of `curves` must be in (0, 1]. Received: widths={widths}")
+    if max_width is not None:
+        max_width = _check_fraction("max_width", max_width)
+        candidates = [w for w in widths if w <= max_width + TOLERANCE]
+        if not candidates:
+            raise ValueError(
+                f"`max_width` must allow at least one of the widths {widths}. "
+                f"Received: max_width={max_width}"
+            )
+    else:
+        candidates = widths
+    by_width = {float(w): c for w, c in curves.items()}
+    choices = {w: choose_lambda(by_width[w], min_sa=min_sa, min_ra=min_ra) for w in candidates}
+    first = choices[candidates[0]]
+    constraint, objective = first["constraint"], first["objective"]
+    metric = constraint["metric"]
+    wanted = describe_constraint(constraint)
+    budget = f" and width ≤ {max_width:g}" if max_width is not None else ""
+    num_points = sum(len(check_curve(by_width[w])) for w in candidates)
+    feasible_points = [
+        {"width": w, "lambda": lam} for w in candidates for lam in choices[w]["feasible_lambdas"]
+    ]
+    answer = {
+        "constraint": constraint,
+        "objective": objective,
+        "max_width": max_width,
+        "widths": candidates,
+        "feasible_points": feasible_points,
+    }
+    feasible = [(w, c) for w, c in choices.items() if c["feasible"]]
+    if feasible:
+        width, best = min(feasible, key=lambda wc: (-wc[1][objective], -wc[1][metric], wc[0], wc[1]["lambda"]))
+        reason = (
+            f"width {width:g}, λ = {best['lambda']:g} (SA {_percent(best['sa'])}, RA "
+            f"{_percent(best['ra'])}) has the highest {METRIC_NAMES[objective]} of the "
+            f"{len(feasible_points)} of {num_points} (λ, width) points with {wanted}{budget}"
+        )
+        return {**best, **answer, "width": width, "reason": reason}
+    width, closest_choice = min(
+        choices.items(),
+        key=lambda wc: (-wc[1]["closest"][metric], -wc[1]["closest"][objective], wc[0], wc[1]["closest"]["lambda"]),
+    )
+    closest = {**closest_choice["closest"], "width": width}
+    reason = (
+        f"no (λ, width) meets {wanted}{budget}: the highest {METRIC_NAMES[metric]} is "
+        f"{_percent(closest[metric])} at width {width:g}, λ = {closest['lambda']:g} "
+        f"({METRIC_NAMES[objective]} {_percent(closest[objective])}), "
+        f"{100.0 * closest_choice['shortfall']:.2f} points short (of {num_points} points measured)"
+    )
+    return {**closest_choice, **answer, "width": None, "closest": closest, "reason": reason}
 
 
 def _check_result(result: Any) -> None:

@@ -85,11 +85,14 @@ class SavedModelClassifier:
 
     Args:
         export_dir: str, a SavedModel written by `export_saved_model`.
+        signature_name: str, the signature to call: `serving_default` (the
+            full width) or the `width_...` signature of a slimmable export.
     """
 
-    def __init__(self, export_dir: str):
+    def __init__(self, export_dir: str, signature_name: str = saved_model_lib.SIGNATURE_KEY):
         self.export_dir = export_dir
-        self.serving_fn = saved_model_lib.load_serving_fn(export_dir)
+        self.signature_name = signature_name
+        self.serving_fn = saved_model_lib.load_serving_fn(export_dir, signature_name)
         spec = self.serving_fn.structured_input_signature[1][saved_model_lib.IMAGE_INPUT_NAME]
         self.image_shape = tuple(spec.shape[1:])
 

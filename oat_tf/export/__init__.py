@@ -8,6 +8,8 @@ from oat_tf.export.saved_model import export_saved_model
 from oat_tf.export.saved_model import load_model_card
 from oat_tf.export.saved_model import load_serving_fn
 from oat_tf.export.saved_model import predict_rest_json
+from oat_tf.export.saved_model import signature_widths
+from oat_tf.export.saved_model import width_signature_name
 
 __all__ = [
     "IMAGE_INPUT_NAME",
@@ -18,4 +20,6 @@ __all__ = [
     "load_model_card",
     "load_serving_fn",
     "predict_rest_json",
+    "signature_widths",
+    "width_signature_name",
 ]

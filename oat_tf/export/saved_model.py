@@ -13,6 +13,14 @@ The model runs with `training=False`, and any batch size is accepted. λ is an
 input (its encoder is a layer of the model), so one export serves every
 trade-off between standard and robust accuracy.
 
+A slimmable network (`oat_tf.models.SlimmableNetwork`, OATS and PGD-ATS)
+is exported with one signature per width, all with the inputs and outputs
+above and the same checks: `serving_default` runs the full width (1.0) and
+`width_0_5`, `width_0_75`, ... the narrower ones (`width_signature_name`;
+`signature_widths` reads the widths of an export back). Each runs the
+functional view `network.width_model(α)`, so a narrower signature computes
+only its own channels. The variables are stored once and shared.
+
 Inputs are validated inside the graph, so TF Serving answers a bad request with
 an `InvalidArgumentError` (HTTP 400 over REST) whose message names the input,
 never with a silently wrong answer:
@@ -43,8 +51,9 @@ clients therefore send `{"image": ..., "lambda_value": ...}`.
 Next to the SavedModel, `assets.extra/` holds:
 
 - `tf_serving_warmup_requests`: a TFRecord file of `PredictionLog` records
-  (one `PredictRequest` per batch size in `WARMUP_BATCH_SIZES` and λ in
-  `WARMUP_LAMBDAS`, mid-grey images) that TF Serving replays on load.
+  (one `PredictRequest` per signature, batch size in `WARMUP_BATCH_SIZES`
+  and λ in `WARMUP_LAMBDAS`, mid-grey images) that TF Serving replays on
+  load.
 - `model_card.json`, when `export_saved_model` is given a `model_card`: a plain
   JSON file (e.g. the measured SA/RA table), read back with `load_model_card`.
   `copy_with_model_card` writes a copy of an export (or updates it in place)
@@ -87,14 +96,18 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
+
+from oat_tf.layers import slimmable
+from oat_tf.models import slimmable_network
 
 SIGNATURE_KEY = "serving_default"
 IMAGE_INPUT_NAME = "image"
@@ -108,6 +121,83 @@ WARMUP_FILENAME = "tf_serving_warmup_requests"
 MODEL_CARD_FILENAME = "model_card.json"
 WARMUP_BATCH_SIZES = (1, 4)
 WARMUP_LAMBDAS = (0.0, 1.0)
+WIDTH_SIGNATURE_PREFIX = "width_"
+
+
+def width_signature_name(width: float) -> str:
+    """Returns the signature name of `width`: `serving_default` for 1.0, else `width_0_5`...
+
+    Args:
+        width: float in (0, 1].
+
+    Returns:
+        str, `SIGNATURE_KEY` for the full width, else `width_` followed by the
+        width's shortest decimal form with "_" for "." (0.75 → `width_0_75`).
+    """
+    width = float(width)
+    if not 0.0 < width <= 1.0:
+        raise ValueError(f"`width` must be in (0, 1]. Received: width={width}")
+    if width == slimmable.FULL_WIDTH:
+        return SIGNATURE_KEY
+    return WIDTH_SIGNATURE_PREFIX + repr(width).replace(".", "_")
+
+
+def _signature_width(name: str) -> Optional[float]:
+    """Inverse of `width_signature_name`; None for a name it does not make."""
+    if name == SIGNATURE_KEY:
+        return slimmable.FULL_WIDTH
+    if not name.startswith(WIDTH_SIGNATURE_PREFIX):
+        return None
+    try:
+        width = float(name[len(WIDTH_SIGNATURE_PREFIX):].replace("_", "."))
+    except ValueError:
+        return None
+    if not 0.0 < width < 1.0 or width_signature_name(width) != name:
+        return None
+    return width
+
+
+def signature_widths(export_dir: str) -> Dict[str, float]:
+    """Returns {signature name: width} of an export, narrowest width first.
+
+    Args:
+        export_dir: str, a directory written by `export_saved_model`.
+
+    Returns:
+        dict, e.g. `{"width_0_5": 0.5, "width_0_75": 0.75,
+        "serving_default": 1.0}`; `{"serving_default": 1.0}` for a model
+        that is not slimmable.
+    """
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(os.fspath(export_dir), "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    widths = {}
+    for name in proto.meta_graphs[0].signature_def:
+        width = _signature_width(name)
+        if width is not None:
+            widths[name] = width
+    return dict(sorted(widths.items(), key=lambda item: item[1]))
+
+
+def _export_widths(model: keras.Model, widths: Optional[Sequence[float]]) -> Tuple[float, ...]:
+    """The widths to export: all of a slimmable network's by default, else 1.0."""
+    if isinstance(model, slimmable_network.SlimmableNetwork):
+        if widths is None:
+            return tuple(model.widths)
+        checked = tuple(sorted({slimmable.check_width(w, model.widths) for w in widths}))
+        if slimmable.FULL_WIDTH not in checked:
+            raise ValueError(
+                "`widths` must contain 1.0 (the `serving_default` signature). "
+                f"Received: widths={list(widths)}"
+            )
+        return checked
+    if widths is not None and tuple(float(w) for w in widths) != (slimmable.FULL_WIDTH,):
+        raise ValueError(
+            "`widths` other than [1.0] need a slimmable network "
+            "(`oat_tf.models.SlimmableNetwork`). "
+            f"Received: widths={list(widths)} for a {type(model).__name__}"
+        )
+    return (slimmable.FULL_WIDTH,)
 
 
 def _validate_image_shape(image_shape) -> Tuple[int, int, int]:
@@ -204,9 +294,8 @@ def _checked_inputs(
     return image, lambda_value
 
 
-def _build_archive(model: keras.Model, image_shape: Tuple[int, int, int]):
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+def _serve_fn(model: keras.Model, image_shape: Tuple[int, int, int]):
+    """The serving function of one signature: checked inputs → named outputs."""
 
     def serve(image: tf.Tensor, lambda_value: tf.Tensor) -> dict:
         image, lambda_value = _checked_inputs(image, lambda_value, image_shape)
@@ -223,36 +312,55 @@ def _build_archive(model: keras.Model, image_shape: Tuple[int, int, int]):
             CLASSES_OUTPUT_NAME: tf.argmax(logits, axis=-1, output_type=tf.int64),
         }
 
-    archive.add_endpoint(
-        SIGNATURE_KEY,
-        serve,
-        input_signature=[
-            tf.TensorSpec([None, *image_shape], tf.float32, name=IMAGE_INPUT_NAME),
-            tf.TensorSpec([None], tf.float32, name=LAMBDA_INPUT_NAME),
-        ],
-    )
+    return serve
+
+
+def _build_archive(
+    model: keras.Model, image_shape: Tuple[int, int, int], widths: Tuple[float, ...]
+):
+    archive = keras.export.ExportArchive()
+    # The width views share the network's layers: tracking it saves every
+    # variable once, whichever signatures use it.
+    archive.track(model)
+    input_signature = [
+        tf.TensorSpec([None, *image_shape], tf.float32, name=IMAGE_INPUT_NAME),
+        tf.TensorSpec([None], tf.float32, name=LAMBDA_INPUT_NAME),
+    ]
+    for width in widths:
+        if isinstance(model, slimmable_network.SlimmableNetwork):
+            width_model = model.width_model(width)
+        else:
+            width_model = model
+        archive.add_endpoint(
+            width_signature_name(width),
+            _serve_fn(width_model, image_shape),
+            input_signature=input_signature,
+        )
     return archive
 
 
-def _write_warmup_requests(path: str, image_shape: Tuple[int, int, int]) -> int:
+def _write_warmup_requests(
+    path: str, image_shape: Tuple[int, int, int], signature_names: Sequence[str]
+) -> int:
     """Writes the TF Serving warmup file; returns the number of requests."""
     count = 0
     with tf.io.TFRecordWriter(path) as writer:
-        for batch_size in WARMUP_BATCH_SIZES:
-            for lam in WARMUP_LAMBDAS:
-                request = predict_pb2.PredictRequest()
-                request.model_spec.signature_name = SIGNATURE_KEY
-                request.inputs[IMAGE_INPUT_NAME].CopyFrom(
-                    tf.make_tensor_proto(np.full((batch_size, *image_shape), 0.5, np.float32))
-                )
-                request.inputs[LAMBDA_INPUT_NAME].CopyFrom(
-                    tf.make_tensor_proto(np.full((batch_size,), lam, np.float32))
-                )
-                log = prediction_log_pb2.PredictionLog(
-                    predict_log=prediction_log_pb2.PredictLog(request=request)
-                )
-                writer.write(log.SerializeToString())
-                count += 1
+        for signature_name in signature_names:
+            for batch_size in WARMUP_BATCH_SIZES:
+                for lam in WARMUP_LAMBDAS:
+                    request = predict_pb2.PredictRequest()
+                    request.model_spec.signature_name = signature_name
+                    request.inputs[IMAGE_INPUT_NAME].CopyFrom(
+                        tf.make_tensor_proto(np.full((batch_size, *image_shape), 0.5, np.float32))
+                    )
+                    request.inputs[LAMBDA_INPUT_NAME].CopyFrom(
+                        tf.make_tensor_proto(np.full((batch_size,), lam, np.float32))
+                    )
+                    log = prediction_log_pb2.PredictionLog(
+                        predict_log=prediction_log_pb2.PredictLog(request=request)
+                    )
+                    writer.write(log.SerializeToString())
+                    count += 1
     return count
 
 
@@ -262,16 +370,19 @@ def export_saved_model(
     *,
     image_shape: tuple,
     model_card: Optional[Mapping[str, Any]] = None,
+    widths: Optional[Sequence[float]] = None,
 ) -> str:
     """Exports `model` for TF Serving, atomically.
 
-    Writes the `serving_default` signature, the warmup requests and, if given,
-    the model card (see the module docstring for the contract).
+    Writes the `serving_default` signature (and, for a slimmable network, one
+    signature per width), the warmup requests and, if given, the model card
+    (see the module docstring for the contract).
 
     Args:
         model: keras.Model, called as
             `model({"image": x, "lambda": lam}, training=False)` and returning
-            logits [N, K].
+            logits [N, K]; a `SlimmableNetwork` is exported through its
+            `width_model` views, one signature per width.
         export_dir: str, local directory of the SavedModel (e.g.
             `saved_models/<run>/<version>`); replaced if it exists.
         image_shape: tuple of three ints (H, W, C), the image shape without
@@ -279,11 +390,16 @@ def export_saved_model(
         model_card: dict or None, written to `assets.extra/model_card.json`
             (e.g. the measured SA/RA table). Must be plain JSON: str keys,
             finite numbers; tuples come back as lists.
+        widths: sequence of float or None, the widths to export (must
+            include 1.0); None for every width of a slimmable network. A
+            model that is not slimmable accepts only None or [1.0].
 
     Returns:
         str, `export_dir`.
     """
     image_shape = _validate_image_shape(image_shape)
+    widths = _export_widths(model, widths)
+    signature_names = [width_signature_name(w) for w in widths]
     card_text = _serialize_model_card(model_card)
     export_dir = os.fspath(export_dir)
     target = os.path.abspath(export_dir)
@@ -295,13 +411,15 @@ def export_saved_model(
     parent, base = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
 
-    archive = _build_archive(model, image_shape)
+    archive = _build_archive(model, image_shape, widths)
     temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
     try:
         archive.write_out(temp_dir, verbose=False)
         extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
         os.makedirs(extra_dir, exist_ok=True)
-        num_warmup = _write_warmup_requests(os.path.join(extra_dir, WARMUP_FILENAME), image_shape)
+        num_warmup = _write_warmup_requests(
+            os.path.join(extra_dir, WARMUP_FILENAME), image_shape, signature_names
+        )
         if card_text is not None:
             with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
                 f.write(card_text)
@@ -310,10 +428,10 @@ def export_saved_model(
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     logging.info(
-        "Exported SavedModel to %s: signature %r, inputs %s [-1, %s] and %s [-1]; "
+        "Exported SavedModel to %s: signatures %s, inputs %s [-1, %s] and %s [-1]; "
         "%d warmup requests%s.",
         export_dir,
-        SIGNATURE_KEY,
+        ", ".join(signature_names),
         IMAGE_INPUT_NAME,
         ", ".join(str(d) for d in image_shape),
         LAMBDA_INPUT_NAME,
@@ -404,11 +522,13 @@ def copy_with_model_card(
     return export_dir
 
 
-def load_serving_fn(export_dir: str):
-    """Loads the `serving_default` signature of an exported model.
+def load_serving_fn(export_dir: str, signature_name: str = SIGNATURE_KEY):
+    """Loads one signature of an exported model, `serving_default` by default.
 
     Args:
         export_dir: str, a directory written by `export_saved_model`.
+        signature_name: str, e.g. `width_signature_name(0.5)` for a width of
+            a slimmable export.
 
     Returns:
         The signature's concrete function, called with keyword arguments
@@ -418,12 +538,12 @@ def load_serving_fn(export_dir: str):
         `tf.function` and differentiated.
     """
     loaded = tf.saved_model.load(os.fspath(export_dir))
-    if SIGNATURE_KEY not in loaded.signatures:
+    if signature_name not in loaded.signatures:
         raise ValueError(
-            f"`export_dir` must hold a SavedModel with a {SIGNATURE_KEY!r} signature. "
-            f"Received: export_dir={export_dir!r} with signatures {list(loaded.signatures)}"
+            f"`export_dir` must hold a SavedModel with a {signature_name!r} signature. "
+            f"Received: export_dir={export_dir!r} with signatures {sorted(loaded.signatures)}"
         )
-    serving_fn = loaded.signatures[SIGNATURE_KEY]
+    serving_fn = loaded.signatures[signature_name]
     # The signature holds its variables weakly: without this reference they
     # are deleted with `loaded`, and a `tf.function` tracing a call fails with
     # "Called a function referencing variables which have been deleted".
@@ -521,7 +641,9 @@ def predict_rest_json(export_dir: str, request_json: str) -> Dict[str, Any]:
     Args:
         export_dir: str, a directory written by `export_saved_model`.
         request_json: str, the request body. `signature_name` defaults to
-            `serving_default`; the columnar format (`inputs`) is not handled.
+            `serving_default` (a slimmable export also answers its width
+            signatures, e.g. `width_0_5`); the columnar format (`inputs`)
+            is not handled.
 
     Returns:
         dict, the response body, ready for `json.dumps`.

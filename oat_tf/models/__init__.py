@@ -1,9 +1,11 @@
-"""oat_tf networks: dict inputs {"image", "lambda"}, logits out; plain, OAT and slimmable (OATS) variants.
+"""oat_tf networks: dict inputs {"image", "lambda"}, logits out; plain, OAT, Mixture BN and slimmable (OATS) variants.
 
 MAC and parameter counts live in `oat_tf.models.flops` (not re-exported, so
 `python -m oat_tf.models.flops` runs without a double import).
 """
 
+from oat_tf.models.batch_statistics import BatchStatisticsModel
+from oat_tf.models.batch_statistics import batch_statistics_model
 from oat_tf.models.conditioning import Conditioning
 from oat_tf.models.conditioning import VARIANTS
 from oat_tf.models.conditioning import apply_lambda_conditioning
@@ -20,6 +22,7 @@ from oat_tf.models.small_cnn import SmallCNN
 from oat_tf.models.wide_resnet import WideResNet
 
 __all__ = [
+    "BatchStatisticsModel",
     "Conditioning",
     "ResNet",
     "SLIMMABLE_VARIANTS",
@@ -31,6 +34,7 @@ __all__ = [
     "WideResNet",
     "apply_lambda_conditioning",
     "apply_normalization",
+    "batch_statistics_model",
     "build_model",
     "model_inputs",
     "parse_architecture",

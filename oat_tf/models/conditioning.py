@@ -1,7 +1,7 @@
 """λ conditioning shared by every oat_tf network: inputs, encoding, normalisation.
 
 Every model takes the same dict of inputs, `{"image": [N, H, W, C], "lambda":
-[N]}`, and comes in three variants (`ModelConfig.variant`):
+[N]}`, and comes in four variants (`ModelConfig.variant`):
 
 - `"plain"`: `keras.layers.BatchNormalization` with PyTorch's momentum and
   epsilon, no conditioning; λ is accepted and ignored (PGD-AT baselines).
@@ -10,6 +10,15 @@ Every model takes the same dict of inputs, `{"image": [N, H, W, C], "lambda":
   `DualBatchNormalization` routed by that mask, followed by `FiLM` on the code.
 - `"oat_single_bn"`: as `"oat"` with one `BatchNormalization` instead of the
   dual one (the paper's ablation).
+- `"mixture_bn"`: Mixture BN (Xie & Yuille, SPEC §4): every normalisation is
+  a `DualBatchNormalization`, no encoding and no FiLM. The `"lambda"` input is
+  read as the image's **domain**: 0 = clean image (clean BN), any other value
+  (1 by convention) = adversarial image (adversarial BN). The same
+  `CleanRoute` (λ == 0) derives the mask, so the layer is the one of "oat"
+  with another meaning of its input. The mixed-batch objective of
+  `OATTrainer` feeds 0 for the clean part of a batch and 1 for the attacked
+  part; at test time the λ fed chooses the BN (`EvalConfig.test_bn`: 1 for
+  the adversarial BN, the default; 0 for the clean BN, AdvProp-style).
 
 Blocks receive a `Conditioning` and call `apply_normalization`, so the variants
 share one code path:
@@ -35,7 +44,10 @@ from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.layers import lambda_encoding
 
-VARIANTS = ("plain", "oat", "oat_single_bn")
+VARIANTS = ("plain", "oat", "oat_single_bn", "mixture_bn")
+# The domain indicator fed as "lambda" to a "mixture_bn" network.
+CLEAN_DOMAIN = 0.0
+ADVERSARIAL_DOMAIN = 1.0
 
 # PyTorch's BatchNorm2d defaults, as in the OAT reference code.
 BN_MOMENTUM = 0.9
@@ -138,9 +150,11 @@ class Conditioning:
 
     Attributes:
         variant: str, one of `VARIANTS`.
-        code: KerasTensor [N, d], the λ code for FiLM; None for "plain".
-        clean: KerasTensor bool [N], the dual-BN route (True where λ == 0);
-            None unless the variant is "oat".
+        code: KerasTensor [N, d], the λ code for FiLM; None for "plain" and
+            "mixture_bn".
+        clean: KerasTensor bool [N], the dual-BN route (True where λ == 0,
+            i.e. the clean domain for "mixture_bn"); None unless the variant
+            is "oat" or "mixture_bn".
     """
 
     variant: str
@@ -150,12 +164,12 @@ class Conditioning:
     @property
     def use_film(self) -> bool:
         """Whether FiLM follows the normalisations of the residual path."""
-        return self.variant != "plain"
+        return self.variant in ("oat", "oat_single_bn")
 
     @property
     def use_dual_bn(self) -> bool:
         """Whether normalisations are `DualBatchNormalization`."""
-        return self.variant == "oat"
+        return self.variant in ("oat", "mixture_bn")
 
 
 def apply_lambda_conditioning(
@@ -166,7 +180,7 @@ def apply_lambda_conditioning(
     """Encodes λ once and derives the dual-BN route, as the variant needs.
 
     Adds the layers `"lambda_encoder"` (variants "oat", "oat_single_bn") and
-    `"clean_route"` (variant "oat") to the graph.
+    `"clean_route"` (variants "oat", "mixture_bn") to the graph.
 
     Args:
         lambda_input: KerasTensor [N], λ per sample.
@@ -179,6 +193,10 @@ def apply_lambda_conditioning(
     check_variant(variant)
     if variant == "plain":
         return Conditioning(variant)
+    if variant == "mixture_bn":
+        # λ is the domain indicator: 0 = clean image, otherwise adversarial.
+        clean = lambda_encoding.CleanRoute(name="clean_route")(lambda_input)
+        return Conditioning(variant, clean=clean)
     code = lambda_encoding.LambdaEncoder(**encoder_kwargs(encoder), name="lambda_encoder")(
         lambda_input
     )
@@ -197,8 +215,8 @@ def apply_normalization(
 ) -> keras.KerasTensor:
     """Normalises `x` as the variant asks and, where named, modulates it with FiLM.
 
-    "plain" and "oat_single_bn" use `BatchNormalization`, "oat" uses
-    `DualBatchNormalization` routed by `conditioning.clean`. FiLM follows when
+    "plain" and "oat_single_bn" use `BatchNormalization`, "oat" and
+    "mixture_bn" use `DualBatchNormalization` routed by `conditioning.clean`. FiLM follows when
     `film_name` is given and the variant is conditioned; normalisations that
     the reference code leaves unmodulated (shortcut BNs, the last BN of a
     Wide ResNet) pass `film_name=None`.

@@ -2,8 +2,9 @@
 
 Names:
 - `"small_cnn"`: `SmallCNN` (MNIST).
-- `"resnet<depth>"`: `ResNet` with basic blocks, e.g. `"resnet18"`, `"resnet34"`
-  (CIFAR-10).
+- `"resnet<depth>"`: `ResNet`, one builder for every depth: basic blocks for
+  the shallow ones (`"resnet18"`, `"resnet34"`, CIFAR-10), bottleneck blocks
+  for `"resnet50"`, `"resnet101"`, `"resnet152"`, `"resnet200"`.
 - `"wrn<depth>_<width>"`: `WideResNet`, e.g. `"wrn16_8"` (SVHN), `"wrn40_2"`
   (STL-10); dropout 0.3 inside the blocks, as in the OAT reference code.
 

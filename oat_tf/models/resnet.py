@@ -1,28 +1,55 @@
-"""CIFAR-style ResNet with basic blocks, plain or conditioned on λ (OAT).
+"""CIFAR-style ResNet, basic or bottleneck blocks, plain or conditioned on λ (OAT).
 
 The network of the OAT reference code for CIFAR-10 (kuangliu's
 `pytorch-cifar` ResNet): a 3×3 stem convolution with 64 filters and stride 1,
-no max-pooling, four stages of basic blocks (64/128/256/512 filters, the first
-block of stages 2–4 with stride 2 and a 1×1 convolution + BN shortcut), global
-average pooling and a dense layer. In the OAT variants FiLM follows the stem BN
-and both BNs of every residual branch; the shortcut BN is dual but unmodulated,
-as in the reference `ResNet34OAT`.
+no max-pooling, four stages of residual blocks (64/128/256/512 filters, the
+first block of stages 2–4 with stride 2 and a 1×1 convolution + BN shortcut),
+global average pooling and a dense layer. In the OAT variants FiLM follows the
+stem BN and every BN of every residual branch; the shortcut BN is dual but
+unmodulated, as in the reference `ResNet34OAT`.
+
+Depth is one parameter of one builder (`ResNet(depth=...)`, or
+`"resnet<depth>"` in the registry):
+
+- basic blocks (two 3×3 convolutions) for the shallow depths: 18 → (2, 2, 2, 2),
+  34 → (3, 4, 6, 3), and any other depth with (depth − 2) % 8 == 0 (not a
+  bottleneck depth below) → (depth − 2) / 8 blocks per stage;
+- bottleneck blocks (1×1 reduce, 3×3, 1×1 expand ×4, as kuangliu's
+  `Bottleneck` and torchvision) for the deep ones: 50 → (3, 4, 6, 3),
+  101 → (3, 4, 23, 3), 152 → (3, 8, 36, 3), 200 → (3, 24, 36, 3). Deeper
+  settings (the very deep ResNets of Xie & Yuille, SPEC §4) are
+  `ResNet(block="bottleneck", stage_blocks=...)`, whose depth is
+  3·Σblocks + 2.
+
+A basic-block ResNet has 2·Σblocks + 2 weighted layers on its main path
+(2·Σblocks + 1 convolutions, one dense layer), a bottleneck ResNet
+3·Σblocks + 2; stages 2–4 add one 1×1 shortcut convolution each (stage 1 too
+for bottleneck blocks, whose output is 4× wider than the stem).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
 
+BLOCK_TYPES = ("basic", "bottleneck")
 # Blocks per stage for the standard depths; any other depth with
-# (depth - 2) % 8 == 0 gets (depth - 2) / 8 blocks in every stage.
+# (depth - 2) % 8 == 0 gets (depth - 2) / 8 basic blocks in every stage.
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-# Depths that name bottleneck ResNets elsewhere; refused rather than built
-# with basic blocks under a misleading name.
-BOTTLENECK_DEPTHS = (50, 101, 152, 200)
+# The bottleneck ResNets of He et al. (50, 101, 152) and He et al. 2016
+# (200), each block 3 weighted layers.
+BOTTLENECK_STAGE_BLOCKS = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+BOTTLENECK_DEPTHS = tuple(BOTTLENECK_STAGE_BLOCKS)
+# Output channels of a bottleneck block per unit of its stage width.
+BOTTLENECK_EXPANSION = 4
 DEFAULT_STAGE_FILTERS = (64, 128, 256, 512)
 
 
@@ -33,7 +60,7 @@ def stage_blocks_for_depth(depth: int) -> tuple:
         depth: int, number of weighted layers (2 per basic block, plus stem and
             classifier): 18 → (2, 2, 2, 2), 34 → (3, 4, 6, 3), otherwise
             (depth − 2) / 8 blocks in each stage. The bottleneck depths 50,
-            101, 152 and 200 are refused.
+            101, 152 and 200 are refused (see `blocks_for_depth`).
 
     Returns:
         Tuple of four ints.
@@ -43,17 +70,42 @@ def stage_blocks_for_depth(depth: int) -> tuple:
     """
     if depth in BOTTLENECK_DEPTHS:
         raise ValueError(
-            f"`depth` {depth} names a bottleneck ResNet, which oat_tf does not "
-            f"implement; use a basic-block depth (18, 34, ...). Received: depth={depth}"
+            f"`depth` {depth} names a bottleneck ResNet, which has no basic-block "
+            f"form; use `blocks_for_depth`. Received: depth={depth}"
         )
     if depth in STAGE_BLOCKS:
         return STAGE_BLOCKS[depth]
     if isinstance(depth, int) and depth >= 10 and (depth - 2) % 8 == 0:
         return ((depth - 2) // 8,) * 4
     raise ValueError(
-        "`depth` must be 18, 34 or another depth of a 4-stage basic-block ResNet "
-        f"((depth - 2) % 8 == 0, depth >= 10). Received: depth={depth!r}"
+        "`depth` must be 18, 34, another depth of a 4-stage basic-block ResNet "
+        "((depth - 2) % 8 == 0, depth >= 10) or a bottleneck depth "
+        f"{BOTTLENECK_DEPTHS}. Received: depth={depth!r}"
     )
+
+
+def blocks_for_depth(depth: int) -> Tuple[str, tuple]:
+    """Returns the block type and blocks per stage of a ResNet of this depth.
+
+    Args:
+        depth: int, 50, 101, 152 or 200 (bottleneck blocks), or a basic-block
+            depth (see `stage_blocks_for_depth`).
+
+    Returns:
+        Tuple ("basic" or "bottleneck", tuple of four ints).
+
+    Raises:
+        ValueError: if no ResNet has this depth.
+    """
+    if isinstance(depth, int) and depth in BOTTLENECK_STAGE_BLOCKS:
+        return "bottleneck", BOTTLENECK_STAGE_BLOCKS[depth]
+    return "basic", stage_blocks_for_depth(depth)
+
+
+def depth_of(block: str, stage_blocks: Sequence[int]) -> int:
+    """Weighted layers on the main path: 2·Σblocks + 2 (basic) or 3·Σblocks + 2."""
+    per_block = 2 if block == "basic" else 3
+    return per_block * sum(stage_blocks) + 2
 
 
 def apply_basic_block(
@@ -97,26 +149,78 @@ def apply_basic_block(
     return keras.layers.ReLU(name=f"{name}_out_relu")(y)
 
 
+def apply_bottleneck_block(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    filters: int,
+    stride: int,
+    *,
+    name: str,
+) -> keras.KerasTensor:
+    """A post-activation bottleneck block: 1×1, 3×3 (strided), 1×1 ×4, + shortcut, ReLU.
+
+    Each convolution is followed by BN (and FiLM in the conditioned
+    variants); ReLU after the first two. As kuangliu's `Bottleneck` (the
+    stride sits on the 3×3 convolution); the shortcut is a 1×1 convolution +
+    BN whenever the stride or the channel count changes.
+
+    Args:
+        x: KerasTensor [N, H, W, C_in].
+        conditioning: `Conditioning` of the network.
+        filters: int, the block's inner width; it outputs 4 × filters channels.
+        stride: int, stride of the 3×3 convolution and of the shortcut.
+        name: str, prefix of every layer name (e.g. "stage2_block1").
+
+    Returns:
+        KerasTensor [N, H / stride, W / stride, 4 × filters].
+    """
+    out_channels = BOTTLENECK_EXPANSION * filters
+    shortcut = x
+    y = x
+    for index, (width, kernel, step) in enumerate(
+        ((filters, 1, 1), (filters, 3, stride), (out_channels, 1, 1)), start=1
+    ):
+        y = conditioning_lib.apply_conv(y, width, kernel, step, name=f"{name}_conv{index}")
+        y = conditioning_lib.apply_normalization(
+            y, conditioning, norm_name=f"{name}_bn{index}", film_name=f"{name}_film{index}"
+        )
+        if index < 3:
+            y = keras.layers.ReLU(name=f"{name}_relu{index}")(y)
+    if stride != 1 or x.shape[-1] != out_channels:
+        shortcut = conditioning_lib.apply_conv(
+            x, out_channels, 1, stride, name=f"{name}_shortcut_conv"
+        )
+        shortcut = conditioning_lib.apply_normalization(
+            shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
+        )
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out_relu")(y)
+
+
 @keras.saving.register_keras_serializable(package="oat_tf")
 class ResNet(keras.Model):
-    """CIFAR-style ResNet (basic blocks) with inputs `{"image", "lambda"}`.
+    """CIFAR-style ResNet (basic or bottleneck blocks) with inputs `{"image", "lambda"}`.
 
     Layer names: `stem_conv`, `stem_bn`, `stem_film`, `stem_relu`, then
     `stage{s}_block{b}_{conv1,bn1,film1,relu1,conv2,bn2,film2,shortcut_conv,
-    shortcut_bn,add,out_relu}`, `avg_pool`, `logits`; OAT variants add
-    `lambda_encoder` (and `clean_route` for "oat").
+    shortcut_bn,add,out_relu}` (bottleneck blocks add `relu2`, `conv3`, `bn3`,
+    `film3`), `avg_pool`, `logits`; OAT variants add `lambda_encoder`, and
+    "oat" and "mixture_bn" add `clean_route`.
 
     Args:
-        depth: int, 18, 34 or another basic-block depth (see
-            `stage_blocks_for_depth`); ignored when `stage_blocks` is given.
+        depth: int, 18, 34 or another basic-block depth, or a bottleneck depth
+            50, 101, 152, 200 (see `blocks_for_depth`); ignored when
+            `stage_blocks` is given.
         num_classes: int, number of logits.
         image_shape: tuple (H, W, C), height and width at least 8.
-        variant: str, "plain", "oat" or "oat_single_bn".
+        variant: str, "plain", "oat", "oat_single_bn" or "mixture_bn".
         encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`
             (ignored by "plain").
         stage_filters: four ints, channels of the stages (the stem has the
             first stage's width).
         stage_blocks: None or four ints, blocks per stage (overrides `depth`).
+        block: None, "basic" or "bottleneck": the block type; None takes it
+            from `depth` (basic when `stage_blocks` is given).
         **kwargs: `keras.Model` keyword arguments (`name`, `trainable`).
 
     Call arguments:
@@ -145,12 +249,23 @@ class ResNet(keras.Model):
         encoder: Optional[Any] = None,
         stage_filters: Sequence[int] = DEFAULT_STAGE_FILTERS,
         stage_blocks: Optional[Sequence[int]] = None,
+        block: Optional[str] = None,
         **kwargs,
     ):
         # === Validation ===
+        if block is not None and block not in BLOCK_TYPES:
+            raise ValueError(
+                f"`block` must be None or one of {BLOCK_TYPES}. Received: block={block!r}"
+            )
         if stage_blocks is None:
-            blocks = stage_blocks_for_depth(depth)
+            block_type, blocks = blocks_for_depth(depth)
+            if block is not None and block != block_type:
+                raise ValueError(
+                    f"`block` must match `depth`: depth {depth} has {block_type} blocks "
+                    f"(give `stage_blocks` for another layout). Received: block={block!r}"
+                )
         else:
+            block_type = block or "basic"
             blocks = tuple(int(b) for b in stage_blocks)
             if len(blocks) != 4 or min(blocks) < 1:
                 raise ValueError(
@@ -170,7 +285,8 @@ class ResNet(keras.Model):
         conditioning_lib.check_variant(variant)
         shape = conditioning_lib.check_image_shape(image_shape, min_size=8)
         encoder = conditioning_lib.encoder_kwargs(encoder)
-        kwargs.setdefault("name", f"resnet{2 * sum(blocks) + 2}_{variant}")
+        kwargs.setdefault("name", f"resnet{depth_of(block_type, blocks)}_{variant}")
+        apply_block = apply_basic_block if block_type == "basic" else apply_bottleneck_block
 
         # === Functional Model ===
         inputs = conditioning_lib.model_inputs(shape)
@@ -185,13 +301,13 @@ class ResNet(keras.Model):
         )
         x = keras.layers.ReLU(name="stem_relu")(x)
         for stage, (stage_width, num_blocks) in enumerate(zip(filters, blocks)):
-            for block in range(num_blocks):
-                x = apply_basic_block(
+            for index in range(num_blocks):
+                x = apply_block(
                     x,
                     conditioning,
                     stage_width,
-                    stride=2 if stage > 0 and block == 0 else 1,
-                    name=f"stage{stage + 1}_block{block + 1}",
+                    stride=2 if stage > 0 and index == 0 else 1,
+                    name=f"stage{stage + 1}_block{index + 1}",
                 )
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         logits = keras.layers.Dense(num_classes, name="logits")(x)
@@ -205,6 +321,8 @@ class ResNet(keras.Model):
         self.encoder = encoder
         self.stage_filters = filters
         self.stage_blocks = None if stage_blocks is None else blocks
+        self.block = block
+        self.block_type = block_type
 
     def get_config(self):
         return {
@@ -217,4 +335,5 @@ class ResNet(keras.Model):
             "encoder": dict(self.encoder),
             "stage_filters": list(self.stage_filters),
             "stage_blocks": None if self.stage_blocks is None else list(self.stage_blocks),
+            "block": self.block,
         }

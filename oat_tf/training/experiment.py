@@ -4,6 +4,12 @@
 an `ExperimentConfig`; tests call it directly with tiny configs. The exported
 SavedModel carries a model card (`make_model_card`): what the model is, how it
 was trained, and the SA/RA table measured on the test split at export.
+
+A slimmable run (OATS, PGD-ATS) is evaluated on the test split at every
+width (`evaluation.width_grid`): `test_eval.*` stays the full width,
+`test_eval_width_<α>.*` holds each narrower width and `test_eval_widths.*`
+the λ × width table and plot; the export has one signature per width and
+its model card the λ × width table.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from oat_tf import data
 from oat_tf import evaluation
 from oat_tf import export
 from oat_tf import models
+from oat_tf.evaluation import width_grid
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
 from oat_tf.training import oat_model
@@ -105,7 +112,9 @@ _CARD_RESULT_KEYS = (
 
 
 def make_model_card(
-    run_config: Mapping[str, Any], test_results: Optional[Mapping[str, Any]] = None
+    run_config: Mapping[str, Any],
+    test_results: Optional[Mapping[str, Any]] = None,
+    width_results: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Returns the model card of a run: plain JSON for `assets.extra/`.
 
@@ -114,6 +123,9 @@ def make_model_card(
             its ExperimentConfig, i.e. its `config.json`).
         test_results: dict or None, the run's test evaluation
             (`evaluate_lambda_grid` result, i.e. its `test_eval.json`).
+        width_results: dict or None, the test evaluation of every width of a
+            slimmable run (`evaluate_width_grid` result, its
+            `test_eval_widths.json`).
 
     Returns:
         dict with `model_card_version`, `name`, `dataset`, `architecture`,
@@ -124,7 +136,10 @@ def make_model_card(
         (a note on units) and, with `test_results`, `test_evaluation`: the
         results (SA per λ, RA per attack and λ, worst case, number of
         examples, attack settings, seed) plus `split` ("test") and `table`
-        (the Markdown table, in percent).
+        (the Markdown table, in percent). With `width_results`,
+        `widths` (the exported widths with their signature names) and
+        `test_evaluation_per_width`: `widths`, `per_width` (the measured
+        results of each width) and `table` (the λ × width Markdown table).
     """
     model = run_config["model"]
     sampling = run_config["lambda_sampling"]
@@ -153,6 +168,20 @@ def make_model_card(
             **json.loads(json.dumps(measured)),
             "split": "test",
             "table": evaluation.format_table(dict(test_results), seen_lambdas=sampling["values"]),
+        }
+    if width_results is not None:
+        per_width = {
+            key: {k: result[k] for k in _CARD_RESULT_KEYS if k in result}
+            for key, result in width_results["per_width"].items()
+        }
+        card["widths"] = {
+            export.width_signature_name(w): float(w) for w in width_results["widths"]
+        }
+        card["test_evaluation_per_width"] = {
+            "widths": [float(w) for w in width_results["widths"]],
+            "per_width": json.loads(json.dumps(per_width)),
+            "split": "test",
+            "table": width_grid.format_width_table(dict(width_results)),
         }
     return card
 
@@ -251,6 +280,8 @@ def run_experiment(
             attack=config.train_attack,
             seed=config.train.seed,
             adversarial_bn_statistics=config.train.adversarial_bn_statistics,
+            objective=config.train.objective,
+            clean_fraction=config.train.clean_fraction,
         )
         trainer.compile(
             optimizer=optimizers.make_optimizer(
@@ -314,25 +345,40 @@ def run_experiment(
     callbacks.extend(extra_callbacks)
     _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
 
-    results = evaluation.evaluate_lambda_grid(
+    # Every width of a slimmable network (OATS, PGD-ATS), the full width of
+    # the others; `results` stays the full-width evaluation.
+    width_results = width_grid.evaluate_width_grid(
         network,
         data.eval_dataset(splits.test, batch_size=eval_batch),
         config.evaluation.lambdas,
         config.evaluation.attacks,
         seed=config.train.seed,
     )
+    results = width_results["per_width"][width_grid.width_key(1.0)]
+    if not config.model.slimmable:
+        width_results = None
     seen = config.lambda_sampling.values
     table = evaluation.format_table(results, seen_lambdas=seen)
     export_path = None
     if chief:
-        evaluation.write_report(
-            results,
-            run_dir,
-            prefix="test_eval",
-            seen_lambdas=seen,
-            title=f"{config.name}: {config.model.architecture}/{config.model.variant} on "
-            f"{config.data.dataset} (test split)",
+        title = (
+            f"{config.name}: {config.model.architecture}/{config.model.variant} on "
+            f"{config.data.dataset} (test split)"
         )
+        evaluation.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
+        if width_results is not None:
+            for width in width_results["widths"][:-1]:
+                key = width_grid.width_key(width)
+                evaluation.write_report(
+                    width_results["per_width"][key],
+                    run_dir,
+                    prefix=f"test_eval_width_{key}",
+                    seen_lambdas=seen,
+                    title=f"{title}, width {key}",
+                )
+            width_grid.write_width_report(
+                width_results, run_dir, prefix="test_eval_widths", title=title
+            )
         writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
         evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
         writer.flush()
@@ -341,13 +387,14 @@ def run_experiment(
                 network,
                 os.path.join(config.export_dir, config.name),
                 image_shape=tuple(splits.image_shape),
-                model_card=make_model_card(config_lib.to_dict(config), results),
+                model_card=make_model_card(config_lib.to_dict(config), results, width_results),
             )
     logging.info("Test evaluation of %s:\n%s", config.name, table)
     return {
         "run_dir": run_dir,
         "export_dir": export_path,
         "results": results,
+        "width_results": width_results,
         "table": table,
         "network": network,
         "trainer": trainer,

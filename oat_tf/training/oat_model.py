@@ -19,7 +19,17 @@ One step:
 5. one optimizer update.
 
 PGD-AT at a fixed λ is the same trainer with `sampling="fixed"` and a plain
-network. `fit`, callbacks, TensorBoard and `tf.distribute` work unchanged.
+network.
+
+`objective="mixed_batch"` (Xie & Yuille, SPEC §4) is the other training mode
+of the same trainer, with the same seeds and attack: the first
+`mixed_batch_clean_count(N, clean_fraction)` samples of a batch stay clean,
+the rest are attacked (with λ = 1 fed), and ONE training-mode pass over the
+mixed batch minimises the mean cross-entropy, so a single BN sees the mixture
+of both domains. λ is the image's domain, 0 for the clean part and 1 for the
+attacked part: a "plain" network ignores it (single BN), a "mixture_bn"
+network routes each part to its own BN (Mixture BN). `clean_fraction=0` is
+Madry-style adversarial training, 0.5 the usual mixture. `fit`, callbacks, TensorBoard and `tf.distribute` work unchanged.
 Every random choice comes from a stateless seed derived from the run seed, the
 optimizer step and the replica id, so a resumed run replays the same λ and
 PGD starts as an uninterrupted one.
@@ -27,6 +37,7 @@ PGD starts as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import keras
@@ -36,6 +47,19 @@ from oat_tf import attacks
 from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
 from oat_tf.training import lambda_sampling
+
+
+def mixed_batch_clean_count(batch_size: int, clean_fraction: float) -> int:
+    """Clean samples of a mixed batch: round(clean_fraction · N), halves up.
+
+    Args:
+        batch_size: int, N (static).
+        clean_fraction: float in [0, 1].
+
+    Returns:
+        int in [0, N].
+    """
+    return min(batch_size, max(0, int(math.floor(clean_fraction * batch_size + 0.5))))
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
@@ -51,7 +75,12 @@ class OATTrainer(keras.Model):
         adversarial_bn_statistics: str, which training passes update the
             adversarial group's moving BN statistics: "adversarial" (only the
             adversarial pass) or "mixed" (also the clean pass of λ ≠ 0
-            samples, as the OAT reference code).
+            samples, as the OAT reference code). Unused by "mixed_batch".
+        objective: str, "oat" (Algorithm 1) or "mixed_batch" (one pass over a
+            batch whose first round(clean_fraction · N) samples are clean and
+            the rest adversarial; λ = 0 / 1 marks the domain; `sampling` is
+            unused).
+        clean_fraction: float in [0, 1], clean share of a mixed batch.
         **kwargs: `keras.Model` keyword arguments.
 
     Example:
@@ -69,9 +98,18 @@ class OATTrainer(keras.Model):
         attack: config_lib.AttackConfig,
         seed: int = 0,
         adversarial_bn_statistics: str = "adversarial",
+        objective: str = "oat",
+        clean_fraction: float = 0.5,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if objective not in config_lib.OBJECTIVES:
+            raise ValueError(
+                f"`objective` must be one of {config_lib.OBJECTIVES}. "
+                f"Received: objective={objective!r}"
+            )
+        self.objective = objective
+        self.clean_fraction = config_lib.check_clean_fraction(clean_fraction)
         if adversarial_bn_statistics not in config_lib.ADVERSARIAL_BN_STATISTICS:
             raise ValueError(
                 "`adversarial_bn_statistics` must be one of "
@@ -122,7 +160,7 @@ class OATTrainer(keras.Model):
         def attack():
             return attacks.run_attack(self.attack, logits_fn, images, labels, seed=seed)
 
-        if self.sampling.sampling == "batch_wise":
+        if self.objective == "oat" and self.sampling.sampling == "batch_wise":
             return tf.cond(attack_needed, attack, lambda: tf.identity(images))
         return attack()
 
@@ -144,8 +182,21 @@ class OATTrainer(keras.Model):
             )
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         lambda_seed, attack_seed, replicas = self._step_seeds()
-        drawn = self.sampler.sample(batch_size, lambda_seed)
+        if self.objective == "mixed_batch":
+            drawn = self._domains(batch_size)
+        else:
+            drawn = self.sampler.sample(batch_size, lambda_seed)
         return images, labels, drawn, attack_seed, replicas
+
+    def _domains(self, batch_size: int) -> lambda_sampling.LambdaBatch:
+        """The mixed batch's domain indicators as λ: 0 for the clean first part, 1 after."""
+        clean = mixed_batch_clean_count(batch_size, self.clean_fraction)
+        lambdas = tf.concat(
+            [tf.zeros([clean], tf.float32), tf.ones([batch_size - clean], tf.float32)], axis=0
+        )
+        return lambda_sampling.LambdaBatch(
+            lambdas=lambdas, num_zeros=clean, attack_needed=tf.constant(clean < batch_size)
+        )
 
     def _craft(self, images, labels, drawn, seed, forward=None):
         """Attacks the samples with λ ≠ 0 (None if there are none).
@@ -177,6 +228,10 @@ class OATTrainer(keras.Model):
         network's own losses (`_regularization_loss`).
         """
         forward = self.network if forward is None else forward
+        if self.objective == "mixed_batch":
+            return self._mixed_batch_objective(
+                images, labels, drawn, adversarial, training, forward
+            )
         lambdas, zeros = drawn.lambdas, drawn.num_zeros
         per_sample = tf.zeros([images.shape[0]], tf.float32)
         logits = adversarial_logits = None
@@ -196,6 +251,16 @@ class OATTrainer(keras.Model):
             )
         return tf.reduce_mean(per_sample), logits, adversarial_logits
 
+    def _mixed_batch_objective(self, images, labels, drawn, adversarial, training, forward):
+        """One pass over [clean part; adversarial part]: the mean CE and both parts' logits."""
+        clean = drawn.num_zeros
+        mixed = images if adversarial is None else tf.concat([images[:clean], adversarial], 0)
+        all_logits = forward({"image": mixed, "lambda": drawn.lambdas}, training=training)
+        loss = tf.reduce_mean(self.cross_entropy(labels, all_logits))
+        logits = all_logits[:clean] if clean > 0 else None
+        adversarial_logits = all_logits[clean:] if adversarial is not None else None
+        return loss, logits, adversarial_logits
+
     def _regularization_loss(self, training):
         """The network's own losses (weight regularizers), counted once per step."""
         if training and self.network.losses:
@@ -205,7 +270,8 @@ class OATTrainer(keras.Model):
     def _update_metrics(self, loss, labels, zeros, logits, adversarial_logits):
         self.loss_tracker.update_state(loss)
         if logits is not None:
-            self.clean_accuracy.update_state(labels, logits)
+            # The OAT objective's clean pass covers the batch; a mixed batch's the first part.
+            self.clean_accuracy.update_state(labels[: logits.shape[0]], logits)
         if adversarial_logits is not None:
             self.adversarial_accuracy.update_state(labels[zeros:], adversarial_logits)
         return {m.name: m.result() for m in self.metrics}
@@ -244,6 +310,8 @@ class OATTrainer(keras.Model):
             "attack": config_lib.to_dict(self.attack),
             "seed": self.seed,
             "adversarial_bn_statistics": self.adversarial_bn_statistics,
+            "objective": self.objective,
+            "clean_fraction": self.clean_fraction,
         }
 
     @classmethod

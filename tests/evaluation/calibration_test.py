@@ -181,3 +181,46 @@ def test_add_calibration_keeps_the_rest_of_the_card():
     assert calibration.add_calibration(None, {"a": 1}) == {"calibration": {"a": 1}}
     with pytest.raises(ValueError, match="`model_card` must be a dict"):
         calibration.add_calibration([1], {})
+
+
+# λ × width under a compute budget.
+WIDTH_CURVES = {
+    0.5: [{"lambda": 0.0, "sa": 0.86, "ra": 0.10}, {"lambda": 1.0, "sa": 0.80, "ra": 0.40}],
+    0.75: [{"lambda": 0.0, "sa": 0.90, "ra": 0.12}, {"lambda": 0.5, "sa": 0.88, "ra": 0.35},
+           {"lambda": 1.0, "sa": 0.84, "ra": 0.45}],
+    1.0: [{"lambda": 0.0, "sa": 0.93, "ra": 0.15}, {"lambda": 0.5, "sa": 0.91, "ra": 0.42},
+          {"lambda": 1.0, "sa": 0.89, "ra": 0.50}],
+}
+
+
+def test_choose_lambda_and_width_maximises_the_objective_within_the_budget():
+    choice = calibration.choose_lambda_and_width(WIDTH_CURVES, min_sa=0.88, max_width=0.75)
+    assert choice["feasible"]
+    assert (choice["width"], choice["lambda"], choice["ra"]) == (0.75, 0.5, 0.35)
+    assert choice["widths"] == [0.5, 0.75]
+    assert choice["feasible_points"] == [{"width": 0.75, "lambda": 0.0}, {"width": 0.75, "lambda": 0.5}]
+    assert "width 0.75" in choice["reason"] and "width ≤ 0.75" in choice["reason"]
+    # Without a budget the full width wins; under an RA requirement SA is maximised.
+    assert calibration.choose_lambda_and_width(WIDTH_CURVES, min_sa=0.88)["width"] == 1.0
+    by_ra = calibration.choose_lambda_and_width(WIDTH_CURVES, min_ra=0.40, max_width=0.75)
+    assert (by_ra["width"], by_ra["lambda"], by_ra["sa"]) == (0.75, 1.0, 0.84)
+
+
+def test_choose_lambda_and_width_ties_go_to_the_narrower_width():
+    curves = {w: [{"lambda": 0.0, "sa": 0.9, "ra": 0.3}] for w in (1.0, 0.5)}
+    assert calibration.choose_lambda_and_width(curves, min_sa=0.5)["width"] == 0.5
+
+
+def test_choose_lambda_and_width_infeasible_names_the_closest_point():
+    choice = calibration.choose_lambda_and_width(WIDTH_CURVES, min_sa=0.92, max_width=0.75)
+    assert not choice["feasible"] and choice["width"] is None and choice["lambda"] is None
+    assert choice["closest"] == {"lambda": 0.0, "sa": 0.90, "ra": 0.12, "width": 0.75}
+    assert choice["shortfall"] == pytest.approx(0.02)
+    assert "no (λ, width) meets SA ≥ 92.00% and width ≤ 0.75" in choice["reason"]
+
+
+def test_choose_lambda_and_width_rejects_bad_budgets():
+    with pytest.raises(ValueError, match="max_width"):
+        calibration.choose_lambda_and_width(WIDTH_CURVES, min_sa=0.5, max_width=0.25)
+    with pytest.raises(ValueError, match="curves"):
+        calibration.choose_lambda_and_width({}, min_sa=0.5)

@@ -418,7 +418,7 @@ def _fail_write_out(monkeypatch):
 
 def _fail_warmup(monkeypatch):
     # The SavedModel is complete; writing assets.extra fails.
-    def failing_write_warmup_requests(path, image_shape):
+    def failing_write_warmup_requests(path, image_shape, signature_names):
         with open(path, "wb") as f:
             f.write(b"half")
         raise RuntimeError("disk full")

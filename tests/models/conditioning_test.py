@@ -33,6 +33,7 @@ def test_model_inputs_are_named_image_and_lambda():
         ("plain", keras.layers.BatchNormalization, False, False),
         ("oat", dual_batch_norm.DualBatchNormalization, True, True),
         ("oat_single_bn", keras.layers.BatchNormalization, True, False),
+        ("mixture_bn", dual_batch_norm.DualBatchNormalization, False, True),
     ],
 )
 def test_variant_selects_normalization_and_film(variant, norm_type, has_film, has_route):

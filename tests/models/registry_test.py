@@ -58,7 +58,7 @@ def test_build_model_uses_the_config(architecture, overrides, model_class):
     [
         ("vgg16", (32, 32, 3), "architecture"),
         ("resnet", (32, 32, 3), "architecture"),
-        ("resnet50", (32, 32, 3), "depth"),
+        ("resnet60", (32, 32, 3), "depth"),
         ("wrn15_2", (32, 32, 3), "depth"),
         ("wrn16_0", (32, 32, 3), "width"),
         ("resnet18", (4, 4, 3), "image_shape"),

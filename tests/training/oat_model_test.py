@@ -241,3 +241,128 @@ def test_unknown_adversarial_bn_statistics_is_rejected():
         oat_model.OATTrainer(
             _network(), sampling=config_lib.LambdaSamplingConfig(), attack=ATTACK, adversarial_bn_statistics="both"
         )
+
+
+# --- The mixed-batch objective (clean fraction, single BN / Mixture BN). ---
+
+
+def _mixed_trainer(network, clean_fraction=0.5, attack=DETERMINISTIC_ATTACK, lr=0.05, momentum=0.9):
+    trainer = oat_model.OATTrainer(
+        network,
+        sampling=config_lib.LambdaSamplingConfig(),
+        attack=attack,
+        seed=3,
+        objective="mixed_batch",
+        clean_fraction=clean_fraction,
+    )
+    trainer.compile(optimizer=optimizers.SGDWithL2(l2=0.0, learning_rate=lr, momentum=momentum))
+    return trainer
+
+
+def _ce(logits, y):
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]
+
+
+@pytest.mark.parametrize(
+    "batch, fraction, expected",
+    [(8, 0.5, 4), (7, 0.5, 4), (10, 0.25, 3), (8, 0.0, 0), (8, 1.0, 8), (3, 0.1, 0)],
+)
+def test_mixed_batch_clean_count_rounds_half_up(batch, fraction, expected):
+    assert oat_model.mixed_batch_clean_count(batch, fraction) == expected
+
+
+@pytest.mark.parametrize("variant", ["plain", "mixture_bn"])
+def test_mixed_batch_objective_is_the_mean_cross_entropy_of_one_pass(variant):
+    images, labels = _data(8)
+    network = _network(variant)
+    trainer = _mixed_trainer(network, clean_fraction=0.5, attack=ATTACK)
+    images_t, labels_t, drawn, adversarial, _ = trainer._prepare((tf.constant(images), tf.constant(labels)))
+    assert drawn.num_zeros == 4 and adversarial.shape[0] == 4
+    np.testing.assert_array_equal(drawn.lambdas.numpy(), [0, 0, 0, 0, 1, 1, 1, 1])
+    loss, logits, adversarial_logits = trainer._objective(
+        images_t, labels_t, drawn, adversarial, training=False
+    )
+    mixed = np.concatenate([images[:4], adversarial.numpy()])
+    reference = network({"image": mixed, "lambda": drawn.lambdas.numpy()}, training=False).numpy()
+    np.testing.assert_allclose(float(loss), _ce(reference, labels).mean(), rtol=1e-5)
+    np.testing.assert_allclose(logits.numpy(), reference[:4], atol=1e-6)
+    np.testing.assert_allclose(adversarial_logits.numpy(), reference[4:], atol=1e-6)
+    assert np.abs(adversarial.numpy() - images[4:]).max() <= ATTACK.epsilon + 1e-6
+
+
+def test_one_mixed_batch_step_equals_manual_sgd_with_one_training_pass():
+    images, labels = _data(8)
+    network = _network("plain")
+    trainer = _mixed_trainer(network, clean_fraction=0.25, lr=0.1, momentum=0.0)
+    before = [v.numpy() for v in network.trainable_variables]
+    images_t, labels_t, drawn, adversarial, _ = trainer._prepare((tf.constant(images), tf.constant(labels)))
+    reference = _network("plain")
+    reference.set_weights(network.get_weights())
+    with tf.GradientTape() as tape:
+        mixed = tf.concat([images_t[:2], adversarial], 0)
+        logits = reference({"image": mixed, "lambda": drawn.lambdas}, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels_t, logits, from_logits=True))
+    grads = tape.gradient(loss, reference.trainable_variables)
+    trainer.train_on_batch(images, labels)
+    for w0, g, w1 in zip(before, grads, network.trainable_variables):
+        np.testing.assert_allclose(w1.numpy(), w0 - 0.1 * g.numpy(), atol=1e-6)
+    # The single BN's moving statistics saw the mixture (one update, not two).
+    for a, b in zip(reference.non_trainable_weights, network.non_trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6, err_msg=a.path)
+
+
+def test_clean_fraction_zero_is_madry_adversarial_training(monkeypatch):
+    attacked = []
+    original = attacks.run_attack
+
+    def spy(config, logits_fn, images, labels, **kwargs):
+        attacked.append(images.shape[0])
+        return original(config, logits_fn, images, labels, **kwargs)
+
+    monkeypatch.setattr(attacks, "run_attack", spy)
+    images, labels = _data(8)
+    trainer = _mixed_trainer(_network("plain"), clean_fraction=0.0)
+    logs = trainer.train_on_batch(images, labels, return_dict=True)
+    assert set(attacked) == {8}
+    assert trainer.clean_accuracy.count.numpy() == 0 and np.isfinite(logs["loss"])
+    attacked.clear()
+    clean_only = _mixed_trainer(_network("plain"), clean_fraction=1.0)
+    clean_only.train_on_batch(images, labels)
+    assert attacked == [] and clean_only.adversarial_accuracy.count.numpy() == 0
+
+
+def test_domain_route_sends_adversarial_images_to_adversarial_statistics():
+    """Mixture BN: the clean half updates the clean BN, the attacked half the adversarial BN."""
+    images, labels = _data(8)
+    network = _network("mixture_bn")
+    conv = network.get_layer("block1_conv1")
+    bn = network.get_layer("block1_bn1")
+    assert isinstance(bn, dual_batch_norm.DualBatchNormalization)
+    features = keras.Model(network.inputs, conv.output)
+    start = bn.moving_mean.numpy().copy()
+    trainer = _mixed_trainer(network, clean_fraction=0.5)
+    images_t, labels_t, drawn, adversarial, _ = trainer._prepare((tf.constant(images), tf.constant(labels)))
+    lam = drawn.lambdas.numpy()
+    clean_mean = features({"image": images[:4], "lambda": lam[:4]}).numpy().mean(axis=(0, 1, 2))
+    adversarial_mean = features({"image": adversarial.numpy(), "lambda": lam[4:]}).numpy().mean(axis=(0, 1, 2))
+    assert np.abs(clean_mean - adversarial_mean).max() > 1e-3
+
+    trainer._objective(images_t, labels_t, drawn, adversarial, training=True)
+
+    moved = bn.moving_mean.numpy()
+    np.testing.assert_allclose(moved[0], MOMENTUM * start[0] + (1 - MOMENTUM) * clean_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        moved[1], MOMENTUM * start[1] + (1 - MOMENTUM) * adversarial_mean, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_mixed_batch_config_round_trip_and_errors():
+    trainer = _mixed_trainer(_network("mixture_bn"), clean_fraction=0.25)
+    rebuilt = oat_model.OATTrainer.from_config(trainer.get_config())
+    assert rebuilt.objective == "mixed_batch" and rebuilt.clean_fraction == 0.25
+    sampling = config_lib.LambdaSamplingConfig()
+    with pytest.raises(ValueError, match="`objective` must be one of.*Received: objective='madry'"):
+        oat_model.OATTrainer(_network(), sampling=sampling, attack=ATTACK, objective="madry")
+    with pytest.raises(ValueError, match="`clean_fraction` must be.*Received: clean_fraction=1.5"):
+        oat_model.OATTrainer(_network(), sampling=sampling, attack=ATTACK, clean_fraction=1.5)

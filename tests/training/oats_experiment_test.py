@@ -1,4 +1,4 @@
-"""End-to-end OATS run on tiny data: train every width, evaluate at full width, resume."""
+"""End-to-end OATS run on tiny data: train, evaluate and export every width, resume."""
 
 import os
 
@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from oat_tf import config as config_lib
+from oat_tf import export
 from oat_tf.models import slimmable_small_cnn
 from oat_tf.training import experiment
 from oat_tf.training import oats_model
@@ -65,13 +66,35 @@ def test_oats_run_trains_every_width_and_evaluates_the_full_width(uninterrupted)
     results = summary["results"]
     assert set(results["clean_accuracy"]) == {"0.0", "1.0"}
     assert os.path.exists(os.path.join(summary["run_dir"], "config.json"))
-    # The full-width network is exported with the usual signature.
-    serve = tf.saved_model.load(summary["export_dir"]).signatures["serving_default"]
+    # Every width is exported: serving_default at full width, width_0_5.
+    loaded = tf.saved_model.load(summary["export_dir"])
+    assert sorted(loaded.signatures) == ["serving_default", "width_0_5"]
     images = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
     lambdas = np.array([0.0, 1.0], "float32")
-    expected = network({"image": images, "lambda": lambdas}, training=False, width=1.0).numpy()
-    outputs = serve(image=tf.constant(images), lambda_value=tf.constant(lambdas))
-    np.testing.assert_allclose(outputs["logits"].numpy(), expected, atol=1e-5)
+    for name, width in (("serving_default", 1.0), ("width_0_5", 0.5)):
+        expected = network({"image": images, "lambda": lambdas}, training=False, width=width).numpy()
+        outputs = loaded.signatures[name](image=tf.constant(images), lambda_value=tf.constant(lambdas))
+        np.testing.assert_allclose(outputs["logits"].numpy(), expected, atol=1e-5)
+
+
+def test_oats_run_evaluates_every_width_and_the_card_lists_the_table(uninterrupted):
+    summary, _ = uninterrupted
+    grid = summary["width_results"]
+    assert grid["widths"] == [0.5, 1.0]
+    assert list(grid["per_width"]) == ["0.5", "1.0"]
+    assert grid["per_width"]["1.0"] == summary["results"]
+    assert set(grid["per_width"]["0.5"]["clean_accuracy"]) == {"0.0", "1.0"}
+    run_dir = summary["run_dir"]
+    for name in ("test_eval.json", "test_eval_width_0.5.json", "test_eval_width_0.5.md",
+                 "test_eval_widths.json", "test_eval_widths.md", "test_eval_widths.png"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    card = export.load_model_card(summary["export_dir"])
+    assert card["widths"] == {"width_0_5": 0.5, "serving_default": 1.0}
+    per_width = card["test_evaluation_per_width"]
+    assert per_width["widths"] == [0.5, 1.0]
+    assert per_width["per_width"]["0.5"]["clean_accuracy"] == grid["per_width"]["0.5"]["clean_accuracy"]
+    assert "SA α=0.5 (%)" in per_width["table"] and "SA α=1.0 (%)" in per_width["table"]
+    assert card["test_evaluation"]["clean_accuracy"] == summary["results"]["clean_accuracy"]
 
 
 def test_killed_and_resumed_oats_run_ends_with_the_same_weights(uninterrupted, tmp_path):
