@@ -169,3 +169,42 @@ def check_channels(
             f"{expected} channels (last axis) at width={width}. "
             f"Received: {argument} with {channels} channels"
         )
+
+
+class SlimmableKernelMixin:
+    """Width handling of a layer with one full-width kernel [..., C_in, C_out].
+
+    Mixed into `SlimmableConv2D` and `SlimmableDense` before their Keras base
+    class: it validates the per-call `width`, checks that a layer with
+    slimmed inputs was built at full width, and gives the kernel's channel
+    counts at a width. The layer sets `widths`, `slim_inputs` and
+    `slim_outputs` with `_set_widths` in its constructor.
+    """
+
+    def _set_widths(self, widths: Sequence[float], slim_inputs: bool, slim_outputs: bool) -> None:
+        self.widths = check_widths(widths)
+        self.slim_inputs = bool(slim_inputs)
+        self.slim_outputs = bool(slim_outputs)
+
+    def __call__(self, inputs, *args, width=None, **kwargs):
+        width = check_width(width, self.widths)
+        if self.slim_inputs:
+            check_built_at_full_width(self, width)
+        return super().__call__(inputs, *args, width=width, **kwargs)
+
+    def channels_at(self, width: float) -> Tuple[int, int]:
+        """Returns (input channels, output channels) of the kernel at `width`.
+
+        Args:
+            width: float from the layer's `widths`.
+
+        Returns:
+            tuple of two ints.
+        """
+        width = check_width(width, self.widths)
+        in_channels, out_channels = self._kernel.shape[-2], self._kernel.shape[-1]
+        if self.slim_inputs:
+            in_channels = slimmed_channels(in_channels, width)
+        if self.slim_outputs:
+            out_channels = slimmed_channels(out_channels, width)
+        return in_channels, out_channels

@@ -10,7 +10,7 @@ from oat_tf.layers import slimmable
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class SlimmableConv2D(keras.layers.Conv2D):
+class SlimmableConv2D(slimmable.SlimmableKernelMixin, keras.layers.Conv2D):
     """A `Conv2D` whose width is chosen per call from a fixed list.
 
     The layer holds one full-width kernel [kh, kw, C_in, filters]. At width α
@@ -73,30 +73,12 @@ class SlimmableConv2D(keras.layers.Conv2D):
                 "`data_format` must be 'channels_last' for a slimmable convolution. "
                 f"Received: data_format={self.data_format!r}"
             )
-        self.widths = slimmable.check_widths(widths)
-        self.slim_inputs = bool(slim_inputs)
-        self.slim_outputs = bool(slim_outputs)
-
-    def __call__(self, inputs, *args, width=None, **kwargs):
-        width = slimmable.check_width(width, self.widths)
-        if self.slim_inputs:
-            slimmable.check_built_at_full_width(self, width)
-        return super().__call__(inputs, *args, width=width, **kwargs)
+        self._set_widths(widths, slim_inputs, slim_outputs)
 
     def build(self, input_shape):
         super().build(input_shape)
         # The channel count depends on the width: `call` checks it instead.
         self.input_spec = keras.layers.InputSpec(ndim=4)
-
-    def channels_at(self, width: float):
-        """Returns (input channels, output channels) of the kernel at `width`."""
-        width = slimmable.check_width(width, self.widths)
-        in_channels, out_channels = self._kernel.shape[-2], self.filters
-        if self.slim_inputs:
-            in_channels = slimmable.slimmed_channels(in_channels, width)
-        if self.slim_outputs:
-            out_channels = slimmable.slimmed_channels(out_channels, width)
-        return in_channels, out_channels
 
     def call(self, inputs, *, width=None):
         width = slimmable.check_width(width, self.widths)

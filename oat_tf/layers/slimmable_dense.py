@@ -10,7 +10,7 @@ from oat_tf.layers import slimmable
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class SlimmableDense(keras.layers.Dense):
+class SlimmableDense(slimmable.SlimmableKernelMixin, keras.layers.Dense):
     """A `Dense` layer whose width is chosen per call from a fixed list.
 
     The layer holds one full-width kernel [C_in, units]. At width α it
@@ -62,15 +62,7 @@ class SlimmableDense(keras.layers.Dense):
                 f"Received: quantization_config={kwargs['quantization_config']!r}"
             )
         super().__init__(units, **kwargs)
-        self.widths = slimmable.check_widths(widths)
-        self.slim_inputs = bool(slim_inputs)
-        self.slim_outputs = bool(slim_outputs)
-
-    def __call__(self, inputs, *args, width=None, **kwargs):
-        width = slimmable.check_width(width, self.widths)
-        if self.slim_inputs:
-            slimmable.check_built_at_full_width(self, width)
-        return super().__call__(inputs, *args, width=width, **kwargs)
+        self._set_widths(widths, slim_inputs, slim_outputs)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -79,16 +71,6 @@ class SlimmableDense(keras.layers.Dense):
 
     def quantize(self, mode=None, **kwargs):
         raise NotImplementedError("SlimmableDense does not support quantization.")
-
-    def channels_at(self, width: float):
-        """Returns (input features, output units) of the kernel at `width`."""
-        width = slimmable.check_width(width, self.widths)
-        in_channels, out_channels = self._kernel.shape[0], self.units
-        if self.slim_inputs:
-            in_channels = slimmable.slimmed_channels(in_channels, width)
-        if self.slim_outputs:
-            out_channels = slimmable.slimmed_channels(out_channels, width)
-        return in_channels, out_channels
 
     def call(self, inputs, *, width=None):
         width = slimmable.check_width(width, self.widths)
