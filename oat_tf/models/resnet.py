@@ -53,6 +53,22 @@ BOTTLENECK_EXPANSION = 4
 DEFAULT_STAGE_FILTERS = (64, 128, 256, 512)
 
 
+def check_stage_ints(name: str, values: Sequence[int]) -> Tuple[int, ...]:
+    """Returns `values` as four positive ints (blocks or filters per stage).
+
+    Args:
+        name: str, the argument's name, for the error message.
+        values: sequence of four ints.
+
+    Returns:
+        tuple of four ints.
+    """
+    result = tuple(int(v) for v in values)
+    if len(result) != 4 or min(result) < 1:
+        raise ValueError(f"`{name}` must be four positive ints. Received: {name}={values!r}")
+    return result
+
+
 def stage_blocks_for_depth(depth: int) -> tuple:
     """Returns the basic blocks per stage of a 4-stage ResNet of this depth.
 
@@ -266,18 +282,8 @@ class ResNet(keras.Model):
                 )
         else:
             block_type = block or "basic"
-            blocks = tuple(int(b) for b in stage_blocks)
-            if len(blocks) != 4 or min(blocks) < 1:
-                raise ValueError(
-                    "`stage_blocks` must be four positive ints. "
-                    f"Received: stage_blocks={stage_blocks!r}"
-                )
-        filters = tuple(int(f) for f in stage_filters)
-        if len(filters) != 4 or min(filters) < 1:
-            raise ValueError(
-                "`stage_filters` must be four positive ints. "
-                f"Received: stage_filters={stage_filters!r}"
-            )
+            blocks = check_stage_ints("stage_blocks", stage_blocks)
+        filters = check_stage_ints("stage_filters", stage_filters)
         if num_classes < 1:
             raise ValueError(
                 f"`num_classes` must be a positive int. Received: num_classes={num_classes}"

@@ -84,18 +84,8 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         if stage_blocks is None:
             blocks = resnet.stage_blocks_for_depth(depth)
         else:
-            blocks = tuple(int(b) for b in stage_blocks)
-            if len(blocks) != 4 or min(blocks) < 1:
-                raise ValueError(
-                    "`stage_blocks` must be four positive ints. "
-                    f"Received: stage_blocks={stage_blocks!r}"
-                )
-        filters = tuple(int(f) for f in stage_filters)
-        if len(filters) != 4 or min(filters) < 1:
-            raise ValueError(
-                "`stage_filters` must be four positive ints. "
-                f"Received: stage_filters={stage_filters!r}"
-            )
+            blocks = resnet.check_stage_ints("stage_blocks", stage_blocks)
+        filters = resnet.check_stage_ints("stage_filters", stage_filters)
         shape = conditioning_lib.check_image_shape(image_shape, min_size=8)
         kwargs.setdefault("name", f"slimmable_resnet{2 * sum(blocks) + 2}_{variant}")
         super().__init__(
