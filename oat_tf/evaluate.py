@@ -187,6 +187,15 @@ def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         label: {k: v for p in parts for k, v in p["robust_accuracy"][label].items()}
         for label in parts[0]["robust_accuracy"]
     }
+    # Paired counts only when every part has them (parts saved by an older
+    # version do not): the masking checks then fall back to comparing RAs.
+    if all("robust_only" in p for p in parts):
+        merged["robust_only"] = {
+            a: {b: {k: v for p in parts for k, v in p["robust_only"][a][b].items()} for b in row}
+            for a, row in parts[0]["robust_only"].items()
+        }
+    else:
+        merged.pop("robust_only", None)
     return merged
 
 

@@ -16,15 +16,29 @@ Carlini et al. 2019, "On evaluating adversarial robustness"):
    are named (their own numbers overstate robustness).
 
 Each check returns a dict `{"name", "passed", "detail", ...}`; a failed check
-is printed and saved with the results, never hidden. Comparisons of accuracies
-allow a tolerance of one sample (1 / num_examples) for sampling noise of
-randomised attacks.
+is printed and saved with the results, never hidden.
+
+Comparing two attacks (checks 3 and 4). Both attacks ran on the same samples,
+and randomised attacks (random starts, random squares) disagree on a few
+samples by chance, in both directions; a stronger attack can then score a
+slightly higher RA without being weaker. So the two are compared sample by
+sample with McNemar's exact test: with b the samples that survive only the
+attack that should be stronger and c those that survive only the other, the
+check fails when b is too large to be chance, P(X ≥ b) < α / m for
+X ~ Binomial(b + c, 1/2), α = `SIGNIFICANCE` (5%) and m the number of
+comparisons the check makes (Bonferroni: a dense λ grid does not raise the
+false-alarm rate). A masked model, where the weaker attack finds many
+examples the stronger one misses, fails at any reasonable sample size. The
+per-sample counts are the result's `robust_only` field; a result without it
+(saved by an older version) is compared by RA with a tolerance of one sample.
+The epsilon check (2) compares RAs with the same one-sample tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Sequence
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,8 +47,72 @@ from oat_tf import attacks
 from oat_tf import config as config_lib
 
 
+SIGNIFICANCE = 0.05
+
+
 def _key(value: float) -> str:
     return repr(float(value))
+
+
+def mcnemar_p_value(only_first: int, only_second: int) -> float:
+    """One-sided exact McNemar p-value that the first count is chance.
+
+    Args:
+        only_first: int >= 0, samples where only the first of two paired
+            outcomes holds (e.g. robust under attack a, not under b).
+        only_second: int >= 0, samples where only the second holds.
+
+    Returns:
+        float, P(X >= only_first) for X ~ Binomial(only_first + only_second,
+        1/2); 1.0 when both counts are 0.
+    """
+    for name, value in (("only_first", only_first), ("only_second", only_second)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative int. Received: {name}={value!r}")
+    n = int(only_first) + int(only_second)
+    if only_first == 0:
+        return 1.0
+    # log C(n, k) − n·log 2, summed in log space (n can be in the thousands).
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2.0)
+        for k in range(int(only_first), n + 1)
+    ]
+    top = max(log_terms)
+    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms)))
+
+
+def _paired_counts(result: Dict[str, Any], first: str, second: str, key: str) -> Optional[Tuple[int, int]]:
+    """(samples robust only under `first`, only under `second`) at λ `key`, if recorded."""
+    only = result.get("robust_only")
+    if not only:
+        return None
+    return int(only[first][second][key]), int(only[second][first][key])
+
+
+def _compare(
+    result: Dict[str, Any], comparisons: List[Dict[str, Any]], should_be_lower: str, other: str
+) -> None:
+    """Decides each comparison: is `should_be_lower`'s RA significantly above `other`'s?
+
+    Each entry of `comparisons` holds the labels under the keys named by
+    `should_be_lower` and `other` and a "lambda" key; "passed" (and, with
+    paired counts, "only_lower", "only_other", "p_value") are added.
+    """
+    tolerance = 1.0 / max(1, result["num_examples"])
+    threshold = SIGNIFICANCE / max(1, len(comparisons))
+    for comparison in comparisons:
+        lower, higher, key = comparison[should_be_lower], comparison[other], comparison["lambda"]
+        counts = _paired_counts(result, lower, higher, key)
+        if counts is None:
+            comparison["passed"] = bool(
+                result["robust_accuracy"][lower][key] <= result["robust_accuracy"][higher][key] + tolerance
+            )
+            continue
+        p_value = mcnemar_p_value(*counts)
+        comparison.update(
+            only_lower=counts[0], only_other=counts[1], p_value=p_value, threshold=threshold,
+            passed=bool(p_value >= threshold),
+        )
 
 
 def input_gradients(
@@ -128,35 +206,46 @@ def _dominates(strong: config_lib.AttackConfig, weak: config_lib.AttackConfig) -
 
 
 def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Checks PGD with more steps / restarts never scores a higher RA.
+    """Checks PGD with more steps / restarts is never significantly weaker.
+
+    For every pair of PGD attacks where one has at least the steps and
+    restarts of the other (same ε, step size and start), the stronger one's
+    survivors are compared with the weaker one's at every λ by McNemar's test
+    (see the module docstring).
 
     Args:
         result: an `evaluate_lambda_grid` result.
 
     Returns:
-        check dict listing every compared pair.
+        check dict listing every compared pair: λ, both labels and RAs, the
+        paired counts (`only_lower`: samples only the stronger attack leaves
+        robust), the p-value, the threshold and whether it passed.
     """
     configs = {a["label"]: _attack_config(a) for a in result["attacks"]}
-    tolerance = 1.0 / max(1, result["num_examples"])
     pairs = []
-    passed = True
     for strong_label, strong in configs.items():
         for weak_label, weak in configs.items():
             if not _dominates(strong, weak):
                 continue
             for key, weak_ra in result["robust_accuracy"][weak_label].items():
-                strong_ra = result["robust_accuracy"][strong_label][key]
-                ok = strong_ra <= weak_ra + tolerance
-                passed &= ok
                 pairs.append(
                     {"lambda": key, "stronger": strong_label, "weaker": weak_label,
-                     "stronger_ra": strong_ra, "weaker_ra": weak_ra, "passed": ok}
+                     "stronger_ra": result["robust_accuracy"][strong_label][key], "weaker_ra": weak_ra}
                 )
+    _compare(result, pairs, "stronger", "weaker")
+    failed = [p for p in pairs if not p["passed"]]
+    detail = "PGD with ≥ steps and ≥ restarts (same ε, step) is not significantly weaker (McNemar, α = 5%)"
+    if not pairs:
+        detail += " (no comparable PGD pair in this evaluation)"
+    if failed:
+        detail += "; significantly weaker at " + ", ".join(
+            f"λ={p['lambda']} ({p['stronger']} {100 * p['stronger_ra']:.2f}% > "
+            f"{p['weaker']} {100 * p['weaker_ra']:.2f}%)" for p in failed
+        )
     return {
         "name": "stronger_pgd_not_weaker",
-        "passed": bool(passed),
-        "detail": "PGD with ≥ steps and ≥ restarts (same ε, step) has RA ≤ the weaker one"
-        + ("" if pairs else " (no comparable PGD pair in this evaluation)"),
+        "passed": not failed,
+        "detail": detail,
         "pairs": pairs,
     }
 
@@ -164,14 +253,17 @@ def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
 def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
     """Checks the Square attack never beats the strongest white-box attack.
 
-    If a score-based attack finds more adversarial examples at some λ than
-    every iterative gradient attack (PGD, APGD, MI-FGSM) of the evaluation,
-    the model's gradients mislead the attacks there: the check fails. A
-    white-box attack that Square beats while a stronger white-box attack
-    does not is listed in `weaker_than_black_box` and named in the detail:
-    that attack's own RA overstates robustness (e.g. a small-step PGD on a
-    non-robust λ), but gradients did find the examples, so the check passes.
-    FGSM is left out: one step is not meant to be strong.
+    If a score-based attack finds significantly more adversarial examples at
+    some λ than every iterative gradient attack (PGD, APGD, MI-FGSM) of the
+    evaluation, the model's gradients mislead the attacks there: the check
+    fails. "Significantly" is McNemar's test on the samples the two attacks
+    disagree on (see the module docstring), against the white-box attack with
+    the lowest RA at that λ. A white-box attack that Square significantly
+    beats while a stronger white-box attack does not is listed in
+    `weaker_than_black_box` and named in the detail: that attack's own RA
+    overstates robustness (e.g. a small-step PGD on a non-robust λ), but
+    gradients did find the examples, so the check passes. FGSM is left out:
+    one step is not meant to be strong.
 
     Args:
         result: an `evaluate_lambda_grid` result.
@@ -184,29 +276,32 @@ def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
     configs = {a["label"]: _attack_config(a) for a in result["attacks"]}
     black = [label for label, c in configs.items() if c.name == "square"]
     white = [label for label, c in configs.items() if c.name not in ("square", "fgsm")]
-    tolerance = 1.0 / max(1, result["num_examples"])
     comparisons = []
-    weaker = []
-    passed = True
+    candidates = []
     for label in black:
         for key, black_ra in result["robust_accuracy"][label].items():
             if not white:
                 continue
             white_ras = {w: result["robust_accuracy"][w][key] for w in white}
             strongest = min(white_ras, key=white_ras.get)
-            ok = black_ra + tolerance >= white_ras[strongest]
-            passed &= ok
             comparisons.append(
                 {"lambda": key, "black_box": label, "black_box_ra": black_ra,
-                 "white_box": strongest, "white_box_ra": white_ras[strongest], "passed": ok}
+                 "white_box": strongest, "white_box_ra": white_ras[strongest]}
             )
-            weaker.extend(
-                {"lambda": key, "black_box": label, "white_box": w, "white_box_ra": ra, "black_box_ra": black_ra}
+            candidates.extend(
+                {"lambda": key, "black_box": label, "white_box": w, "white_box_ra": ra,
+                 "black_box_ra": black_ra}
                 for w, ra in white_ras.items()
-                if black_ra + tolerance < ra
+                if w != strongest and ra > black_ra
             )
+    _compare(result, comparisons, "white_box", "black_box")
+    _compare(result, candidates, "white_box", "black_box")
+    weaker = [{k: v for k, v in c.items() if k != "passed"} for c in candidates if not c["passed"]]
     failed = [c for c in comparisons if not c["passed"]]
-    detail = "Square RA ≥ the RA of the strongest iterative white-box attack at every λ"
+    detail = (
+        "Square RA is not significantly below the RA of the strongest iterative white-box "
+        "attack at any λ (McNemar, α = 5%)"
+    )
     if not comparisons:
         detail += " (no Square and white-box pair in this evaluation)"
     if failed:
@@ -220,7 +315,7 @@ def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
         )
     return {
         "name": "black_box_not_stronger",
-        "passed": bool(passed),
+        "passed": not failed,
         "detail": detail,
         "comparisons": comparisons,
         "weaker_than_black_box": weaker,

@@ -11,6 +11,10 @@ over the data:
 - Worst case(λ): a sample counts only if it is classified correctly clean and
   under every attack (the per-sample worst case, as AutoAttack reports it), so
   it is at most SA and at most every RA.
+- Paired counts(λ): for every ordered pair of attacks (a, b), the number of
+  samples that survive a but not b. Two attacks on the same samples are
+  compared by these (McNemar's test in `masking_checks`), not by their RAs
+  alone, which each carry the sampling noise of their random starts.
 
 Each attack gets one `tf.function` (optionally XLA-compiled) whose arguments
 are tensors with an unknown batch dimension (images, labels, λ, seed), so it is
@@ -246,8 +250,11 @@ def evaluate_lambda_grid(
         `num_examples` (int), `seed` (int), `lambdas` (list of float),
         `clean_accuracy` ({λ key: SA}), `robust_accuracy`
         ({attack name: {λ key: RA}}), `worst_case_accuracy` ({λ key: acc}),
-        `attacks` (list of dicts: `label`, the attack name used as key, plus
-        every `AttackConfig` field). λ keys come from `lambda_key`.
+        `robust_only` ({attack a: {attack b: {λ key: int}}}, the number of
+        samples classified correctly under attack a but not under attack b,
+        for every ordered pair of distinct attacks), `attacks` (list of dicts:
+        `label`, the attack name used as key, plus every `AttackConfig`
+        field). λ keys come from `lambda_key`.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
@@ -280,6 +287,8 @@ def evaluate_lambda_grid(
     clean_counts = np.zeros([num_lambdas], np.int64)
     robust_counts = np.zeros([num_lambdas, num_attacks], np.int64)
     worst_counts = np.zeros([num_lambdas], np.int64)
+    # only_counts[i, a, b]: samples robust under attack a but not under b.
+    only_counts = np.zeros([num_lambdas, num_attacks, num_attacks], np.int64)
     num_examples = 0
     start = time.time()
     for batch_index, (images, labels) in enumerate(dataset):
@@ -289,12 +298,17 @@ def evaluate_lambda_grid(
             clean = clean_fn(images, labels, lam_tensor).numpy()
             clean_counts[lambda_index] += int(clean.sum())
             survived = clean
+            robust_per_attack = []
             for attack_index, attack_fn in enumerate(attack_fns):
                 seeds = _derive_seeds(seed, batch_index, lam, attack_labels[attack_index])
                 robust = attack_fn(images, labels, lam_tensor, seeds).numpy()
                 robust_counts[lambda_index, attack_index] += int(robust.sum())
                 survived = np.logical_and(survived, robust)
+                robust_per_attack.append(robust)
             worst_counts[lambda_index] += int(survived.sum())
+            if robust_per_attack:
+                robust_matrix = np.stack(robust_per_attack).astype(np.int64)  # [A, N]
+                only_counts[lambda_index] += robust_matrix @ (1 - robust_matrix).T
         num_examples += int(images.shape[0])
         logging.info(
             "Batch %d done: %d examples so far (%.1f s).",
@@ -319,6 +333,14 @@ def evaluate_lambda_grid(
         },
         "worst_case_accuracy": {
             key: float(worst_counts[i] / num_examples) for i, key in enumerate(keys)
+        },
+        "robust_only": {
+            label_a: {
+                label_b: {key: int(only_counts[i, a, b]) for i, key in enumerate(keys)}
+                for b, label_b in enumerate(attack_labels)
+                if b != a
+            }
+            for a, label_a in enumerate(attack_labels)
         },
         "attacks": [
             {"label": label, **dataclasses.asdict(attack)}

@@ -1,8 +1,10 @@
 """Tests of the gradient-masking checks on synthetic results and toy models."""
 
 import dataclasses
+import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from oat_tf import config as config_lib
@@ -57,6 +59,86 @@ def test_black_box_check():
     close = _result({"PGD-10": (0.5, 0.8), "PGD-20": (0.45, 0.8), "Square-100": (0.44, 0.9)})
     assert masking_checks.black_box_not_stronger(close)["passed"]
     assert masking_checks.black_box_not_stronger(close)["weaker_than_black_box"] != []
+
+
+def _paired_result(ra, only, num_examples=200):
+    """A result at one λ ("0.5") with paired counts {(a, b): samples robust under a only}."""
+    result = _result({label: (value, value) for label, value in ra.items()}, num_examples)
+    labels = list(ra)
+    result["robust_accuracy"] = {label: {"0.5": value} for label, value in ra.items()}
+    result["robust_only"] = {
+        a: {b: {"0.5": only.get((a, b), 0)} for b in labels if b != a} for a in labels
+    }
+    return result
+
+
+@pytest.mark.parametrize("first, second", [(0, 0), (3, 1), (5, 0), (9, 2), (12, 30), (40, 10)])
+def test_mcnemar_p_value_matches_the_binomial_tail(first, second):
+    n = first + second
+    expected = sum(math.comb(n, k) for k in range(first, n + 1)) / 2**n if n else 1.0
+    assert masking_checks.mcnemar_p_value(first, second) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcnemar_p_value_large_counts_and_bad_input():
+    # n = 4,000 disagreements: the normal approximation (with continuity
+    # correction) of the tail at a 4-sigma excess, p ≈ 3.2e-5.
+    first, n = 2127, 4000
+    z = (first - 0.5 - n / 2) / math.sqrt(n / 4)
+    expected = 0.5 * math.erfc(z / math.sqrt(2))
+    assert masking_checks.mcnemar_p_value(first, n - first) == pytest.approx(expected, rel=0.05)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="only_first"):
+            masking_checks.mcnemar_p_value(bad, 3)
+
+
+def test_paired_counts_tell_noise_from_a_weaker_stronger_attack():
+    # The quickstart case: PGD-20 keeps 2 of 200 more digits than PGD-10
+    # (3 only under PGD-20, 1 only under PGD-10): chance, p = 5/16.
+    noise = _paired_result(
+        {"PGD-10": 0.91, "PGD-20": 0.92, "Square-100": 0.96},
+        {("PGD-20", "PGD-10"): 3, ("PGD-10", "PGD-20"): 1, ("Square-100", "PGD-10"): 10,
+         ("Square-100", "PGD-20"): 8},
+    )
+    check = masking_checks.stronger_pgd_not_weaker(noise)
+    assert check["passed"], check["detail"]
+    (pair,) = check["pairs"]
+    assert (pair["only_lower"], pair["only_other"]) == (3, 1)
+    assert pair["p_value"] == pytest.approx(5 / 16)
+    # Same RA gap from 12 digits only PGD-20 keeps and 10 only PGD-10 keeps:
+    # still chance. 10 against 0 is not (p = 1/1024 < 0.05).
+    assert masking_checks.stronger_pgd_not_weaker(_paired_result(
+        {"PGD-10": 0.91, "PGD-20": 0.92, "Square-100": 0.96},
+        {("PGD-20", "PGD-10"): 12, ("PGD-10", "PGD-20"): 10},
+    ))["passed"]
+    masked = masking_checks.stronger_pgd_not_weaker(_paired_result(
+        {"PGD-10": 0.91, "PGD-20": 0.96, "Square-100": 0.96},
+        {("PGD-20", "PGD-10"): 10},
+    ))
+    assert not masked["passed"]
+    assert "λ=0.5 (PGD-20 96.00% > PGD-10 91.00%)" in masked["detail"]
+
+
+def test_black_box_check_with_paired_counts():
+    ra = {"PGD-10": 0.60, "PGD-20": 0.50, "Square-100": 0.45}
+    # Square keeps 10 fewer digits than PGD-20, the strongest: 2 only under
+    # Square against 12 only under PGD-20, p(PGD-20 ≥ 12 of 14) ≈ 0.0065 <
+    # 0.05: Square is significantly stronger, which fails the check.
+    masked = _paired_result(ra, {("PGD-20", "Square-100"): 12, ("Square-100", "PGD-20"): 2,
+                                 ("PGD-10", "Square-100"): 30})
+    check = masking_checks.black_box_not_stronger(masked)
+    assert not check["passed"]
+    assert check["comparisons"][0]["white_box"] == "PGD-20"
+    assert check["comparisons"][0]["p_value"] == pytest.approx(
+        sum(math.comb(14, k) for k in range(12, 15)) / 2**14
+    )
+    # PGD-10 (30 against 0) is named as overstating robustness.
+    assert [w["white_box"] for w in check["weaker_than_black_box"]] == ["PGD-10"]
+    # The same RAs from disagreements that could be chance (12 against 2 is
+    # not; 25 against 15 is: p ≈ 0.077) pass.
+    noisy = _paired_result(ra, {("PGD-20", "Square-100"): 25, ("Square-100", "PGD-20"): 15,
+                                ("PGD-10", "Square-100"): 30})
+    check = masking_checks.black_box_not_stronger(noisy)
+    assert check["passed"], check["detail"]
 
 
 def test_epsilon_monotonicity():

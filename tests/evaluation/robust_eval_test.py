@@ -128,6 +128,16 @@ def test_robust_and_worst_case_match_direct_computation():
             )
             survived &= correct
         assert result["worst_case_accuracy"][key] == pytest.approx(np.mean(survived))
+        # Paired counts: samples robust under one attack and not the other.
+        fgsm, pgd = (
+            _direct_attack_correct(model, attack, images, labels, lam) for attack in deterministic_attacks
+        )
+        assert result["robust_only"]["FGSM"]["PGD-3"][key] == int(np.sum(fgsm & ~pgd))
+        assert result["robust_only"]["PGD-3"]["FGSM"][key] == int(np.sum(pgd & ~fgsm))
+        # They tie the two RAs together: RA_a − RA_b = (only_a − only_b) / N.
+        assert result["robust_only"]["FGSM"]["PGD-3"][key] - result["robust_only"]["PGD-3"]["FGSM"][key] == (
+            int(np.sum(fgsm)) - int(np.sum(pgd))
+        )
 
 
 def test_worst_case_is_at_most_every_accuracy_and_attacks_bite():
@@ -242,6 +252,7 @@ def test_result_is_json_serialisable_with_the_documented_keys():
     assert list(result["clean_accuracy"]) == ["0.0", "0.15", "1.0"]
     assert list(result["robust_accuracy"]) == ["PGD-2"]
     assert list(result["worst_case_accuracy"]) == ["0.0", "0.15", "1.0"]
+    assert result["robust_only"] == {"PGD-2": {}}  # one attack: no pair
     assert result["attacks"] == [
         {
             "label": "PGD-2",
