@@ -41,6 +41,21 @@ MIXED_BATCH_VARIANTS = ("plain", "mixture_bn")
 TEST_BNS = ("adversarial", "clean")
 TEST_BN_LAMBDA = {"adversarial": 1.0, "clean": 0.0}
 LAMBDA_SAMPLINGS = ("element_wise", "batch_wise", "uniform", "fixed")
+# RDI-Nets (SPEC §3): multi-exit architectures are the "rdi_" ones.
+MULTI_EXIT_PREFIX = "rdi_"
+# Where a multi-exit network's training adversarial images come from: none
+# (standard training), the single attack on the final output ("main"), the
+# average attack or the max-average attack.
+DEFENCES = ("none", "main", "average", "max_average")
+# Variants of the multi-exit networks: plain (λ ignored) or λ-conditioned.
+MULTI_EXIT_VARIANTS = ("plain", "oat", "oat_single_bn")
+# Attack forms of the multi-exit evaluation (`oat_tf.attacks.multi_exit`).
+EXIT_FORMS = ("single", "average", "max_average", "random")
+# How early-exit thresholds are chosen on the validation split: equal usage
+# with the middle exits slightly favoured (the paper's rule), a target
+# average cost, or no early exit (every sample takes the final output: the
+# backbone baseline).
+THRESHOLD_TARGETS = ("equal_usage", "flops_budget", "none")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -521,6 +536,77 @@ class TrainConfig:
         )
 
 
+def is_multi_exit_architecture(architecture: str) -> bool:
+    """Whether an architecture name is a multi-exit (RDI) network, e.g. "rdi_small_cnn"."""
+    return isinstance(architecture, str) and architecture.strip().lower().startswith(MULTI_EXIT_PREFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiExitConfig:
+    """Training and early exit of a multi-exit (RDI-Nets) network (SPEC §3).
+
+    Used only when `ModelConfig.architecture` is multi-exit ("rdi_...").
+
+    Attributes:
+        defence: str, one of `DEFENCES`: where the adversarial images of the
+            hybrid loss come from ("none": standard training).
+        exit_weights: tuple of float, one weight w_i >= 0 per output (side
+            exits, then the final output); empty: all 1. All weight on the
+            final output trains the backbone alone (the baseline).
+        threshold_target: str, one of `THRESHOLD_TARGETS`.
+        flops_budget: float in (0, 1] or None, the average cost per image as
+            a fraction of the backbone's, for `threshold_target="flops_budget"`.
+        middle_bonus: float >= 0, how much more usage the middle exits get
+            than the first and the final ones under "equal_usage".
+        eval_forms: tuple of str, attack forms (`EXIT_FORMS`) of the test
+            evaluation; "single" means one single attack per output.
+        efficiency_attack: bool, also run the attack that delays exiting and
+            report how much of the saving survives it.
+    """
+
+    defence: str = "max_average"
+    exit_weights: Tuple[float, ...] = ()
+    threshold_target: str = "equal_usage"
+    flops_budget: Optional[float] = None
+    middle_bonus: float = 0.2
+    eval_forms: Tuple[str, ...] = EXIT_FORMS
+    efficiency_attack: bool = True
+
+    def __post_init__(self):
+        _check(
+            self.defence in DEFENCES,
+            f"`defence` must be one of {DEFENCES}. Received: defence={self.defence!r}",
+        )
+        weights = tuple(float(w) for w in self.exit_weights)
+        _check(
+            all(math.isfinite(w) and w >= 0.0 for w in weights) and (not weights or sum(weights) > 0),
+            "`exit_weights` must be finite non-negative numbers, not all 0. "
+            f"Received: exit_weights={self.exit_weights!r}",
+        )
+        object.__setattr__(self, "exit_weights", weights)
+        _check(
+            self.threshold_target in THRESHOLD_TARGETS,
+            f"`threshold_target` must be one of {THRESHOLD_TARGETS}. "
+            f"Received: threshold_target={self.threshold_target!r}",
+        )
+        if self.threshold_target == "flops_budget":
+            _check(
+                self.flops_budget is not None and 0.0 < float(self.flops_budget) <= 1.0,
+                "`flops_budget` must be a fraction of the backbone's cost in (0, 1] when "
+                f"threshold_target='flops_budget'. Received: flops_budget={self.flops_budget!r}",
+            )
+        _check(
+            math.isfinite(self.middle_bonus) and self.middle_bonus >= 0.0,
+            f"`middle_bonus` must be a finite number >= 0. Received: middle_bonus={self.middle_bonus!r}",
+        )
+        forms = tuple(self.eval_forms)
+        _check(
+            bool(forms) and all(f in EXIT_FORMS for f in forms) and len(set(forms)) == len(forms),
+            f"`eval_forms` must be distinct names from {EXIT_FORMS}. Received: eval_forms={self.eval_forms!r}",
+        )
+        object.__setattr__(self, "eval_forms", forms)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one run needs.
@@ -537,6 +623,8 @@ class ExperimentConfig:
         optimizer: OptimizerConfig.
         train: TrainConfig.
         evaluation: EvalConfig.
+        multi_exit: MultiExitConfig, used by multi-exit ("rdi_...")
+            architectures only.
     """
 
     name: str = "run"
@@ -551,9 +639,21 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    multi_exit: MultiExitConfig = dataclasses.field(default_factory=MultiExitConfig)
 
     def __post_init__(self):
         check_objective_variant(self.train.objective, self.model.variant)
+        if is_multi_exit_architecture(self.model.architecture):
+            _check(
+                self.model.variant in MULTI_EXIT_VARIANTS,
+                f"A multi-exit architecture ({self.model.architecture!r}) takes `variant` in "
+                f"{MULTI_EXIT_VARIANTS}. Received: variant={self.model.variant!r}",
+            )
+            _check(
+                self.train.objective == "oat",
+                "A multi-exit architecture trains with its own hybrid loss: `objective` must "
+                f"be 'oat' (the default). Received: objective={self.train.objective!r}",
+            )
 
 
 def to_dict(config: Any) -> Any:

@@ -239,6 +239,42 @@ def define_flags() -> None:
         "--objective=mixed_batch.",
     )
 
+    # Multi-exit networks (RDI-Nets, --architecture=rdi_...).
+    flags.DEFINE_enum(
+        "defence", "max_average", list(config_lib.DEFENCES),
+        "Multi-exit networks: adversarial images of the hybrid loss from the main-branch "
+        "(final output) single attack, the average attack or the max-average attack; none: "
+        "standard training.",
+    )
+    flags.DEFINE_list(
+        "exit_weights", [],
+        "Multi-exit networks: one loss weight per output (side exits, then final); default all 1. "
+        "0,...,0,1 trains the backbone alone (the baseline).",
+    )
+    flags.DEFINE_enum(
+        "exit_thresholds", "equal_usage", list(config_lib.THRESHOLD_TARGETS),
+        "Multi-exit networks: how entropy thresholds are chosen on the validation split: equal "
+        "usage with middle exits favoured (the paper), a target average cost (--exit_flops_budget), "
+        "or none (no early exit: every sample takes the final output).",
+    )
+    flags.DEFINE_float(
+        "exit_flops_budget", None,
+        "Multi-exit networks: average cost per image as a fraction of the backbone's, for "
+        "--exit_thresholds=flops_budget.",
+    )
+    flags.DEFINE_float(
+        "exit_middle_bonus", 0.2,
+        "Multi-exit networks: extra usage share of the middle exits under equal_usage.",
+    )
+    flags.DEFINE_list(
+        "eval_exit_forms", list(config_lib.EXIT_FORMS),
+        "Multi-exit networks: attack forms of the test evaluation (single = one per output).",
+    )
+    flags.DEFINE_bool(
+        "efficiency_attack", True,
+        "Multi-exit networks: also attack the efficiency (inputs perturbed to exit later).",
+    )
+
     flags.register_validator(
         "epsilon", _never_raises(lambda v: 0.0 <= parse_fraction("epsilon", v) <= 1.0),
         message="--epsilon must be in [0, 1] (images are in [0, 1]); e.g. 8/255 or 0.3.",
@@ -366,6 +402,15 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             adversarial_bn_statistics=f.adversarial_bn_statistics,
             objective=f.objective,
             clean_fraction=f.clean_fraction,
+        ),
+        multi_exit=config_lib.MultiExitConfig(
+            defence=f.defence,
+            exit_weights=tuple(parse_fraction("exit_weights", w) for w in f.exit_weights),
+            threshold_target=f.exit_thresholds,
+            flops_budget=f.exit_flops_budget,
+            middle_bonus=f.exit_middle_bonus,
+            eval_forms=tuple(f.eval_exit_forms),
+            efficiency_attack=f.efficiency_attack,
         ),
         evaluation=config_lib.EvalConfig(
             lambdas=eval_lambdas,

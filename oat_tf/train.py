@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
 
 FLAGS = flags.FLAGS
@@ -31,8 +32,13 @@ def main(argv):
     summary = experiment.run_experiment(
         config, resume=FLAGS.resume, flags_text=FLAGS.flags_into_string()
     )
+    heading = (
+        "TA / ATA per attack form, exits and MFLOPs"
+        if config_lib.is_multi_exit_architecture(config.model.architecture)
+        else "SA / RA per λ"
+    )
     sys.stdout.write(
-        f"\n{config.name}: SA / RA per λ on the test split\n\n{summary['table']}\n"
+        f"\n{config.name}: {heading} on the test split\n\n{summary['table']}\n"
         f"\nResults: {summary['run_dir']}"
         + (f"\nSavedModel: {summary['export_dir']}" if summary["export_dir"] else "")
         + "\n"

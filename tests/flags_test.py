@@ -46,6 +46,24 @@ def test_flagfile_gives_a_valid_config(path):
         assert config.train.clean_fraction == (0.0 if "_f000" in name else 0.5)
         assert config.train_attack.epsilon == pytest.approx(0.1)
         assert config.data.dataset == "npz:../shared/data/fashion_mnist.npz"
+    elif name.startswith("rdi_"):  # issue 5: RDI-Nets, SPEC §3 settings
+        assert config_lib.is_multi_exit_architecture(config.model.architecture)
+        assert config.model.variant == "plain" and config.lambda_sampling.sampling == "fixed"
+        backbone = name.endswith("_backbone")
+        assert config.multi_exit.defence == ("main" if backbone else "max_average")
+        assert config.multi_exit.threshold_target == ("none" if backbone else "equal_usage")
+        if backbone:
+            assert config.multi_exit.exit_weights[-1] == 1.0 and sum(config.multi_exit.exit_weights) == 1.0
+        if "_mnist_" in name:
+            assert config.train_attack.epsilon == pytest.approx(0.3)
+            assert config.data.dataset == "npz:../shared/data/mnist.npz"
+            assert config.evaluation.attacks[0].num_steps == 40
+            assert config.evaluation.attacks[0].step_size == pytest.approx(0.01)
+            assert config.train_attack.num_steps == (40 if "_pgd40_" in name else 10)
+        else:
+            assert config.train_attack.epsilon == pytest.approx(8 / 255)
+            assert config.train_attack.num_steps == 10
+            assert config.evaluation.attacks[0].num_steps == 20
     elif not name.startswith("quickstart") and "pgdat" not in name:
         assert config.train_attack.epsilon == pytest.approx(8 / 255)
         assert config.train_attack.num_steps == 7
@@ -57,6 +75,8 @@ def test_paper_flagfiles_exist():
     for setting in ("cifar10_resnet34", "svhn_wrn16_8", "stl10_wrn40_2"):
         assert f"{setting}_oat.flags" in names and f"{setting}_pgdat.flags" in names
     assert {"cifar10_resnet34_oats.flags", "cifar10_resnet34_pgdats.flags", "quickstart_oats.flags"} <= names
+    for setting in ("mnist_smallcnn", "mnist_smallcnn_pgd40", "cifar10_resnet38", "cifar10_mobilenet_v2"):
+        assert {f"rdi_{setting}_maxavg.flags", f"rdi_{setting}_backbone.flags"} <= names
 
 
 def test_widths_flag():

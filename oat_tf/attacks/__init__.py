@@ -1,20 +1,27 @@
 """L∞ attacks (PGD, FGSM, MI-FGSM, APGD-CE/DLR, Square) and their parts.
 
 The attacks are reached by module (`pgd.pgd_linf`, `apgd.apgd`,
-`square.square_linf`) or through `run_attack(AttackConfig, ...)`.
+`square.square_linf`) or through `run_attack(AttackConfig, ...)`; the attack
+forms on multi-exit networks are in `multi_exit` (`multi_exit_attack`,
+`delay_exit_attack`).
 """
 
 from oat_tf.attacks.apgd import dlr_loss
 from oat_tf.attacks.losses import LossFn
 from oat_tf.attacks.losses import sparse_cross_entropy
+from oat_tf.attacks.multi_exit import FORMS as MULTI_EXIT_FORMS
+from oat_tf.attacks.multi_exit import delay_exit_attack
+from oat_tf.attacks.multi_exit import multi_exit_attack
 from oat_tf.attacks.pgd import LogitsFn
 from oat_tf.attacks.pgd import Seed
 from oat_tf.attacks.pgd import fgsm
+from oat_tf.attacks.pgd import fgsm_objective
 from oat_tf.attacks.pgd import input_gradient
 from oat_tf.attacks.pgd import linf_random_start
 from oat_tf.attacks.pgd import mi_fgsm
 from oat_tf.attacks.pgd import momentum_sign_step
 from oat_tf.attacks.pgd import pgd_linf
+from oat_tf.attacks.pgd import pgd_objective
 from oat_tf.attacks.pgd import project_linf
 from oat_tf.attacks.pgd import restart_seeds
 from oat_tf.attacks.pgd import run_attack
@@ -25,15 +32,20 @@ from oat_tf.attacks.square import square_linf
 __all__ = [
     "LogitsFn",
     "LossFn",
+    "MULTI_EXIT_FORMS",
     "Seed",
+    "delay_exit_attack",
     "dlr_loss",
     "fgsm",
+    "fgsm_objective",
     "input_gradient",
     "linf_random_start",
     "margin_loss",
     "mi_fgsm",
     "momentum_sign_step",
+    "multi_exit_attack",
     "pgd_linf",
+    "pgd_objective",
     "project_linf",
     "restart_seeds",
     "run_attack",

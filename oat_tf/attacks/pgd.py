@@ -13,7 +13,9 @@ Each attack is assembled from four parts, in the manner of deepmind-research
   `oat_tf.attacks.losses.sparse_cross_entropy`. Untargeted attacks ascend the
   loss of the true labels; targeted attacks descend the loss of
   `target_labels`. `input_gradient` differentiates it with respect to the
-  images and raises if the loss does not depend on them.
+  images and raises if the loss does not depend on them. `pgd_objective` and
+  `fgsm_objective` take any per-sample objective `objective_fn(x) -> [N]`
+  instead (the multi-exit attack forms in `oat_tf.attacks.multi_exit`).
 
 The model is reached only through `logits_fn`, a closure that runs the model
 in inference mode; the attacks never touch the model's weights or mode. The
@@ -408,6 +410,31 @@ def pgd_linf(
     objective_fn = _make_objective(
         logits_fn, loss_fn or losses.sparse_cross_entropy, attack_labels, targeted
     )
+    return _pgd_ascent(
+        objective_fn,
+        images,
+        epsilon=epsilon,
+        step_size=step_size,
+        num_steps=num_steps,
+        random_start=random_start,
+        num_restarts=num_restarts,
+        seed=seed,
+    )
+
+
+def _pgd_ascent(
+    objective_fn: ObjectiveFn,
+    images: tf.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    num_steps: int,
+    random_start: bool,
+    num_restarts: int,
+    seed: Optional[tf.Tensor],
+) -> tf.Tensor:
+    """PGD on a validated per-sample objective (shared by `pgd_linf` and
+    `pgd_objective`); restarts keep per sample the highest objective."""
 
     def run(run_seed: Optional[tf.Tensor]) -> tf.Tensor:
         start = linf_random_start(images, epsilon, run_seed) if random_start else images
@@ -437,6 +464,111 @@ def pgd_linf(
     neg_inf = tf.fill(tf.shape(images)[:1], tf.constant(-math.inf, tf.float32))
     x_adv, _ = repeat(restart_body, num_restarts, (images, neg_inf))
     return _finish(x_adv, images, epsilon)
+
+
+def pgd_objective(
+    objective_fn: ObjectiveFn,
+    images: tf.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    num_steps: int,
+    random_start: bool = True,
+    num_restarts: int = 1,
+    seed: Optional[Seed] = None,
+) -> tf.Tensor:
+    """L∞ PGD that ascends a custom per-sample objective.
+
+    `pgd_linf` with the loss replaced by `objective_fn(x) -> [N]` (e.g. a
+    weighted loss over the exits of a multi-exit network, or the entropy of
+    its early exits): the same random start, steps, projection, restarts
+    (per sample the restart with the highest objective is kept) and seeds, so
+    `pgd_objective(lambda x: CE(logits_fn(x), y), ...)` equals
+    `pgd_linf(logits_fn, x, y, ...)` with the same seed.
+
+    Args:
+        objective_fn: callable mapping x [N, H, W, C] to the objective to
+            maximise, shape [N] (sample i's value may depend on row i only).
+        images: tf.Tensor of shape [N, H, W, C], float images in [0, 1].
+        epsilon: float >= 0, L∞ radius.
+        step_size: float >= 0, step per iteration.
+        num_steps: int >= 1, iterations.
+        random_start: bool, start at a uniform point of the ε-ball.
+        num_restarts: int >= 1, independent runs (seeds from `restart_seeds`).
+        seed: shape [2] integer tensor or pair of ints; required when
+            `random_start`.
+
+    Returns:
+        tf.Tensor of shape [N, H, W, C], float32, without gradient, in [0, 1]
+        and within ε of `images`.
+    """
+    images = _check_images(images)
+    _check_number("epsilon", epsilon)
+    _check_number("step_size", step_size)
+    _check_int("num_steps", num_steps)
+    _check_int("num_restarts", num_restarts)
+    if random_start:
+        if seed is None:
+            raise ValueError(
+                "`seed` must be a shape [2] integer tensor or a pair of ints when "
+                "`random_start=True` (randomness always takes an explicit seed). "
+                "Received: seed=None"
+            )
+        seed = _check_seed(seed)
+    elif num_restarts > 1:
+        logging.warning(
+            "pgd_objective: num_restarts=%d without random_start gives identical "
+            "runs; running one.",
+            num_restarts,
+        )
+        num_restarts = 1
+    return _pgd_ascent(
+        _checked_objective(objective_fn),
+        images,
+        epsilon=epsilon,
+        step_size=step_size,
+        num_steps=num_steps,
+        random_start=random_start,
+        num_restarts=num_restarts,
+        seed=seed,
+    )
+
+
+def fgsm_objective(
+    objective_fn: ObjectiveFn, images: tf.Tensor, *, epsilon: float
+) -> tf.Tensor:
+    """FGSM that ascends a custom per-sample objective: `x + ε·sign(∇)`.
+
+    Args:
+        objective_fn: callable mapping x [N, H, W, C] to the objective to
+            maximise, shape [N].
+        images: tf.Tensor of shape [N, H, W, C], float images in [0, 1].
+        epsilon: float >= 0, L∞ radius and step size.
+
+    Returns:
+        tf.Tensor of shape [N, H, W, C], float32, without gradient, in [0, 1]
+        and within ε of `images`.
+    """
+    images = _check_images(images)
+    _check_number("epsilon", epsilon)
+    grad, _ = input_gradient(_checked_objective(objective_fn), images)
+    x_adv = project_linf(sign_step(images, grad, epsilon), images, epsilon)
+    return _finish(x_adv, images, epsilon)
+
+
+def _checked_objective(objective_fn: ObjectiveFn) -> ObjectiveFn:
+    """Wraps `objective_fn` to check its [N] shape and cast it to float32."""
+
+    def objective(x: tf.Tensor) -> tf.Tensor:
+        value = tf.convert_to_tensor(objective_fn(x))
+        if value.shape.rank != 1:
+            raise ValueError(
+                "`objective_fn` must return one value per sample, shape [N]. "
+                f"Received: objective.shape={value.shape}"
+            )
+        return tf.cast(value, tf.float32)
+
+    return objective
 
 
 def fgsm(
@@ -705,13 +837,8 @@ def _check_labels(name: str, labels: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
     return tf.cast(labels, tf.int32)
 
 
-def _check_inputs(
-    images: tf.Tensor,
-    labels: tf.Tensor,
-    targeted: bool,
-    target_labels: Optional[tf.Tensor],
-) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Validates the inputs; returns float32 images and the labels to attack."""
+def _check_images(images: tf.Tensor) -> tf.Tensor:
+    """Validates `images` [N, H, W, C] (float); returns them in float32."""
     images = tf.convert_to_tensor(images)
     if not images.dtype.is_floating or images.shape.rank != 4:
         raise ValueError(
@@ -719,7 +846,17 @@ def _check_inputs(
             f"in [0, 1]. Received: images with dtype {images.dtype.name} and "
             f"shape {images.shape}"
         )
-    images = tf.cast(images, tf.float32)
+    return tf.cast(images, tf.float32)
+
+
+def _check_inputs(
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    targeted: bool,
+    target_labels: Optional[tf.Tensor],
+) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Validates the inputs; returns float32 images and the labels to attack."""
+    images = _check_images(images)
     labels = _check_labels("labels", labels, images)
     if targeted:
         if target_labels is None:

@@ -1,5 +1,8 @@
 """oat_tf networks: dict inputs {"image", "lambda"}, logits out; plain, OAT, Mixture BN and slimmable (OATS) variants.
 
+Multi-exit (RDI-Nets) networks return a dict of logits {"exit_1", ..., "final"};
+`oat_tf.models.multi_exit` cuts them into stages for early exit.
+
 MAC and parameter counts live in `oat_tf.models.flops` (not re-exported, so
 `python -m oat_tf.models.flops` runs without a double import).
 """
@@ -11,6 +14,16 @@ from oat_tf.models.conditioning import VARIANTS
 from oat_tf.models.conditioning import apply_lambda_conditioning
 from oat_tf.models.conditioning import apply_normalization
 from oat_tf.models.conditioning import model_inputs
+from oat_tf.models.exit_branch import apply_exit_branch
+from oat_tf.models.multi_exit import StageView
+from oat_tf.models.multi_exit import backbone_macs
+from oat_tf.models.multi_exit import exit_macs
+from oat_tf.models.multi_exit import is_multi_exit
+from oat_tf.models.multi_exit import output_names
+from oat_tf.models.multi_exit import stage_views
+from oat_tf.models.rdi_mobilenet_v2 import RDIMobileNetV2
+from oat_tf.models.rdi_resnet import RDIResNet38
+from oat_tf.models.rdi_small_cnn import RDISmallCNN
 from oat_tf.models.registry import build_model
 from oat_tf.models.registry import parse_architecture
 from oat_tf.models.resnet import ResNet
@@ -24,18 +37,28 @@ from oat_tf.models.wide_resnet import WideResNet
 __all__ = [
     "BatchStatisticsModel",
     "Conditioning",
+    "RDIMobileNetV2",
+    "RDIResNet38",
+    "RDISmallCNN",
     "ResNet",
     "SLIMMABLE_VARIANTS",
     "SlimmableNetwork",
     "SlimmableResNet",
     "SlimmableSmallCNN",
     "SmallCNN",
+    "StageView",
     "VARIANTS",
     "WideResNet",
+    "apply_exit_branch",
     "apply_lambda_conditioning",
     "apply_normalization",
+    "backbone_macs",
     "batch_statistics_model",
     "build_model",
+    "exit_macs",
+    "is_multi_exit",
     "model_inputs",
+    "output_names",
     "parse_architecture",
+    "stage_views",
 ]

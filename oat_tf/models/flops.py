@@ -116,7 +116,7 @@ def _node_macs(layer: keras.layers.Layer, node: Any) -> Dict[str, int]:
         return {"conv_macs": int(math.prod(int(d) for d in layer.kernel.shape)) * positions}
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         positions = math.prod(int(d) for d in out_shape[1:-1])
-        kernel = layer.depthwise_kernel.shape
+        kernel = layer.kernel.shape  # Keras 3's name of the depthwise kernel: [kh, kw, C, multiplier].
         return {"conv_macs": int(math.prod(int(d) for d in kernel)) * positions}
     if isinstance(layer, keras.layers.Dense):
         rows = math.prod(int(d) for d in out_shape[1:-1])

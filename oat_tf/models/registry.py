@@ -8,6 +8,11 @@ Names:
 - `"wrn<depth>_<width>"`: `WideResNet`, e.g. `"wrn16_8"` (SVHN), `"wrn40_2"`
   (STL-10); dropout 0.3 inside the blocks, as in the OAT reference code.
 
+- `"rdi_small_cnn"`, `"rdi_resnet38"`, `"rdi_mobilenet_v2"`: the multi-exit
+  RDI-Nets (SPEC §3) `RDISmallCNN`, `RDIResNet38` and `RDIMobileNetV2`, whose
+  output is a dict of logits `{"exit_1", ..., "final"}` (variants "plain",
+  "oat", "oat_single_bn"; `oat_tf.models.multi_exit`).
+
 The slimmable variants ("oats", "oats_single_bn", "ats") build
 `SlimmableSmallCNN` for `"small_cnn"` and `SlimmableResNet` for
 `"resnet<depth>"` with `ModelConfig.widths`; there is no slimmable Wide ResNet.
@@ -22,13 +27,29 @@ import keras
 from absl import logging
 
 from oat_tf import config as config_lib
+from oat_tf.models import rdi_mobilenet_v2
+from oat_tf.models import rdi_resnet
+from oat_tf.models import rdi_small_cnn
 from oat_tf.models import resnet
 from oat_tf.models import slimmable_resnet
 from oat_tf.models import slimmable_small_cnn
 from oat_tf.models import small_cnn
 from oat_tf.models import wide_resnet
 
-ARCHITECTURE_PATTERNS = ("small_cnn", "resnet<depth>", "wrn<depth>_<width>")
+ARCHITECTURE_PATTERNS = (
+    "small_cnn",
+    "resnet<depth>",
+    "wrn<depth>_<width>",
+    "rdi_small_cnn",
+    "rdi_resnet38",
+    "rdi_mobilenet_v2",
+)
+# Multi-exit networks (RDI-Nets), by exact name.
+MULTI_EXIT_ARCHITECTURES = {
+    "rdi_small_cnn": rdi_small_cnn.RDISmallCNN,
+    "rdi_resnet38": rdi_resnet.RDIResNet38,
+    "rdi_mobilenet_v2": rdi_mobilenet_v2.RDIMobileNetV2,
+}
 
 # Family defaults that `ModelConfig` does not carry; `build_model` overrides win.
 WRN_DROPOUT = 0.3  # dropRate of the reference WRN16_8OAT and WRN40_2OAT.
@@ -43,7 +64,9 @@ def parse_architecture(
     """Returns the model class and its architecture arguments for a name.
 
     Args:
-        architecture: str, "small_cnn", "resnet<depth>" or "wrn<depth>_<width>".
+        architecture: str, "small_cnn", "resnet<depth>", "wrn<depth>_<width>"
+            or a multi-exit network ("rdi_small_cnn", "rdi_resnet38",
+            "rdi_mobilenet_v2").
         slimmable: bool, return the slimmable class of the family
             (`SlimmableSmallCNN`, `SlimmableResNet`).
 
@@ -56,6 +79,13 @@ def parse_architecture(
             the family exists.
     """
     name = architecture.strip().lower() if isinstance(architecture, str) else ""
+    if name in MULTI_EXIT_ARCHITECTURES:
+        if slimmable:
+            raise ValueError(
+                "The slimmable variants (OATS, PGD-ATS) have no multi-exit network. "
+                f"Received: architecture={architecture!r}"
+            )
+        return MULTI_EXIT_ARCHITECTURES[name], {}
     if name == "small_cnn":
         return (slimmable_small_cnn.SlimmableSmallCNN if slimmable else small_cnn.SmallCNN), {}
     match = _RESNET.fullmatch(name)
@@ -76,7 +106,7 @@ def parse_architecture(
         }
     raise ValueError(
         f"`architecture` must be one of {ARCHITECTURE_PATTERNS} (e.g. 'resnet34', "
-        f"'wrn16_8'). Received: architecture={architecture!r}"
+        f"'wrn16_8', 'rdi_small_cnn'). Received: architecture={architecture!r}"
     )
 
 
@@ -92,7 +122,8 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
 
     Returns:
         A `keras.Model` taking `{"image": [N, H, W, C], "lambda": [N]}` and
-        returning logits [N, num_classes]: functional, or for the slimmable
+        returning logits [N, num_classes] (a dict of them, "exit_1", ...,
+        "final", for a multi-exit network): functional, or for the slimmable
         variants a `SlimmableNetwork` that also takes `width=α` (one of
         `config.widths`) and gives functional views with `width_model(α)`.
 

@@ -14,7 +14,7 @@ from the previous complete checkpoint.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -74,6 +74,39 @@ def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) ->
     step = int(trainer.optimizer.iterations.numpy())
     logging.info("Restored %s (step %d).", path, step)
     return step
+
+
+def restore_run(
+    trainer: keras.Model, run_dir: str, *, resume: bool, max_to_keep: int = 3
+) -> Tuple[tf.train.CheckpointManager, int]:
+    """The checkpoint manager of a run directory, and the step to start from.
+
+    A run directory that already holds checkpoints is continued only with
+    `resume`, never silently overwritten.
+
+    Args:
+        trainer: the compiled trainer (network and optimizer are checkpointed).
+        run_dir: str, the run directory (checkpoints in `checkpoint_directory`).
+        resume: bool, continue from the latest checkpoint.
+        max_to_keep: int, checkpoints kept.
+
+    Returns:
+        Tuple (manager, start step: 0 for a new run).
+
+    Raises:
+        ValueError: the directory holds checkpoints and `resume` is False, or
+            the latest checkpoint does not match the model.
+    """
+    manager = make_manager(trainer, checkpoint_directory(run_dir), max_to_keep)
+    if manager.latest_checkpoint is None:
+        return manager, 0
+    if not resume:
+        raise ValueError(
+            f"Run directory {run_dir!r} already holds checkpoints. Expected "
+            "`--resume` to continue that run, or another `--name`. "
+            f"Received: resume={resume}"
+        )
+    return manager, restore_latest(manager, trainer) or 0
 
 
 class CheckpointCallback(keras.callbacks.Callback):

@@ -270,6 +270,24 @@ def run_experiment(
     steps_per_epoch = data.steps_per_epoch(len(splits.train.labels), config.train.batch_size)
     # Weight initialisation and the layers' own RNGs (dropout) follow the run seed.
     keras.utils.set_random_seed(config.train.seed)
+    if config_lib.is_multi_exit_architecture(config.model.architecture):
+        # RDI-Nets: own trainer, exit calibration, evaluation and export.
+        from oat_tf.training import multi_exit_experiment  # pylint: disable=import-outside-toplevel
+
+        return multi_exit_experiment.run_multi_exit_experiment(
+            config,
+            strategy=strategy,
+            chief=chief,
+            run_dir=run_dir,
+            splits=splits,
+            steps_per_epoch=steps_per_epoch,
+            resume=resume,
+            fit_fn=_fit,
+            base_callbacks=[
+                keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")),
+                *extra_callbacks,
+            ],
+        )
     with strategy.scope():
         network = models.build_model(config.model)
         # Slimmable variants (OATS, PGD-ATS) train every width per step (Algorithm 2).
@@ -304,18 +322,9 @@ def run_experiment(
         strategy.num_replicas_in_sync,
     )
 
-    manager = checkpointing.make_manager(
-        trainer, checkpointing.checkpoint_directory(run_dir), config.train.max_checkpoints
+    manager, start_step = checkpointing.restore_run(
+        trainer, run_dir, resume=resume, max_to_keep=config.train.max_checkpoints
     )
-    start_step = 0
-    if manager.latest_checkpoint is not None:
-        if not resume:
-            raise ValueError(
-                f"Run directory {run_dir!r} already holds checkpoints. Expected "
-                "`--resume` to continue that run, or another `--name`. "
-                f"Received: resume={resume}"
-            )
-        start_step = checkpointing.restore_latest(manager, trainer) or 0
 
     eval_batch = config.evaluation.batch_size
     validation = splits.validation

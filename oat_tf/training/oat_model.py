@@ -62,6 +62,30 @@ def mixed_batch_clean_count(batch_size: int, clean_fraction: float) -> int:
     return min(batch_size, max(0, int(math.floor(clean_fraction * batch_size + 0.5))))
 
 
+def step_seeds(seed: int, iterations: tf.Variable):
+    """Independent stateless seeds of one training step on this replica.
+
+    The seeds depend only on the run seed, the optimizer step and the replica
+    id, so a resumed run replays the λ draws and attack starts of an
+    uninterrupted one.
+
+    Args:
+        seed: int, the run seed.
+        iterations: the optimizer's step counter.
+
+    Returns:
+        Tuple (λ-sampling seed [2], attack seed [2], number of replicas).
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    replica = 0 if context is None else context.replica_id_in_sync_group
+    step = tf.cast(iterations, tf.int64)
+    counter = step * replicas + tf.cast(replica, tf.int64)
+    base = tf.stack([tf.constant(seed, tf.int64), counter])
+    seeds = tf.random.experimental.stateless_split(base, num=2)
+    return seeds[0], seeds[1], replicas
+
+
 @keras.saving.register_keras_serializable(package="oat_tf")
 class OATTrainer(keras.Model):
     """Trains a λ-conditioned network with once-for-all adversarial training.
@@ -142,14 +166,7 @@ class OATTrainer(keras.Model):
 
     def _step_seeds(self):
         """Returns independent stateless seeds for λ sampling and the attack."""
-        context = tf.distribute.get_replica_context()
-        replicas = 1 if context is None else context.num_replicas_in_sync
-        replica = 0 if context is None else context.replica_id_in_sync_group
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        counter = step * replicas + tf.cast(replica, tf.int64)
-        base = tf.stack([tf.constant(self.seed, tf.int64), counter])
-        seeds = tf.random.experimental.stateless_split(base, num=2)
-        return seeds[0], seeds[1], replicas
+        return step_seeds(self.seed, self.optimizer.iterations)
 
     def _adversarial_images(self, images, labels, lambdas, attack_needed, seed, forward=None):
         forward = self.network if forward is None else forward

@@ -23,6 +23,15 @@ def test_conv2d_closed_form():
     assert result["params"] == result["trainable_params"] == 3 * 3 * 3 * 5 + 5
 
 
+def test_depthwise_conv2d_closed_form():
+    inputs = keras.Input((8, 8, 4))
+    outputs = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False)(inputs)
+    result = flops.count_flops(keras.Model(inputs, outputs))
+    # kh·kw·C_in·multiplier per output position, 8×8 positions.
+    assert result["conv_macs"] == result["macs"] == 3 * 3 * 4 * 2 * 8 * 8
+    assert result["params"] == 3 * 3 * 4 * 2
+
+
 def test_dense_closed_form_and_batch_size():
     inputs = keras.Input((7,))
     outputs = keras.layers.Dense(4)(inputs)

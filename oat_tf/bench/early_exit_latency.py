@@ -1,0 +1,217 @@
+"""Wall-clock cost of early exit: the adaptive SavedModel against the full backbone.
+
+    python -m oat_tf.bench.early_exit_latency --run_dir=runs/rdi_mnist_smallcnn_maxavg \
+        --num_examples=2000 --batch_sizes=1,128
+
+Loads a trained multi-exit run (its network and the thresholds calibrated on
+its validation split, `exit_thresholds.json`) and exports two SavedModels to a
+temporary directory, served the same way:
+
+- **adaptive**: `export_adaptive_saved_model`, where the samples that exit
+  early are not computed further (the deployment of an RDI-Net);
+- **backbone**: the same network cut to its final output (the side exits are
+  not part of the graph), exported with `export_saved_model`: the cost of
+  the backbone alone, which is what the paper's saving is measured against.
+
+Both are fed the first `num_examples` test images (early exit depends on the
+data), split into batches of each `batch_sizes` value; one timed run is a
+pass over all of them. Per batch size, `warmup` untimed passes, then `runs`
+timed passes, alternating adaptive and backbone so that a change of the
+machine's load hits both alike. Reported: the median pass time of each,
+throughput, the wall-clock saving 1 − t_adaptive / t_backbone, and the MACs
+saving of the same images (from the exits the adaptive model returned and
+`multi_exit.exit_macs`), which the wall-clock saving should approach. No
+timing is asserted anywhere: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any, Dict, List, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf import data
+from oat_tf import export
+from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import loading
+from oat_tf.evaluation import multi_exit_eval
+from oat_tf.export import adaptive_saved_model
+from oat_tf.models import multi_exit
+
+FLAGS = flags.FLAGS
+THRESHOLDS_FILE = "exit_thresholds.json"
+
+
+def define_flags() -> None:
+    """Defines the benchmark flags."""
+    flags.DEFINE_string("run_dir", None, "A multi-exit training run (config.json, checkpoints, exit_thresholds.json).")
+    flags.DEFINE_integer("num_examples", 2000, "Time a pass over the first N test images.")
+    flags.DEFINE_list("batch_sizes", ["1", "128"], "Batch sizes to time.")
+    flags.DEFINE_integer("runs", 5, "Timed passes per model and batch size (the median is reported).")
+    flags.DEFINE_integer("warmup", 1, "Untimed passes first, per model and batch size.")
+    flags.DEFINE_float("lambda_value", None, "λ fed to the models (default: the run's evaluation λ).")
+    flags.DEFINE_string("output_json", None, "Also write the rows as JSON here.")
+
+
+def backbone_model(network: keras.Model) -> keras.Model:
+    """The network cut to its final output: the side exits are not in the graph.
+
+    Args:
+        network: a multi-exit functional keras.Model.
+
+    Returns:
+        keras.Model with the same inputs, returning the final logits.
+    """
+    if not multi_exit.is_multi_exit(network):
+        raise ValueError(f"`network` must be a multi-exit network. Received: {network.name}")
+    return keras.Model(network.input, network.output["final"], name=f"{network.name}_backbone")
+
+
+def _passes(serve, images: np.ndarray, lam: float, batch_size: int, extra: Dict[str, Any]) -> List[Any]:
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.constant(images[start : start + batch_size])
+        outputs.append(
+            serve(image=batch, lambda_value=tf.fill([batch.shape[0]], tf.constant(lam, tf.float32)), **extra)
+        )
+    return outputs
+
+
+def measure(
+    adaptive_fn, backbone_fn, images: np.ndarray, lam: float, batch_size: int, *, runs: int, warmup: int
+) -> Dict[str, Any]:
+    """Median pass times of the two serving functions over `images`.
+
+    Args:
+        adaptive_fn, backbone_fn: loaded serving signatures (keyword inputs
+            `image`, `lambda_value`).
+        images: float32 [N, H, W, C].
+        lam: float, λ fed to both.
+        batch_size: int.
+        runs: int, timed passes of each.
+        warmup: int, untimed passes of each first.
+
+    Returns:
+        dict: `batch_size`, `adaptive_s`, `backbone_s` (median seconds per
+        pass), their 10th/90th percentiles, throughputs (images/s),
+        `wall_clock_saving`, and `exit_index` (int32 [N], from the adaptive
+        model).
+    """
+    for _ in range(warmup):
+        _passes(adaptive_fn, images, lam, batch_size, {})
+        _passes(backbone_fn, images, lam, batch_size, {})
+    times = {"adaptive": [], "backbone": []}
+    exits = None
+    for _ in range(runs):
+        for name, fn in (("adaptive", adaptive_fn), ("backbone", backbone_fn)):
+            start = time.perf_counter()
+            outputs = _passes(fn, images, lam, batch_size, {})
+            [o["logits"].numpy() for o in outputs]  # pylint: disable=expression-not-assigned
+            times[name].append(time.perf_counter() - start)
+            if name == "adaptive" and exits is None:
+                exits = np.concatenate([o["exit"].numpy() for o in outputs])
+    adaptive, backbone = (np.median(times[n]) for n in ("adaptive", "backbone"))
+    return {
+        "batch_size": int(batch_size),
+        "adaptive_s": float(adaptive),
+        "backbone_s": float(backbone),
+        "adaptive_p10_p90_s": [float(np.percentile(times["adaptive"], q)) for q in (10, 90)],
+        "backbone_p10_p90_s": [float(np.percentile(times["backbone"], q)) for q in (10, 90)],
+        "adaptive_images_per_s": float(len(images) / adaptive),
+        "backbone_images_per_s": float(len(images) / backbone),
+        "wall_clock_saving": float(1.0 - adaptive / backbone),
+        "exit_index": exits,
+    }
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+    """Markdown table of `measure` rows (with `macs_saving` added)."""
+    lines = [
+        "| batch | adaptive (s / pass) | backbone (s / pass) | adaptive img/s | backbone img/s "
+        "| wall-clock saving | MACs saving |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['batch_size']} | {row['adaptive_s']:.3f} | {row['backbone_s']:.3f} | "
+            f"{row['adaptive_images_per_s']:.0f} | {row['backbone_images_per_s']:.0f} | "
+            f"{100 * row['wall_clock_saving']:.1f}% | {100 * row['macs_saving']:.1f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    if not FLAGS.run_dir:
+        raise app.UsageError("--run_dir (a multi-exit training run) is required.")
+    thresholds_path = os.path.join(FLAGS.run_dir, THRESHOLDS_FILE)
+    if not os.path.isfile(thresholds_path):
+        raise app.UsageError(
+            f"--run_dir must hold {THRESHOLDS_FILE} (written after training). Received: {FLAGS.run_dir!r}"
+        )
+    with open(thresholds_path) as f:
+        calibration = json.load(f)
+    thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
+    network, run_config = loading.load_network_from_run(FLAGS.run_dir)
+    lam = FLAGS.lambda_value if FLAGS.lambda_value is not None else float(calibration["lambda"])
+    data_config = config_lib.DataConfig(
+        dataset=run_config["data"]["dataset"],
+        data_dir=run_config["data"].get("data_dir"),
+        validation_size=run_config["data"].get("validation_size"),
+        num_eval_examples=FLAGS.num_examples,
+    )
+    split = data.load_splits(data_config).test
+    images = split.images.astype(np.float32) / 255.0
+    image_shape = tuple(images.shape[1:])
+    names = multi_exit.output_names(network)
+    macs = multi_exit.exit_macs(network)
+    costs = np.asarray([macs[n] for n in names], np.float64)
+    backbone_macs = float(multi_exit.backbone_macs(network))
+    with tempfile.TemporaryDirectory() as tmp:
+        adaptive_dir = adaptive_saved_model.export_adaptive_saved_model(
+            network, os.path.join(tmp, "adaptive"), thresholds=thresholds, image_shape=image_shape
+        )
+        backbone_dir = export.export_saved_model(
+            backbone_model(network), os.path.join(tmp, "backbone"), image_shape=image_shape
+        )
+        adaptive_fn = adaptive_saved_model.load_adaptive_fn(adaptive_dir)
+        backbone_fn = export.load_serving_fn(backbone_dir)
+        rows = []
+        for batch_size in (int(b) for b in FLAGS.batch_sizes):
+            row = measure(
+                adaptive_fn, backbone_fn, images, lam, batch_size, runs=FLAGS.runs, warmup=FLAGS.warmup
+            )
+            exits = row.pop("exit_index")
+            distribution = np.bincount(exits, minlength=len(names)) / len(exits)
+            row["exit_distribution"] = [float(v) for v in distribution]
+            row["average_macs"] = float(np.dot(distribution, costs))
+            row["macs_saving"] = float(1.0 - row["average_macs"] / backbone_macs)
+            rows.append(row)
+            logging.info("Batch %d: %s", batch_size, row)
+    table = format_table(rows)
+    machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, TF {tf.__version__}"
+    print(
+        f"\nEarly exit against the backbone: {FLAGS.run_dir}, {len(images)} test images, λ = {lam}, "
+        f"thresholds {calibration['thresholds']} ({machine})\n\n{table}"
+        f"\nExit distribution {rows[0]['exit_distribution'] if rows else []}; backbone "
+        f"{backbone_macs / 1e6:.2f} M MACs per image.\n"
+    )
+    if FLAGS.output_json:
+        atomic_files.write_json(FLAGS.output_json, {"run_dir": FLAGS.run_dir, "machine": machine, "rows": rows})
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

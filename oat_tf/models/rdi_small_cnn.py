@@ -1,0 +1,277 @@
+"""RDI-SmallCNN: SmallCNN with two side exits (SPEC §3), plain or conditioned on λ.
+
+Backbone (the SmallCNN of `oat_tf.models.small_cnn`, same layer names):
+
+    conv3×3(32) → ReLU → [exit 1] → conv3×3(32) → ReLU → maxpool2 →
+    conv3×3(64) → ReLU → [exit 2] → conv3×3(64) → ReLU → maxpool2 →
+    FC 200 → ReLU → dropout 0.5 → FC 200 → ReLU → FC 10          ("final")
+
+Exits (`oat_tf.models.exit_branch.apply_exit_branch`):
+
+    exit 1: conv3×3(16, stride 2) → ReLU → maxpool2 → FC 200 → ReLU → dropout →
+            FC 200 → ReLU → FC 10
+    exit 2: maxpool2 → FC 200 → ReLU → dropout → FC 200 → ReLU → FC 10
+
+No padding anywhere. With `use_batch_norm` a normalisation (followed by FiLM
+in the OAT variants) comes after every convolution and hidden dense layer,
+exit branches included, before the ReLU. The plain network without it is the
+paper's RDI-SmallCNN (the default for "plain").
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence
+
+import keras
+
+from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import exit_branch
+from oat_tf.models import multi_exit
+from oat_tf.models import small_cnn
+
+# Where the side exits attach: after the ReLU of the first and of the third
+# convolution (block 1's first, block 2's first).
+EXIT_FEATURE_LAYERS = ("block1_relu1", "block2_relu1")
+
+
+def apply_conv_unit(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    filters: int,
+    *,
+    use_batch_norm: bool,
+    block: str,
+    index: int,
+) -> keras.KerasTensor:
+    """One unpadded 3×3 convolution of a SmallCNN block, with BN(-FiLM) and ReLU.
+
+    Half of `small_cnn.apply_small_cnn_conv_block` (which the exits need to
+    split), with the same layer names.
+
+    Args:
+        x: KerasTensor [N, H, W, C].
+        conditioning: `Conditioning` of the network.
+        filters: int, output channels.
+        use_batch_norm: bool, normalise (and modulate) after the convolution.
+        block: str, the block's prefix (e.g. "block1").
+        index: int, the convolution's index in its block (1 or 2).
+
+    Returns:
+        KerasTensor [N, H − 2, W − 2, filters].
+    """
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="valid",
+        use_bias=not use_batch_norm,
+        kernel_initializer="he_normal",
+        name=f"{block}_conv{index}",
+    )(x)
+    if use_batch_norm:
+        x = conditioning_lib.apply_normalization(
+            x, conditioning, norm_name=f"{block}_bn{index}", film_name=f"{block}_film{index}"
+        )
+    return keras.layers.ReLU(name=f"{block}_relu{index}")(x)
+
+
+@keras.saving.register_keras_serializable(package="oat_tf")
+class RDISmallCNN(keras.Model):
+    """SmallCNN with two side exits, inputs `{"image", "lambda"}`, dict of logits out.
+
+    Layer names: the backbone's are those of `SmallCNN`
+    (`block{1,2}_{conv,bn,film,relu}{1,2}`, `block{1,2}_pool`, `flatten`,
+    `fc{1,2}`, ..., `logits`); the exits' are prefixed `exit1_` and `exit2_`
+    (`exit_branch.apply_exit_branch`).
+
+    Args:
+        num_classes: int, number of logits of every output.
+        image_shape: tuple (H, W, C); 28×28×1 for MNIST (at least 16×16).
+        variant: str, "plain", "oat" or "oat_single_bn".
+        encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`
+            (ignored by "plain").
+        filters: pair of int, channels of the two convolutional blocks.
+        hidden_units: int, units of the backbone's two hidden dense layers.
+        dropout: float in [0, 1), dropout after the backbone's first hidden
+            dense layer.
+        use_batch_norm: bool or None, normalise after every convolution and
+            hidden dense layer (exits included); None: False for "plain" (the
+            paper's network), True for the OAT variants, which require it.
+        exit_conv_filters: int, channels of exit 1's strided convolution.
+        exit_hidden_units: int, units of the two hidden dense layers of each
+            exit.
+        exit_dropout: float in [0, 1) or None, dropout after each exit's
+            first hidden layer; None: `dropout`.
+        seed: int, seed of the backbone's dropout layer; exit i's uses
+            `seed + i`.
+        **kwargs: `keras.Model` keyword arguments (`name`, `trainable`).
+
+    Call arguments:
+        inputs: dict with "image" [N, H, W, C] floats in [0, 1] and "lambda"
+            [N] floats.
+        training: bool, batch statistics in the normalisations, dropout on.
+
+    Returns:
+        Dict of logits [N, num_classes]: "exit_1", "exit_2", "final".
+
+    Attributes:
+        exit_feature_layers: ("block1_relu1", "block2_relu1"), where the side
+            exits attach (`oat_tf.models.multi_exit.stage_views`).
+
+    Example:
+    >>> model = RDISmallCNN(variant="oat", filters=(4, 8), hidden_units=16)
+    >>> outputs = model({"image": digits, "lambda": lambdas})
+    >>> outputs["exit_1"], outputs["final"]
+
+    Reference:
+    - Hu et al., Triple Wins: Boosting Accuracy, Robustness and Efficiency
+      Together by Enabling Input-Adaptive Inference, ICLR 2020.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape: Sequence[int] = (28, 28, 1),
+        variant: str = "plain",
+        encoder: Optional[Any] = None,
+        filters: Sequence[int] = (32, 64),
+        hidden_units: int = 200,
+        dropout: float = 0.5,
+        use_batch_norm: Optional[bool] = None,
+        exit_conv_filters: int = 16,
+        exit_hidden_units: int = 200,
+        exit_dropout: Optional[float] = None,
+        seed: int = 0,
+        **kwargs,
+    ):
+        # === Validation ===
+        try:
+            filters = tuple(int(f) for f in filters)
+        except (TypeError, ValueError):
+            filters = ()
+        if len(filters) != 2 or min(filters) < 1:
+            raise ValueError(
+                "`filters` must be two positive ints (the channels of the two blocks). "
+                f"Received: filters={filters!r}"
+            )
+        for argument, value in (
+            ("num_classes", num_classes),
+            ("hidden_units", hidden_units),
+            ("exit_conv_filters", exit_conv_filters),
+            ("exit_hidden_units", exit_hidden_units),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(
+                    f"`{argument}` must be a positive int. Received: {argument}={value!r}"
+                )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        if exit_dropout is None:
+            exit_dropout = dropout
+        if not 0.0 <= exit_dropout < 1.0:
+            raise ValueError(
+                f"`exit_dropout` must be None or in [0, 1). Received: exit_dropout={exit_dropout}"
+            )
+        if variant not in multi_exit.MULTI_EXIT_VARIANTS:
+            raise ValueError(
+                f"`variant` must be one of {multi_exit.MULTI_EXIT_VARIANTS}. "
+                f"Received: variant={variant!r}"
+            )
+        if use_batch_norm is None:
+            use_batch_norm = variant != "plain"
+        if variant != "plain" and not use_batch_norm:
+            raise ValueError(
+                "`use_batch_norm` must be True (or None) for the OAT variants (FiLM follows "
+                f"the normalisations). Received: use_batch_norm={use_batch_norm}, "
+                f"variant={variant!r}"
+            )
+        # Two blocks of two unpadded convolutions and a max-pool each.
+        shape = conditioning_lib.check_image_shape(image_shape, min_size=16)
+        encoder = conditioning_lib.encoder_kwargs(encoder)
+        kwargs.setdefault("name", f"rdi_small_cnn_{variant}")
+
+        # === Functional Model ===
+        inputs = conditioning_lib.model_inputs(shape)
+        conditioning = conditioning_lib.apply_lambda_conditioning(
+            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
+        )
+        exit_kwargs = dict(
+            num_classes=num_classes,
+            hidden_units=(exit_hidden_units, exit_hidden_units),
+            dropout=float(exit_dropout),
+            use_batch_norm=bool(use_batch_norm),
+        )
+        x = inputs[conditioning_lib.IMAGE_KEY]
+        outputs = {}
+        for block_index, block_filters in enumerate(filters):
+            block = f"block{block_index + 1}"
+            x = apply_conv_unit(
+                x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=1
+            )
+            if block_index == 0:
+                outputs[multi_exit.exit_output_name(1)] = exit_branch.apply_exit_branch(
+                    x,
+                    conditioning,
+                    name="exit1",
+                    conv_filters=exit_conv_filters,
+                    conv_stride=2,
+                    pool_size=2,
+                    seed=seed + 1,
+                    **exit_kwargs,
+                )
+            else:
+                outputs[multi_exit.exit_output_name(2)] = exit_branch.apply_exit_branch(
+                    x, conditioning, name="exit2", pool_size=2, seed=seed + 2, **exit_kwargs
+                )
+            x = apply_conv_unit(
+                x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=2
+            )
+            x = keras.layers.MaxPooling2D(2, name=f"{block}_pool")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = small_cnn.apply_small_cnn_dense_block(
+            x,
+            conditioning,
+            hidden_units,
+            use_batch_norm=use_batch_norm,
+            dropout=dropout,
+            seed=seed,
+            name="fc1",
+        )
+        x = small_cnn.apply_small_cnn_dense_block(
+            x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
+        )
+        outputs[multi_exit.FINAL_OUTPUT_NAME] = keras.layers.Dense(num_classes, name="logits")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.image_shape = shape
+        self.variant = variant
+        self.encoder = encoder
+        self.filters = filters
+        self.hidden_units = int(hidden_units)
+        self.dropout = float(dropout)
+        self.use_batch_norm = bool(use_batch_norm)
+        self.exit_conv_filters = int(exit_conv_filters)
+        self.exit_hidden_units = int(exit_hidden_units)
+        self.exit_dropout = float(exit_dropout)
+        self.seed = int(seed)
+        self.exit_feature_layers = EXIT_FEATURE_LAYERS
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "variant": self.variant,
+            "encoder": dict(self.encoder),
+            "filters": list(self.filters),
+            "hidden_units": self.hidden_units,
+            "dropout": self.dropout,
+            "use_batch_norm": self.use_batch_norm,
+            "exit_conv_filters": self.exit_conv_filters,
+            "exit_hidden_units": self.exit_hidden_units,
+            "exit_dropout": self.exit_dropout,
+            "seed": self.seed,
+        }

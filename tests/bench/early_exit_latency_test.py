@@ -1,0 +1,67 @@
+"""Tests of the early-exit latency benchmark's pieces (no timing is asserted)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from oat_tf import export
+from oat_tf.bench import early_exit_latency
+from oat_tf.export import adaptive_saved_model
+from oat_tf.models import rdi_small_cnn
+from oat_tf.models import small_cnn
+
+
+def _network():
+    import keras  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    return rdi_small_cnn.RDISmallCNN(filters=(4, 8), hidden_units=16, exit_conv_filters=4, exit_hidden_units=16)
+
+
+def test_backbone_model_is_the_final_output_without_side_exits():
+    network = _network()
+    backbone = early_exit_latency.backbone_model(network)
+    images = np.random.RandomState(0).uniform(size=(5, 28, 28, 1)).astype("float32")
+    inputs = {"image": images, "lambda": np.ones([5], np.float32)}
+    np.testing.assert_allclose(backbone(inputs), network(inputs)["final"], rtol=1e-6, atol=1e-6)
+    assert not any(layer.name.startswith("exit") for layer in backbone.layers)
+    with pytest.raises(ValueError, match="multi-exit"):
+        keras_model = small_cnn.SmallCNN(variant="plain", filters=(4, 8), hidden_units=8)
+        early_exit_latency.backbone_model(keras_model)
+
+
+def test_measure_reports_both_models_and_the_exits(tmp_path):
+    network = _network()
+    images = np.random.RandomState(1).uniform(size=(6, 28, 28, 1)).astype("float32")
+    adaptive_dir = adaptive_saved_model.export_adaptive_saved_model(
+        network, str(tmp_path / "adaptive"), thresholds=np.array([np.inf, -np.inf], np.float32),
+        image_shape=(28, 28, 1),
+    )
+    backbone_dir = export.export_saved_model(
+        early_exit_latency.backbone_model(network), str(tmp_path / "backbone"), image_shape=(28, 28, 1)
+    )
+    row = early_exit_latency.measure(
+        adaptive_saved_model.load_adaptive_fn(adaptive_dir), export.load_serving_fn(backbone_dir),
+        images, 1.0, 4, runs=1, warmup=0,
+    )
+    # +inf at exit 1: every image leaves there.
+    np.testing.assert_array_equal(row["exit_index"], np.zeros(6, np.int32))
+    assert row["adaptive_s"] > 0 and row["backbone_s"] > 0 and row["batch_size"] == 4
+    assert row["wall_clock_saving"] == pytest.approx(1 - row["adaptive_s"] / row["backbone_s"])
+    row.pop("exit_index")
+    row["macs_saving"] = 0.5
+    assert "| 4 |" in early_exit_latency.format_table([row])
+
+
+def test_infinite_thresholds_survive_the_export(tmp_path):
+    network = _network()
+    export_dir = adaptive_saved_model.export_adaptive_saved_model(
+        network, str(tmp_path / "export"), thresholds=[-np.inf, np.inf], image_shape=(28, 28, 1)
+    )
+    info = adaptive_saved_model.load_early_exit_info(export_dir)
+    assert info["thresholds"] == [-np.inf, np.inf]
+    serve = adaptive_saved_model.load_adaptive_fn(export_dir)
+    images = np.random.RandomState(2).uniform(size=(3, 28, 28, 1)).astype("float32")
+    outputs = serve(image=tf.constant(images), lambda_value=tf.ones([3]))
+    # exit_1 never fires (-inf), exit_2 always does (+inf).
+    np.testing.assert_array_equal(outputs["exit"].numpy(), [1, 1, 1])
