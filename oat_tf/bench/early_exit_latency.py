@@ -4,7 +4,7 @@
         --num_examples=2000 --batch_sizes=1,128
 
 Loads a trained multi-exit run (its network and the thresholds calibrated on
-its validation split, `exit_thresholds.json`) and exports two SavedModels to a
+its validation split, `exit_thresholds.json` or `--thresholds_file`) and exports two SavedModels to a
 temporary directory, served the same way:
 
 - **adaptive**: `export_adaptive_saved_model`, where the samples that exit
@@ -56,6 +56,11 @@ THRESHOLDS_FILE = "exit_thresholds.json"
 def define_flags() -> None:
     """Defines the benchmark flags."""
     flags.DEFINE_string("run_dir", None, "A multi-exit training run (config.json, checkpoints, exit_thresholds.json).")
+    flags.DEFINE_string(
+        "thresholds_file", THRESHOLDS_FILE,
+        "Thresholds in the run directory: exit_thresholds.json (training run) or an "
+        "exit_thresholds_<tag>.json of `oat_tf.calibrate_exits`.",
+    )
     flags.DEFINE_integer("num_examples", 2000, "Time a pass over the first N test images.")
     flags.DEFINE_list("batch_sizes", ["1", "128"], "Batch sizes to time.")
     flags.DEFINE_integer("runs", 5, "Timed passes per model and batch size (the median is reported).")
@@ -156,10 +161,10 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     if not FLAGS.run_dir:
         raise app.UsageError("--run_dir (a multi-exit training run) is required.")
-    thresholds_path = os.path.join(FLAGS.run_dir, THRESHOLDS_FILE)
+    thresholds_path = os.path.join(FLAGS.run_dir, FLAGS.thresholds_file)
     if not os.path.isfile(thresholds_path):
         raise app.UsageError(
-            f"--run_dir must hold {THRESHOLDS_FILE} (written after training). Received: {FLAGS.run_dir!r}"
+            f"--run_dir must hold {FLAGS.thresholds_file} (see --thresholds_file). Received: {FLAGS.run_dir!r}"
         )
     with open(thresholds_path) as f:
         calibration = json.load(f)

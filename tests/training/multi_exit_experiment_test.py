@@ -138,3 +138,37 @@ def test_multi_exit_config_checks():
         config_lib.MultiExitConfig(eval_forms=("single", "single"))
     with pytest.raises(ValueError, match="variant"):
         config_lib.ExperimentConfig(model=config_lib.ModelConfig(architecture="rdi_small_cnn", variant="oats"))
+
+
+def _run_calibrate_exits(*flags):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    from tests import testing  # pylint: disable=import-outside-toplevel
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "oat_tf.calibrate_exits", *flags],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+def test_calibrate_exits_meets_a_flops_budget_on_validation(rdi_run):
+    summary, _ = rdi_run
+    run_dir = summary["run_dir"]
+    macs = summary["results"]["exit_macs"]
+    backbone = summary["results"]["backbone_macs"]
+    # A budget between exiting everyone at exit 1 and running everyone to the end.
+    budget = (macs["exit_1"] + macs["final"]) / 2 / backbone
+    result = _run_calibrate_exits(
+        f"--run_dir={run_dir}", "--exit_thresholds=flops_budget", f"--exit_flops_budget={budget!r}", "--tag=budget"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(run_dir, "exit_thresholds_budget.json")) as f:
+        calibration = json.load(f)
+    assert calibration["split"] == "validation" and calibration["target"] == "flops_budget"
+    assert calibration["validation_average_macs"] <= budget * backbone + 1e-6
+    assert os.path.isfile(os.path.join(run_dir, "test_eval_multi_exit_budget.json"))
+    assert "| TA |" in result.stdout
+    bad = _run_calibrate_exits(f"--run_dir={run_dir}", "--exit_thresholds=flops_budget", "--exit_flops_budget=1.5")
+    assert bad.returncode != 0 and "flops_budget" in bad.stderr
