@@ -377,25 +377,9 @@ def pgd_linf(
         adversarial images, in [0, 1] and within ε of `images`.
     """
     images, attack_labels = _check_inputs(images, labels, targeted, target_labels)
-    _check_number("epsilon", epsilon)
-    _check_number("step_size", step_size)
-    _check_int("num_steps", num_steps)
-    _check_int("num_restarts", num_restarts)
-    if random_start:
-        if seed is None:
-            raise ValueError(
-                "`seed` must be a shape [2] integer tensor or a pair of ints when "
-                "`random_start=True` (randomness always takes an explicit seed). "
-                "Received: seed=None"
-            )
-        seed = _check_seed(seed)
-    elif num_restarts > 1:
-        logging.warning(
-            "pgd_linf: num_restarts=%d without random_start gives identical "
-            "runs; running one.",
-            num_restarts,
-        )
-        num_restarts = 1
+    seed, num_restarts = _check_ascent_arguments(
+        "pgd_linf", epsilon, step_size, num_steps, num_restarts, random_start, seed
+    )
     logging.vlog(
         1,
         "pgd_linf: epsilon=%g step_size=%g num_steps=%d random_start=%s "
@@ -420,6 +404,41 @@ def pgd_linf(
         num_restarts=num_restarts,
         seed=seed,
     )
+
+
+def _check_ascent_arguments(
+    caller: str,
+    epsilon: float,
+    step_size: float,
+    num_steps: int,
+    num_restarts: int,
+    random_start: bool,
+    seed: Optional[Seed],
+) -> Tuple[Optional[tf.Tensor], int]:
+    """Checks PGD's arguments; returns the checked seed and the restarts to run.
+
+    Without a random start every restart is the same run, so one is run (with
+    a warning naming `caller`).
+    """
+    _check_number("epsilon", epsilon)
+    _check_number("step_size", step_size)
+    _check_int("num_steps", num_steps)
+    _check_int("num_restarts", num_restarts)
+    if random_start:
+        if seed is None:
+            raise ValueError(
+                "`seed` must be a shape [2] integer tensor or a pair of ints when "
+                "`random_start=True` (randomness always takes an explicit seed). "
+                "Received: seed=None"
+            )
+        return _check_seed(seed), num_restarts
+    if num_restarts > 1:
+        logging.warning(
+            "%s: num_restarts=%d without random_start gives identical runs; running one.",
+            caller,
+            num_restarts,
+        )
+    return seed, 1
 
 
 def _pgd_ascent(
@@ -503,25 +522,9 @@ def pgd_objective(
         and within ε of `images`.
     """
     images = _check_images(images)
-    _check_number("epsilon", epsilon)
-    _check_number("step_size", step_size)
-    _check_int("num_steps", num_steps)
-    _check_int("num_restarts", num_restarts)
-    if random_start:
-        if seed is None:
-            raise ValueError(
-                "`seed` must be a shape [2] integer tensor or a pair of ints when "
-                "`random_start=True` (randomness always takes an explicit seed). "
-                "Received: seed=None"
-            )
-        seed = _check_seed(seed)
-    elif num_restarts > 1:
-        logging.warning(
-            "pgd_objective: num_restarts=%d without random_start gives identical "
-            "runs; running one.",
-            num_restarts,
-        )
-        num_restarts = 1
+    seed, num_restarts = _check_ascent_arguments(
+        "pgd_objective", epsilon, step_size, num_steps, num_restarts, random_start, seed
+    )
     return _pgd_ascent(
         _checked_objective(objective_fn),
         images,

@@ -37,9 +37,7 @@ result["per_lambda"]["1.0"]["worst_case"]["PGD-40"]["accuracy"]
 from __future__ import annotations
 
 import time
-import weakref
-import zlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -119,17 +117,6 @@ def _check_thresholds(thresholds: Sequence[float], num_side_exits: int) -> np.nd
     return values.astype(np.float32)
 
 
-# model -> {key: tf.function}; entries die with the model.
-_FUNCTIONS: "weakref.WeakKeyDictionary[Any, Dict[tuple, Callable]]" = weakref.WeakKeyDictionary()
-
-
-def _cached(model: Any, key: tuple, build: Callable[[Any], Callable]) -> Callable:
-    functions = _FUNCTIONS.setdefault(model, {})
-    if key not in functions:
-        functions[key] = build(weakref.proxy(model))
-    return functions[key]
-
-
 def _outputs_fn(model, names, lam):
     def outputs(images):
         lam_vector = tf.fill(tf.shape(images)[:1], lam)
@@ -193,10 +180,8 @@ def _build_attack_fn(model, names, image_spec, attack, form, exit_name):
 
 
 def _seed(seed: int, batch_index: int, lam: float, label: str) -> tf.Tensor:
-    state = np.random.SeedSequence(
-        [seed, batch_index, int(round(lam * 1_000_000)), zlib.crc32(label.encode("utf-8"))]
-    )
-    return tf.constant(state.generate_state(2, dtype=np.uint32).astype(np.int64))
+    """The attack seed of one (batch, λ, attack form), as `robust_eval` derives them."""
+    return robust_eval._derive_seeds(seed, batch_index, lam, label)[0]  # pylint: disable=protected-access
 
 
 class _Tally:
@@ -288,9 +273,12 @@ def evaluate_multi_exit(
         # sample costs the backbone alone.
         costs[-1] = backbone
 
-    clean_fn = _cached(model, ("clean", names, image_spec), lambda m: _build_clean_fn(m, names, image_spec))
+    # The functions live in `robust_eval`'s per-model cache (keys of another shape).
+    clean_fn = robust_eval._cached_function(  # pylint: disable=protected-access
+        model, ("clean", names, image_spec), lambda m: _build_clean_fn(m, names, image_spec)
+    )
     attack_fns = {
-        (a_label, form_label(form, exit_name)): _cached(
+        (a_label, form_label(form, exit_name)): robust_eval._cached_function(
             model, ("attack", attack, form, exit_name, image_spec),
             lambda m, attack=attack, form=form, exit_name=exit_name: _build_attack_fn(
                 m, names, image_spec, attack, form, exit_name
@@ -301,7 +289,7 @@ def evaluate_multi_exit(
     }
     delay_fn = None
     if efficiency_attack and attacks:
-        delay_fn = _cached(
+        delay_fn = robust_eval._cached_function(
             model, ("attack", attacks[0], "delay_exit", None, image_spec),
             lambda m: _build_attack_fn(m, names, image_spec, attacks[0], "delay_exit", None),
         )
