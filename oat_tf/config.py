@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Optional, Tuple
 
 # The paper's sets of λ (SPEC §1).
@@ -57,6 +58,14 @@ EXIT_FORMS = ("single", "average", "max_average", "random")
 # backbone baseline).
 THRESHOLD_TARGETS = ("equal_usage", "flops_budget", "none")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# BN statistics of a test evaluation or an export (SPEC §4): the moving
+# averages (the usual inference mode), or each batch's own moments
+# (`oat_tf.models.batch_statistics`; functional, single-exit networks only).
+BN_STATISTICS = ("moving", "batch")
+# Channel widths (`ModelConfig.filters`) per architecture family: how many
+# ints each takes and the constructor argument they become.
+SMALL_CNN_NUM_FILTERS = 2
+RESNET_NUM_FILTERS = 4
 
 
 def _check(condition: bool, message: str) -> None:
@@ -167,6 +176,111 @@ def check_objective_variant(objective: str, variant: str) -> None:
         f"`objective` 'mixed_batch' needs `variant` in {MIXED_BATCH_VARIANTS}. "
         f"Received: objective={objective!r}, variant={variant!r}",
     )
+
+
+def _architecture_family(architecture: Any) -> str:
+    """Returns "small_cnn", "resnet" or "other" for an architecture name."""
+    name = architecture.strip().lower() if isinstance(architecture, str) else ""
+    if name == "small_cnn":
+        return "small_cnn"
+    if name.startswith("resnet") and name[6:].isdigit():
+        return "resnet"
+    return "other"
+
+
+def check_model_sizes(architecture: str, filters: Any, hidden_units: Any) -> Tuple[int, ...]:
+    """Validates the channel widths and hidden units of a network.
+
+    `filters` is the conv blocks' channels of "small_cnn" (two ints) or the
+    stage widths of "resnet<depth>" (four ints); `hidden_units` the dense
+    layers' units of "small_cnn". Empty / 0 means the architecture's default.
+    Wide ResNets (whose width is in the name) and the multi-exit "rdi_..."
+    networks take neither.
+
+    Args:
+        architecture: str, the `ModelConfig.architecture` name.
+        filters: sequence of int, empty for the default.
+        hidden_units: int, 0 for the default.
+
+    Returns:
+        `filters` as a tuple of ints.
+
+    Raises:
+        ValueError: naming the argument, what is expected and what was received.
+    """
+    try:
+        values = tuple(int(f) for f in filters)
+        if any(int(f) != float(f) for f in filters):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`filters` must be a list of positive ints. Received: filters={filters!r}"
+        ) from None
+    _check(
+        all(v >= 1 for v in values),
+        f"`filters` must be a list of positive ints. Received: filters={filters!r}",
+    )
+    _check(
+        isinstance(hidden_units, numbers.Integral) and not isinstance(hidden_units, bool)
+        and hidden_units >= 0,
+        "`hidden_units` must be an int >= 0 (0: the architecture's default). "
+        f"Received: hidden_units={hidden_units!r}",
+    )
+    family = _architecture_family(architecture)
+    expected = {"small_cnn": SMALL_CNN_NUM_FILTERS, "resnet": RESNET_NUM_FILTERS}.get(family)
+    if values:
+        _check(
+            expected is not None,
+            "`filters` is for 'small_cnn' (two ints: the conv blocks' channels) and "
+            "'resnet<depth>' (four ints: the stage widths) only; leave it empty for "
+            f"{architecture!r}. Received: filters={list(values)!r}",
+        )
+        _check(
+            len(values) == expected,
+            f"`filters` must hold {expected} ints for {architecture!r} "
+            f"({'the conv blocks' if family == 'small_cnn' else 'one per stage'}), or be empty "
+            f"for the default. Received: filters={list(values)!r}",
+        )
+    _check(
+        hidden_units == 0 or family == "small_cnn",
+        "`hidden_units` is for 'small_cnn' only; leave it 0 for "
+        f"{architecture!r}. Received: hidden_units={hidden_units!r}",
+    )
+    return values
+
+
+def check_bn_statistics(name: str, value: str, architecture: str, variant: str) -> None:
+    """Checks a BN-statistics mode (`BN_STATISTICS`) against the network kind.
+
+    Batch statistics need a functional single-exit network: slimmable
+    variants and multi-exit ("rdi_...") architectures only use moving ones.
+
+    Args:
+        name: str, the field or flag name for the message ("bn_statistics",
+            "export_bn_statistics").
+        value: str, one of `BN_STATISTICS`.
+        architecture: str, the `ModelConfig.architecture`.
+        variant: str, the `ModelConfig.variant`.
+
+    Raises:
+        ValueError: naming the argument, what is expected and what was received.
+    """
+    _check(
+        value in BN_STATISTICS,
+        f"`{name}` must be one of {BN_STATISTICS}. Received: {name}={value!r}",
+    )
+    if value == "batch":
+        _check(
+            variant not in SLIMMABLE_VARIANTS,
+            f"`{name}` 'batch' needs a functional network; the slimmable variants "
+            f"{SLIMMABLE_VARIANTS} take 'moving' only. Received: {name}={value!r}, "
+            f"variant={variant!r}",
+        )
+        _check(
+            not is_multi_exit_architecture(architecture),
+            f"`{name}` 'batch' is not supported by multi-exit architectures ('rdi_...'); "
+            f"use 'moving'. Received: {name}={value!r}, architecture={architecture!r}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +422,11 @@ class ModelConfig:
         encoder: EncoderConfig, λ encoding (unused by "plain" and "ats").
         widths: tuple of float in (0, 1] containing 1.0, the widths of a
             slimmable network (unused by the other variants).
+        filters: tuple of int, channel widths: the two conv blocks of
+            "small_cnn" or the four stages of "resnet<depth>" (empty: the
+            architecture's default; not for Wide ResNets and "rdi_..." ones).
+        hidden_units: int, units of the dense layers of "small_cnn" (0: the
+            default, 200; not for other architectures).
     """
 
     architecture: str = "small_cnn"
@@ -316,6 +435,8 @@ class ModelConfig:
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     widths: Tuple[float, ...] = DEFAULT_WIDTHS
+    filters: Tuple[int, ...] = ()
+    hidden_units: int = 0
 
     def __post_init__(self):
         _check(
@@ -331,6 +452,9 @@ class ModelConfig:
             len(self.input_shape) == 3 and all(int(d) > 0 for d in self.input_shape),
             f"`input_shape` must be three positive ints (H, W, C). "
             f"Received: input_shape={self.input_shape!r}",
+        )
+        object.__setattr__(
+            self, "filters", check_model_sizes(self.architecture, self.filters, self.hidden_units)
         )
 
     @property
@@ -459,6 +583,11 @@ class EvalConfig:
             time: "adversarial" (λ = 1 fed, the default) or "clean" (λ = 0,
             AdvProp-style). `flags_to_config` turns it into `lambdas` when
             `--eval_lambdas` is not given; recorded for the run's record.
+        bn_statistics: str, BN statistics of the run's test evaluation:
+            "moving" (the moving averages, the default) or "batch" (every BN
+            normalises each test batch with its own moments, moving
+            statistics untouched; SPEC §4; functional single-exit networks
+            only). The validation callback always uses "moving".
     """
 
     lambdas: Tuple[float, ...] = tuple(sorted(set(S1 + S3)))
@@ -466,11 +595,17 @@ class EvalConfig:
     every_epochs: int = 0
     batch_size: int = 256
     test_bn: str = "adversarial"
+    bn_statistics: str = "moving"
 
     def __post_init__(self):
         _check(
             self.test_bn in TEST_BNS,
             f"`test_bn` must be one of {TEST_BNS}. Received: test_bn={self.test_bn!r}",
+        )
+        _check(
+            self.bn_statistics in BN_STATISTICS,
+            f"`bn_statistics` must be one of {BN_STATISTICS}. "
+            f"Received: bn_statistics={self.bn_statistics!r}",
         )
 
 
@@ -616,6 +751,10 @@ class ExperimentConfig:
         runs_dir: str, parent of the run directory (checkpoints, logs, results).
         export_dir: str or None, parent of the exported SavedModel (None: no
             export).
+        export_bn_statistics: str, BN statistics of the exported SavedModel:
+            "moving" (the default) or "batch" (the export normalises each
+            request batch with its own moments: `batch_statistics_model`;
+            functional single-exit networks only).
         data: DataConfig.
         model: ModelConfig.
         lambda_sampling: LambdaSamplingConfig.
@@ -630,6 +769,7 @@ class ExperimentConfig:
     name: str = "run"
     runs_dir: str = "runs"
     export_dir: Optional[str] = "saved_models"
+    export_bn_statistics: str = "moving"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     lambda_sampling: LambdaSamplingConfig = dataclasses.field(
@@ -643,6 +783,14 @@ class ExperimentConfig:
 
     def __post_init__(self):
         check_objective_variant(self.train.objective, self.model.variant)
+        check_bn_statistics(
+            "bn_statistics", self.evaluation.bn_statistics,
+            self.model.architecture, self.model.variant,
+        )
+        check_bn_statistics(
+            "export_bn_statistics", self.export_bn_statistics,
+            self.model.architecture, self.model.variant,
+        )
         if is_multi_exit_architecture(self.model.architecture):
             _check(
                 self.model.variant in MULTI_EXIT_VARIANTS,

@@ -47,6 +47,16 @@ against λ, the plots, the HParams dashboard) go to `--tensorboard_dir`
     python -m oat_tf.evaluate --run_dir=runs/oat --lambdas=0:1:0.1 --plot_attack=PGD-20 \\
         --frontier_runs=runs/pgdat_0.1,runs/pgdat_0.3,runs/pgdat_1.0 \\
         --bn_runs=runs/pgdat_0.1,runs/pgdat_1.0
+
+`--bn_statistics=batch` evaluates a run directory's network with batch
+statistics (`oat_tf.models.batch_statistics`: every BN normalises each batch
+with its own moments, moving statistics untouched; SPEC §4; use a
+`--batch_size` as large as in training). It is refused with `--saved_model`
+(a SavedModel has no BN layers to switch) and for slimmable or multi-exit
+runs. Its default `--output_dir` is `<run_dir>/evaluation_<split>_batch_stats`;
+evaluation.json records `"bn_statistics": "moving"|"batch"` (the running
+statistics of the BN plot are under `"bn_running_statistics"`), and a saved
+state of the other mode is never resumed.
 """
 
 from __future__ import annotations
@@ -127,6 +137,13 @@ def define_flags() -> None:
         "Further run directories whose last batch norm's running mean/variance are plotted "
         "with the evaluated run's.",
     )
+    flags.DEFINE_enum(
+        "bn_statistics", "moving", list(config_lib.BN_STATISTICS),
+        "moving: BN moving averages (default); batch: every BN normalises each evaluated batch "
+        "with its own moments (train-mode BN, moving statistics untouched; SPEC §4); evaluate "
+        "with --batch_size as large as in training. --run_dir only (not --saved_model), not "
+        "for slimmable or multi-exit runs.",
+    )
     flags.DEFINE_string(
         "tensorboard_dir", None,
         "TensorBoard directory of this evaluation (default: <output_dir>/tensorboard; an empty "
@@ -161,10 +178,15 @@ def _load_state(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
         return {"settings": settings, "per_lambda": {}}
     with open(path) as f:
         state = json.load(f)
-    if state.get("settings") != settings:
+    saved = state.get("settings")
+    if isinstance(saved, dict) and "bn_statistics" not in saved:
+        # States written before `--bn_statistics` existed used moving statistics.
+        saved = {**saved, "bn_statistics": "moving"}
+        state["settings"] = saved
+    if saved != settings:
         raise ValueError(
             f"{path} holds an evaluation with other settings. Expected the same "
-            "model, split, attacks and seed to resume, or another --output_dir. "
+            "model, split, attacks, seed and BN statistics to resume, or another --output_dir. "
             f"Received: {state.get('settings')} vs {settings}"
         )
     return state
@@ -211,12 +233,23 @@ def main(argv) -> None:
     from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
 
     run_config = loading.read_run_config(FLAGS.run_dir) if FLAGS.run_dir else None
+    batch_stats = FLAGS.bn_statistics == "batch"
+    if batch_stats:
+        check_batch_statistics_source(FLAGS.saved_model, run_config)
     if FLAGS.saved_model:
         model = loading.SavedModelClassifier(FLAGS.saved_model)
         source = os.path.abspath(FLAGS.saved_model)
     else:
         model, _ = loading.load_network_from_run(FLAGS.run_dir)
         source = os.path.abspath(FLAGS.run_dir)
+        if batch_stats:
+            from oat_tf.models import batch_statistics  # pylint: disable=import-outside-toplevel
+
+            try:
+                model = batch_statistics.batch_statistics_model(model)
+            except ValueError as error:
+                raise app.UsageError(f"--bn_statistics=batch: {error}") from None
+            logging.info("Evaluating with batch statistics (BN moving averages unused).")
 
     dataset_name = FLAGS.dataset or (run_config["data"]["dataset"] if run_config else None)
     if dataset_name is None:
@@ -271,7 +304,8 @@ def main(argv) -> None:
     seen_lambdas = tuple(run_config["lambda_sampling"]["values"]) if run_config else None
 
     output_dir = FLAGS.output_dir or (
-        os.path.join(FLAGS.run_dir, f"evaluation_{FLAGS.split}") if FLAGS.run_dir else None
+        os.path.join(FLAGS.run_dir, default_output_name(FLAGS.split, FLAGS.bn_statistics))
+        if FLAGS.run_dir else None
     )
     if output_dir is None:
         raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
@@ -293,6 +327,7 @@ def main(argv) -> None:
         "num_examples": int(split.num_examples),
         "attacks": [config_lib.to_dict(a) for a in attack_list],
         "seed": FLAGS.seed,
+        "bn_statistics": FLAGS.bn_statistics,
     }
     dataset = data.eval_dataset(split, batch_size=FLAGS.batch_size)
     common = dict(
@@ -330,6 +365,47 @@ def main(argv) -> None:
         + width_grid.format_width_table(grid, attack=FLAGS.plot_attack)
         + f"\nResults: {paths['json']}, {paths['markdown']}, {paths['plot']}\n"
     )
+
+
+def default_output_name(split: str, bn_statistics: str = "moving") -> str:
+    """Returns the default `--output_dir` name under the run directory.
+
+    Args:
+        split: str, "test" or "validation".
+        bn_statistics: str, "moving" or "batch".
+
+    Returns:
+        str, `evaluation_<split>`, with `_batch_stats` appended for "batch".
+    """
+    return f"evaluation_{split}" + ("_batch_stats" if bn_statistics == "batch" else "")
+
+
+def check_batch_statistics_source(saved_model: Optional[str], run_config: Optional[Dict[str, Any]]) -> None:
+    """Raises `app.UsageError` unless `--bn_statistics=batch` can apply to the source.
+
+    Args:
+        saved_model: str or None, `--saved_model`.
+        run_config: dict or None, the config.json of `--run_dir`.
+
+    Raises:
+        app.UsageError: with `--saved_model` (no BN layers to switch), without
+            a run directory, or for a slimmable or multi-exit run.
+    """
+    if saved_model:
+        raise app.UsageError(
+            "--bn_statistics=batch needs --run_dir: a SavedModel has no BN layers to switch "
+            "(export with --export_bn_statistics=batch instead). "
+            f"Received: --saved_model={saved_model!r}"
+        )
+    if run_config is None:
+        raise app.UsageError("--bn_statistics=batch needs --run_dir.")
+    model = run_config.get("model", {})
+    try:
+        config_lib.check_bn_statistics(
+            "bn_statistics", "batch", model.get("architecture", ""), model.get("variant", "")
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--bn_statistics=batch: {error}") from None
 
 
 def _is_slimmable(model: Any) -> bool:
@@ -436,10 +512,12 @@ def evaluate_width(
     result["source"] = source
     result["split"] = FLAGS.split
     result["dataset"] = dataset_name
+    result["bn_statistics"] = settings.get("bn_statistics", "moving")
     if width is not None:
         result["width"] = float(width)
 
-    title = f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split})"
+    batch_note = ", batch statistics" if result["bn_statistics"] == "batch" else ""
+    title = f"{os.path.basename(source.rstrip('/'))} on {dataset_name} ({FLAGS.split}{batch_note})"
     title += width_note
     plot_attack = FLAGS.plot_attack or evaluation.strongest_attack(result)
     frontier_points = []
@@ -521,7 +599,7 @@ def make_figures(
 
     Args:
         result: dict, the merged evaluation result (gets "saliency" and
-            "bn_statistics" entries).
+            "bn_running_statistics" entries).
         model: the evaluated model (Keras network or SavedModelClassifier).
         split: ArraySplit, the evaluated split (saliency images).
         run_config: optional dict, the run's config.json.
@@ -583,7 +661,9 @@ def make_figures(
 
     runs = []
     if FLAGS.run_dir:
-        runs.append((FLAGS.run_dir, run_config, model if isinstance(model, keras.Model) else None))
+        # The running statistics live in the network, not in a batch-statistics view.
+        network = getattr(model, "network", model)
+        runs.append((FLAGS.run_dir, run_config, network if isinstance(network, keras.Model) else None))
     runs += [(run_dir, config, None) for run_dir, config in zip(FLAGS.bn_runs, bn_run_configs)]
     series = []
     for run_dir, config, network in tqdm.tqdm(
@@ -597,7 +677,7 @@ def make_figures(
             logging.warning("No batch norm statistics for %s: %s", run_dir, error)
     if series:
         figures["bn_statistics"] = plots.bn_statistics_figure(series)
-        result["bn_statistics"] = [{"label": s.label, "layer": s.layer_name} for s in series]
+        result["bn_running_statistics"] = [{"label": s.label, "layer": s.layer_name} for s in series]
     else:
         logging.info("No run directory with batch norm layers: no batch norm statistics plot.")
     return figures

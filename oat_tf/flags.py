@@ -47,6 +47,16 @@ def parse_widths(values: Sequence[str]) -> Tuple[float, ...]:
     return config_lib.check_widths("widths", [parse_fraction("widths", v) for v in values])
 
 
+def parse_filters(values: Sequence[str]) -> Tuple[int, ...]:
+    """Parses `--filters` (a list of positive ints; empty: the default)."""
+    try:
+        return tuple(int(str(v).strip()) for v in values)
+    except ValueError:
+        raise ValueError(
+            f"`--filters` must be a list of positive ints, e.g. 16,32. Received: filters={list(values)!r}"
+        ) from None
+
+
 def _has_slimmable_network(architecture: str) -> bool:
     name = architecture.strip().lower()
     return name == "small_cnn" or (name.startswith("resnet") and name[6:].isdigit())
@@ -177,6 +187,16 @@ def define_flags() -> None:
         "widths", [str(w) for w in config_lib.DEFAULT_WIDTHS],
         "Widths of a slimmable network (variants oats, oats_single_bn, ats); must contain 1.0.",
     )
+    flags.DEFINE_list(
+        "filters", [],
+        "Channel widths: two ints for small_cnn (conv blocks, default 32,64), four for "
+        "resnet<depth> (stages, default 64,128,256,512); empty: the architecture's default. "
+        "Not for wrn* and rdi_* architectures.",
+    )
+    flags.DEFINE_integer(
+        "hidden_units", 0,
+        "Units of small_cnn's dense layers (0: the default, 200); small_cnn only.",
+    )
     flags.DEFINE_enum("encoding", "rand", list(config_lib.ENCODING_SCHEMES), "λ encoding scheme.")
     flags.DEFINE_integer("encoding_dim", 128, "λ code dimension d.")
     flags.DEFINE_integer("encoding_seed", 0, "Seed of the random orthogonal encoding matrix.")
@@ -238,6 +258,20 @@ def define_flags() -> None:
         "(λ = 1 fed) or clean (λ = 0, AdvProp-style); the default --eval_lambdas of "
         "--objective=mixed_batch.",
     )
+    flags.DEFINE_enum(
+        "bn_statistics", "moving", list(config_lib.BN_STATISTICS),
+        "BN statistics of the run's test evaluation. moving: BN moving averages (default); "
+        "batch: every BN normalises each test batch with its own moments (train-mode BN, "
+        "moving statistics untouched; SPEC §4); evaluate with batches as large as in training. "
+        "Not for slimmable variants or rdi_* architectures; validation always uses moving.",
+    )
+    flags.DEFINE_enum(
+        "export_bn_statistics", "moving", list(config_lib.BN_STATISTICS),
+        "BN statistics of the exported SavedModel. moving: BN moving averages (default); "
+        "batch: the export normalises each request batch with its own moments (results "
+        "depend on the batch; send batches as large as in training). Not for slimmable "
+        "variants or rdi_* architectures.",
+    )
 
     # Multi-exit networks (RDI-Nets, --architecture=rdi_...).
     flags.DEFINE_enum(
@@ -293,6 +327,28 @@ def define_flags() -> None:
         or _has_slimmable_network(f["architecture"]),
         message="--variant=oats, oats_single_bn and ats need --architecture=small_cnn or resnet<depth>.",
     )
+    flags.register_multi_flags_validator(
+        ["architecture", "filters", "hidden_units"],
+        _never_raises(
+            lambda f: config_lib.check_model_sizes(
+                f["architecture"], parse_filters(f["filters"]), f["hidden_units"]
+            ) is not None
+        ),
+        message="--filters takes two positive ints for small_cnn or four for resnet<depth> "
+        "(empty: the default); --hidden_units (>= 0) is for small_cnn only; neither is for "
+        "wrn* or rdi_* architectures.",
+    )
+    for name in ("bn_statistics", "export_bn_statistics"):
+        flags.register_multi_flags_validator(
+            [name, "architecture", "variant"],
+            _never_raises(
+                lambda f, name=name: config_lib.check_bn_statistics(
+                    name, f[name], f["architecture"], f["variant"]
+                ) is None
+            ),
+            message=f"--{name}=batch needs a functional single-exit network: not a slimmable "
+            "variant (oats, oats_single_bn, ats) nor an rdi_* architecture.",
+        )
     flags.register_multi_flags_validator(
         ["lambda_sampling", "lambda_values"],
         lambda f: f["lambda_sampling"] != "fixed" or len(set(f["lambda_values"])) == 1,
@@ -361,6 +417,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
         name=f.name,
         runs_dir=f.runs_dir,
         export_dir=f.export_dir or None,
+        export_bn_statistics=f.export_bn_statistics,
         data=config_lib.DataConfig(
             dataset=f.dataset,
             data_dir=f.data_dir,
@@ -374,6 +431,8 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             architecture=f.architecture,
             variant=f.variant,
             widths=parse_widths(f.widths),
+            filters=parse_filters(f.filters),
+            hidden_units=f.hidden_units,
             encoder=config_lib.EncoderConfig(
                 lambda_values=lambda_values,
                 scheme=f.encoding,
@@ -418,5 +477,6 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             every_epochs=f.eval_every_epochs,
             batch_size=f.eval_batch_size,
             test_bn=f.test_bn,
+            bn_statistics=f.bn_statistics,
         ),
     )

@@ -114,7 +114,8 @@ def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
     assert "closest attack PGD-2" in second.stderr
     assert result["saliency"]["indices"] == [1, 3]
     assert result["saliency"]["lambdas"] == list(config_lib.S1)
-    assert [s["layer"] for s in result["bn_statistics"]] == ["fc2_bn"] * 4
+    assert [s["layer"] for s in result["bn_running_statistics"]] == ["fc2_bn"] * 4
+    assert result["bn_statistics"] == "moving"
 
     # TensorBoard: the trade-off curve and one HParams session per λ.
     tb_dir = out / "tensorboard"
@@ -165,3 +166,63 @@ def test_evaluate_saved_model_matches_run_dir(tiny_run):
         np.testing.assert_allclose(b["saliency"]["alignment"][key], alignment, rtol=1e-3, atol=1e-6)
     # Without the run's config and weights: no seen/unseen and no BN plot.
     assert set(b["plots"]) == {"ra_vs_sa", "accuracy_vs_lambda", "saliency"}
+
+
+def test_evaluate_with_batch_statistics(tiny_run):
+    from oat_tf import data
+    from oat_tf.evaluation import loading
+    from oat_tf.models import batch_statistics
+
+    summary, _ = tiny_run
+    run_dir = summary["run_dir"]
+    run = _evaluate(f"--run_dir={run_dir}", "--lambdas=0,1", "--attacks=pgd3", "--bn_statistics=batch",
+                    "--nomasking_checks", "--noplots")
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = os.path.join(run_dir, "evaluation_test_batch_stats")  # the default --output_dir
+    with open(os.path.join(out, "evaluation.json")) as f:
+        result = json.load(f)
+    assert result["bn_statistics"] == "batch"
+    with open(os.path.join(out, "evaluation.md")) as f:
+        assert "batch statistics" in f.read()
+    # SA equals the batch-statistics view's on the same (single) batch of 8,
+    # and computing it leaves the network's moving statistics unchanged.
+    network, run_config = loading.load_network_from_run(run_dir)
+    before = testing.weights_by_path(network)
+    splits = data.load_splits(config_lib.DataConfig(
+        dataset="embedded", validation_size=run_config["data"]["validation_size"], num_eval_examples=8))
+    view = batch_statistics.batch_statistics_model(network)
+    images = splits.test.images.astype("float32") / 255.0
+    for lam in (0.0, 1.0):
+        logits = view({"image": images, "lambda": np.full(8, lam, "float32")}).numpy()
+        accuracy = float(np.mean(np.argmax(logits, axis=-1) == splits.test.labels))
+        assert result["clean_accuracy"][str(lam)] == pytest.approx(accuracy)
+    testing.assert_weights_equal(before, testing.weights_by_path(network))
+
+
+
+def test_batch_statistics_need_a_functional_run():
+    from absl import app
+
+    with pytest.raises(app.UsageError, match="a SavedModel has no BN layers to switch"):
+        evaluate.check_batch_statistics_source("saved_models/run", None)
+    for model, message in (
+        ({"architecture": "small_cnn", "variant": "oats"}, "slimmable variants"),
+        ({"architecture": "rdi_small_cnn", "variant": "plain"}, "multi-exit"),
+    ):
+        with pytest.raises(app.UsageError, match=message):
+            evaluate.check_batch_statistics_source(None, {"model": model})
+    evaluate.check_batch_statistics_source(None, {"model": {"architecture": "resnet18", "variant": "plain"}})
+
+
+def test_bn_statistics_is_part_of_the_resume_settings(tmp_path):
+    path = str(tmp_path / evaluate.STATE_FILE)
+    settings = {"source": "run", "seed": 0}
+    with open(path, "w") as f:
+        json.dump({"settings": settings, "per_lambda": {"0.0": {}}}, f)
+    # A state written before --bn_statistics existed is a moving-statistics one.
+    state = evaluate._load_state(path, {**settings, "bn_statistics": "moving"})
+    assert state["per_lambda"] == {"0.0": {}}
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate._load_state(path, {**settings, "bn_statistics": "batch"})
+    assert evaluate.default_output_name("test", "batch") == "evaluation_test_batch_stats"
+    assert evaluate.default_output_name("validation", "moving") == "evaluation_validation"

@@ -14,7 +14,12 @@ FLAGS = flags.FLAGS
 if "epsilon" not in FLAGS:
     oat_flags.define_flags()
 
-FLAGFILES = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "experiments", "*.flags")))
+# Training flagfiles; `study_*.flags` are `python -m oat_tf.sweep` flagfiles
+# (checked by the sweep's tests).
+FLAGFILES = sorted(
+    path for path in glob.glob(os.path.join(testing.REPO_ROOT, "experiments", "*.flags"))
+    if not os.path.basename(path).startswith("study_")
+)
 
 
 def _parse(*argv):
@@ -182,3 +187,105 @@ def test_mixed_batch_config_round_trips_through_json():
     train = config_lib.TrainConfig(**payload["train"])
     evaluation = dataclasses.replace(config.evaluation, test_bn=payload["evaluation"]["test_bn"])
     assert train == config.train and evaluation == config.evaluation
+
+
+def test_size_flags():
+    config = _parse("--filters=4,8", "--hidden_units=16")
+    assert config.model.filters == (4, 8) and config.model.hidden_units == 16
+    resnet = _parse("--architecture=resnet18", "--filters=4,4,8,8")
+    assert resnet.model.filters == (4, 4, 8, 8) and resnet.model.hidden_units == 0
+    default = _parse()
+    assert default.model.filters == () and default.model.hidden_units == 0
+    for argv in (
+        ("--architecture=resnet18", "--filters=4,4,4"),
+        ("--architecture=wrn16_8", "--filters=4,8"),
+        ("--architecture=rdi_small_cnn", "--filters=4,8"),
+        ("--architecture=resnet18", "--hidden_units=8"),
+        ("--filters=4,x",),
+    ):
+        with pytest.raises(flags.IllegalFlagValueError, match="--filters takes two positive ints"):
+            _parse(*argv)
+
+
+def test_bn_statistics_flags():
+    default = _parse()
+    assert default.evaluation.bn_statistics == "moving" and default.export_bn_statistics == "moving"
+    config = _parse("--variant=mixture_bn", "--objective=mixed_batch", "--bn_statistics=batch",
+                    "--export_bn_statistics=batch")
+    assert config.evaluation.bn_statistics == "batch" and config.export_bn_statistics == "batch"
+    for flag in ("bn_statistics", "export_bn_statistics"):
+        with pytest.raises(flags.IllegalFlagValueError, match=f"--{flag}=batch needs a functional"):
+            _parse("--variant=oats", f"--{flag}=batch")
+        with pytest.raises(flags.IllegalFlagValueError, match=f"--{flag}=batch needs a functional"):
+            _parse("--architecture=rdi_small_cnn", f"--{flag}=batch")
+    # The config refuses the same, before any training.
+    with pytest.raises(ValueError, match="`bn_statistics` 'batch'.*Received: bn_statistics='batch', variant='ats'"):
+        config_lib.ExperimentConfig(model=config_lib.ModelConfig(variant="ats"),
+                                    evaluation=config_lib.EvalConfig(bn_statistics="batch"))
+    with pytest.raises(ValueError, match="`export_bn_statistics` 'batch' is not supported by multi-exit"):
+        config_lib.ExperimentConfig(model=config_lib.ModelConfig(architecture="rdi_small_cnn"),
+                                    export_bn_statistics="batch")
+    with pytest.raises(ValueError, match="`bn_statistics` must be one of.*Received: bn_statistics='both'"):
+        config_lib.EvalConfig(bn_statistics="both")
+
+
+def test_new_fields_round_trip_through_config_json_and_old_runs_load():
+    import json
+
+    from oat_tf.evaluation import loading
+
+    config = _parse("--filters=4,8", "--hidden_units=16", "--variant=plain", "--bn_statistics=batch",
+                    "--export_bn_statistics=batch")
+    payload = json.loads(json.dumps(config_lib.to_dict(config)))
+    assert payload["model"]["filters"] == [4, 8] and payload["model"]["hidden_units"] == 16
+    assert payload["evaluation"]["bn_statistics"] == "batch" and payload["export_bn_statistics"] == "batch"
+    assert loading.model_config_from_run(payload) == config.model
+    # A config.json written before these fields existed loads with the defaults.
+    for key in ("filters", "hidden_units"):
+        del payload["model"][key]
+    old = loading.model_config_from_run(payload)
+    assert old.filters == () and old.hidden_units == 0
+
+
+STUDY_FLAGFILES = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "experiments", "study_*.flags")))
+
+
+def _read_study(path):
+    """The sweep flags of a study flagfile: {name: [values]} (every flag may repeat)."""
+    values = {}
+    for line in open(path, encoding="utf-8"):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line[2:].partition("=")
+            values.setdefault(name, []).append(value)
+    return values
+
+
+@pytest.mark.parametrize("path", STUDY_FLAGFILES, ids=os.path.basename)
+def test_study_flagfile_runs_give_valid_configs(path):
+    from oat_tf import sweep  # pylint: disable=import-outside-toplevel
+
+    study = _read_study(path)
+    assert study["report"][0] in sweep.REPORT_KINDS
+    jobs = sweep.plan_jobs(
+        study["study"][0], "runs", study.get("common", []), study["run"],
+        study.get("common_evaluate", []), study.get("evaluate", []),
+    )
+    configs = {job.name: _parse(*job.flags) for job in jobs if job.kind == "train"}
+    assert len(configs) == len(study["run"])
+    for name, config in configs.items():
+        assert config.name == name and not config.export_dir
+    frontier = sorted(
+        c.lambda_sampling.values[0] for c in configs.values() if c.lambda_sampling.sampling == "fixed"
+    )
+    if study["study"][0] in ("oat_fashion_mnist", "oat_mnist"):
+        # The issue's frontier: every λ of S1 and the unseen 0.15, 0.5, 0.9.
+        assert frontier == sorted(config_lib.S1 + (0.15, 0.5, 0.9))
+        variants = {c.model.variant for c in configs.values()}
+        assert {"plain", "oat", "oat_single_bn"} <= variants
+    if study["study"][0] == "mixture_bn":
+        depths = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 0.0}
+        standard = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 1.0}
+        assert len(depths) >= 4 and depths == standard
+        assert any(c.model.variant == "mixture_bn" for c in configs.values())
+        assert any("--bn_statistics=batch" in job.flags for job in jobs if job.kind == "evaluate")

@@ -56,6 +56,8 @@ def test_cli_trains_evaluates_and_exports(tmp_path):
         "cli", "embedded", "small_cnn", "oat")
     assert card["seen_lambdas"] == [0.0, 0.1, 0.2, 0.3, 0.4, 1.0]
     assert card["train_attack"]["epsilon"] == 0.3 and card["data"]["num_train_examples"] == 32
+    assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("oat", 0.5, "adversarial")
+    assert card["bn_statistics"] == "moving" and card["export_bn_statistics"] == "moving"
 
 
 @pytest.mark.parametrize(

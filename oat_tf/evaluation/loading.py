@@ -44,11 +44,24 @@ def read_run_config(run_dir: str) -> Dict[str, Any]:
 
 
 def model_config_from_run(run_config: Dict[str, Any]) -> config_lib.ModelConfig:
-    """Rebuilds the ModelConfig saved in a run's config.json."""
+    """Rebuilds the ModelConfig saved in a run's config.json.
+
+    Fields added after a run was saved (e.g. `filters`, `hidden_units`) are
+    absent from its config.json and take their defaults, which are the sizes
+    such a run was built with.
+
+    Args:
+        run_config: dict, a run's config.json (`read_run_config`).
+
+    Returns:
+        ModelConfig.
+    """
     model = dict(run_config["model"])
     encoder = dict(model.pop("encoder"))
     encoder["lambda_values"] = tuple(encoder["lambda_values"])
     model["input_shape"] = tuple(model["input_shape"])
+    if "filters" in model:
+        model["filters"] = tuple(model["filters"])
     return config_lib.ModelConfig(encoder=config_lib.EncoderConfig(**encoder), **model)
 
 

@@ -16,6 +16,11 @@ Names:
 The slimmable variants ("oats", "oats_single_bn", "ats") build
 `SlimmableSmallCNN` for `"small_cnn"` and `SlimmableResNet` for
 `"resnet<depth>"` with `ModelConfig.widths`; there is no slimmable Wide ResNet.
+
+`ModelConfig.filters` (non-empty) becomes `filters` (two conv blocks) of the
+small CNNs and `stage_filters` (four stages) of the ResNets, and
+`ModelConfig.hidden_units` (non-zero) the small CNNs' `hidden_units`; the
+other families take neither (`config.check_model_sizes`).
 """
 
 from __future__ import annotations
@@ -110,6 +115,35 @@ def parse_architecture(
     )
 
 
+def size_kwargs(config: config_lib.ModelConfig) -> Dict[str, Any]:
+    """Returns the constructor arguments of `config.filters` and `config.hidden_units`.
+
+    Args:
+        config: ModelConfig.
+
+    Returns:
+        dict: `{"filters": (a, b)}` for "small_cnn" or `{"stage_filters":
+        (a, b, c, d)}` for "resnet<depth>" when `filters` is set, plus
+        `{"hidden_units": n}` for "small_cnn" when `hidden_units` is set;
+        empty for the defaults.
+
+    Raises:
+        ValueError: for sizes the architecture does not take, or a wrong
+            number of `filters`.
+    """
+    filters = config_lib.check_model_sizes(
+        config.architecture, config.filters, config.hidden_units
+    )
+    model_class, _ = parse_architecture(config.architecture, slimmable=config.slimmable)
+    small_cnns = (small_cnn.SmallCNN, slimmable_small_cnn.SlimmableSmallCNN)
+    kwargs: Dict[str, Any] = {}
+    if filters:
+        kwargs["filters" if model_class in small_cnns else "stage_filters"] = filters
+    if config.hidden_units:
+        kwargs["hidden_units"] = int(config.hidden_units)
+    return kwargs
+
+
 def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model:
     """Builds the network described by a `ModelConfig`.
 
@@ -118,7 +152,8 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
             λ encoding.
         **overrides: further constructor arguments of the family (e.g.
             `dropout=0.0`, `stage_filters=(8, 16, 16, 32)`, `filters=(4, 8)`),
-            which replace the family defaults.
+            which replace the family defaults and `config.filters` /
+            `config.hidden_units` (`size_kwargs`).
 
     Returns:
         A `keras.Model` taking `{"image": [N, H, W, C], "lambda": [N]}` and
@@ -128,8 +163,9 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
         `config.widths`) and gives functional views with `width_model(α)`.
 
     Raises:
-        ValueError: unknown architecture, unsupported depth or width, or an
-            input too small for the network.
+        ValueError: unknown architecture, unsupported depth or width, sizes
+            the architecture does not take, or an input too small for the
+            network.
     """
     model_class, kwargs = parse_architecture(config.architecture, slimmable=config.slimmable)
     kwargs.update(
@@ -140,6 +176,7 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
     )
     if config.slimmable:
         kwargs["widths"] = tuple(config.widths)
+    kwargs.update(size_kwargs(config))
     kwargs.update(overrides)
     logging.info(
         "Building %s (%s) variant=%s input=%s classes=%d",

@@ -10,6 +10,12 @@ width (`evaluation.width_grid`): `test_eval.*` stays the full width,
 `test_eval_width_<α>.*` holds each narrower width and `test_eval_widths.*`
 the λ × width table and plot; the export has one signature per width and
 its model card the λ × width table.
+
+With `EvalConfig.bn_statistics="batch"` the test evaluation runs on
+`batch_statistics_model(network)` (every BN normalises each test batch with
+its own moments, moving statistics untouched; SPEC §4), and with
+`ExperimentConfig.export_bn_statistics="batch"` so does the export; the
+validation callback always uses the moving statistics.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from oat_tf import evaluation
 from oat_tf import export
 from oat_tf import models
 from oat_tf.evaluation import width_grid
+from oat_tf.models import batch_statistics
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
 from oat_tf.training import oat_model
@@ -132,8 +139,13 @@ def make_model_card(
         `variant`, `input_shape`, `num_classes`, `lambda_encoding`,
         `seen_lambdas`, `lambda_sampling`, `train_attack` (the training
         attack's settings), `data` (the run's data config, from which
-        `oat_tf.calibrate` finds the held-out validation split), `accuracy`
-        (a note on units) and, with `test_results`, `test_evaluation`: the
+        `oat_tf.calibrate` finds the held-out validation split), `objective`
+        and `clean_fraction` (the training objective and the clean share of
+        a mixed batch), `test_bn` (the BN of a "mixture_bn" network used at
+        test time), `bn_statistics` (BN statistics of the test evaluation,
+        "moving" or "batch"), `export_bn_statistics` (those of the exported
+        signatures), `accuracy` (a note on units) and, with `test_results`,
+        `test_evaluation`: the
         results (SA per λ, RA per attack and λ, worst case, number of
         examples, attack settings, seed) plus `split` ("test") and `table`
         (the Markdown table, in percent). With `width_results`,
@@ -143,6 +155,9 @@ def make_model_card(
     """
     model = run_config["model"]
     sampling = run_config["lambda_sampling"]
+    # Runs saved before these settings existed read as their defaults.
+    train = run_config.get("train", {})
+    evaluation_config = run_config.get("evaluation", {})
     card = {
         "model_card_version": MODEL_CARD_VERSION,
         "name": run_config["name"],
@@ -159,6 +174,11 @@ def make_model_card(
         "lambda_sampling": sampling["sampling"],
         "train_attack": dict(run_config["train_attack"]),
         "data": dict(run_config["data"]),
+        "objective": train.get("objective", "oat"),
+        "clean_fraction": float(train.get("clean_fraction", 0.5)),
+        "test_bn": evaluation_config.get("test_bn", "adversarial"),
+        "bn_statistics": evaluation_config.get("bn_statistics", "moving"),
+        "export_bn_statistics": run_config.get("export_bn_statistics", "moving"),
         "accuracy": "fractions in [0, 1]; the Markdown tables are in percent",
     }
     if test_results is not None:
@@ -355,9 +375,14 @@ def run_experiment(
     _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
 
     # Every width of a slimmable network (OATS, PGD-ATS), the full width of
-    # the others; `results` stays the full-width evaluation.
+    # the others; `results` stays the full-width evaluation. Batch statistics
+    # (functional networks only, checked by the config): a view sharing the
+    # network's variables whose BNs use each test batch's moments.
+    batch_stats = config.evaluation.bn_statistics == "batch"
+    if batch_stats:
+        logging.info("Test evaluation with batch statistics (BN moving averages unused).")
     width_results = width_grid.evaluate_width_grid(
-        network,
+        batch_statistics.batch_statistics_model(network) if batch_stats else network,
         data.eval_dataset(splits.test, batch_size=eval_batch),
         config.evaluation.lambdas,
         config.evaluation.attacks,
@@ -372,7 +397,8 @@ def run_experiment(
     if chief:
         title = (
             f"{config.name}: {config.model.architecture}/{config.model.variant} on "
-            f"{config.data.dataset} (test split)"
+            f"{config.data.dataset} (test split"
+            f"{', batch statistics' if batch_stats else ''})"
         )
         evaluation.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
         if width_results is not None:
@@ -392,8 +418,11 @@ def run_experiment(
         evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
         writer.flush()
         if config.export_dir:
+            export_batch_stats = config.export_bn_statistics == "batch"
+            if export_batch_stats:
+                logging.info("Exporting with batch statistics (each request batch's moments).")
             export_path = export.export_saved_model(
-                network,
+                batch_statistics.batch_statistics_model(network) if export_batch_stats else network,
                 os.path.join(config.export_dir, config.name),
                 image_shape=tuple(splits.image_shape),
                 model_card=make_model_card(config_lib.to_dict(config), results, width_results),

@@ -541,3 +541,37 @@ def test_copy_with_model_card_rejects_bad_arguments_before_writing(exported, tmp
     assert sorted(os.listdir(str(tmp_path))) == ["file", "not_a_saved_model"]
     assert not os.path.exists(os.path.join(exported.export_dir, "inner"))
     assert saved_model.load_model_card(exported.export_dir) == MODEL_CARD
+
+
+def _model_with_batch_norm(seed=0):
+    """A tiny conv net with a BN whose moving statistics are far from any batch's."""
+    image = keras.Input(shape=IMAGE_SHAPE, name="image")
+    lam = keras.Input(shape=(), name="lambda")
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    h = keras.layers.Conv2D(3, 3, kernel_initializer=initializer, name="conv")(image)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Concatenate()([h, keras.layers.Reshape((1,))(lam)])
+    logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer=initializer)(h)
+    model = keras.Model({"image": image, "lambda": lam}, logits)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full((3,), 0.7, np.float32))
+    bn.moving_variance.assign(np.full((3,), 3.0, np.float32))
+    return model
+
+
+def test_batch_statistics_export_serves_the_view(tmp_path):
+    from oat_tf.models import batch_statistics
+
+    model = _model_with_batch_norm()
+    view = batch_statistics.batch_statistics_model(model)
+    moving_dir = saved_model.export_saved_model(model, str(tmp_path / "moving"), image_shape=IMAGE_SHAPE)
+    batch_dir = saved_model.export_saved_model(view, str(tmp_path / "batch"), image_shape=IMAGE_SHAPE)
+    images, lambdas = _inputs(6, seed=4)
+    batch_logits = _serve(saved_model.load_serving_fn(batch_dir), images, lambdas)["logits"].numpy()
+    moving_logits = _serve(saved_model.load_serving_fn(moving_dir), images, lambdas)["logits"].numpy()
+    np.testing.assert_allclose(batch_logits, _expected(view, images, lambdas), atol=1e-5)
+    np.testing.assert_allclose(moving_logits, _expected(model, images, lambdas), atol=1e-5)
+    assert not np.allclose(batch_logits, moving_logits, atol=1e-3)
+    # Serving uses each request batch's moments and never moves the statistics.
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), 0.7)

@@ -140,3 +140,41 @@ def test_no_slimmable_wide_resnet():
     model_config = config_lib.ModelConfig(architecture="wrn16_8", variant="oats")
     with pytest.raises(ValueError, match="slimmable.*Received: architecture='wrn16_8'"):
         registry.build_model(model_config)
+
+
+@pytest.mark.parametrize(
+    "architecture, variant, sizes, expected",
+    [
+        ("small_cnn", "plain", {"filters": (4, 8), "hidden_units": 8}, {"filters": (4, 8), "hidden_units": 8}),
+        ("small_cnn", "ats", {"filters": (4, 6)}, {"filters": (4, 6), "hidden_units": 200}),
+        ("resnet10", "plain", {"filters": (4, 4, 4, 8)}, {"stage_filters": (4, 4, 4, 8)}),
+        ("resnet10", "oats", {"filters": (4, 4, 8, 8)}, {"stage_filters": (4, 4, 8, 8)}),
+    ],
+)
+def test_build_model_takes_filters_and_hidden_units_from_the_config(architecture, variant, sizes, expected):
+    shape = (16, 16, 1) if architecture == "small_cnn" else (8, 8, 3)
+    model_config = config_lib.ModelConfig(
+        architecture=architecture, variant=variant, num_classes=3, input_shape=shape,
+        encoder=config_lib.EncoderConfig(dim=8), widths=(0.5, 1.0), **sizes,
+    )
+    model = registry.build_model(model_config)
+    for name, value in expected.items():
+        assert tuple(np.atleast_1d(getattr(model, name))) == tuple(np.atleast_1d(value)), name
+    assert model(model_testing.random_inputs(shape, [0.0, 1.0]), training=False).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "architecture, sizes, message",
+    [
+        ("resnet18", {"filters": (4, 4, 4)}, r"`filters` must hold 4 ints for 'resnet18'.*Received: filters=\[4, 4, 4\]"),
+        ("small_cnn", {"filters": (4, 8, 16)}, r"`filters` must hold 2 ints.*Received: filters=\[4, 8, 16\]"),
+        ("wrn16_8", {"filters": (4, 8)}, r"`filters` is for 'small_cnn'.*'wrn16_8'.*Received: filters=\[4, 8\]"),
+        ("rdi_small_cnn", {"filters": (4, 8)}, r"`filters` is for.*'rdi_small_cnn'.*Received: filters="),
+        ("resnet18", {"hidden_units": 8}, r"`hidden_units` is for 'small_cnn' only.*Received: hidden_units=8"),
+        ("small_cnn", {"filters": (4, 0)}, r"`filters` must be a list of positive ints.*Received: filters="),
+        ("small_cnn", {"hidden_units": -1}, r"`hidden_units` must be an int >= 0.*Received: hidden_units=-1"),
+    ],
+)
+def test_sizes_the_architecture_does_not_take_raise(architecture, sizes, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.ModelConfig(architecture=architecture, **sizes)

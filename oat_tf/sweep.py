@@ -1,0 +1,578 @@
+"""Command line: a study — training and evaluation runs one after another — and its report.
+
+    python -m oat_tf.sweep --flagfile=experiments/study_oat_fashion_mnist.flags
+
+A sweep flagfile names the study, the flags every training run shares
+(`--common`), one `--run=NAME: FLAGS` per training run
+(`python -m oat_tf.train`), optionally `--evaluate=NAME/LABEL: FLAGS` for a
+further evaluation of a trained run (`python -m oat_tf.evaluate`, e.g. with
+batch statistics), and where the combined results and the report go:
+
+    --study=oat_fashion_mnist
+    --common=--dataset=npz:../shared/data/fashion_mnist.npz --epsilon=0.1 --epochs=5
+    --run=pgdat_0.1: --variant=plain --lambda_sampling=fixed --lambda_values=0.1
+    --run=oat_dual: --variant=oat
+    --evaluate=oat_dual/apgd: --lambdas=0,1 --attacks=apgd_ce
+    --results_dir=docs/results/oat_fashion_mnist
+    --report=oat
+
+Each training run is `python -m oat_tf.train --flagfile=<runs_dir>/<study>/flags/<NAME>.flags`:
+the common flags, then the run's, then `--name=NAME --runs_dir=<runs_dir>/<study>`
+(and `--export_dir=` unless the flags set one), written before the run starts
+so that the exact command can be rerun by hand. Runs go one after another, in
+process isolation, printing their own progress (epochs, evaluation) under a
+`[k/N] NAME` header:
+
+- a run whose results exist (`test_eval.json`, or `test_eval_multi_exit.json`
+  for a multi-exit network) and whose flags are unchanged is skipped;
+- a run that was killed is resumed from its last checkpoint (`--resume`);
+- a run whose flags changed since it started is an error, unless
+  `--restart_changed` (its directory is then cleared and it starts again).
+
+Evaluations work the same way (`evaluation.json` in
+`<run dir>/evaluation_<LABEL>`; `oat_tf.evaluate` resumes per λ by itself).
+The wall time of every run and evaluation (summed over resumptions) and the
+machine are recorded in `<run dir>/sweep_run.json`.
+
+At the end the sweep writes the combined results `<results_dir>/results.json`
+(every run's config, flags, test evaluation, further evaluations, wall time,
+plus the study's command and machine) and, unless `--report=none`, the report
+`<results_dir>.md` with its plots in `<results_dir>/` (see
+`oat_tf.evaluation.study_report`, which regenerates the report from the JSON
+alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+RESULTS_FILE = "results.json"
+RUN_RECORD = "sweep_run.json"
+REPORT_KINDS = ("oat", "mixture_bn", "width", "none")
+RESULT_FILES = ("test_eval.json", "test_eval_multi_exit.json")
+# Keys of a training run's result files copied into results.json.
+_RESULT_KEYS = (
+    "num_examples",
+    "seed",
+    "lambdas",
+    "clean_accuracy",
+    "robust_accuracy",
+    "worst_case_accuracy",
+    "robust_only",
+    "attacks",
+    "widths",
+    "per_width",
+    "bn_statistics",
+)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# Flags the sweep sets itself.
+_RESERVED_TRAIN_FLAGS = ("name", "runs_dir", "resume", "flagfile")
+_RESERVED_EVAL_FLAGS = ("run_dir", "output_dir", "flagfile")
+
+
+def define_flags() -> None:
+    """Defines the sweep flags."""
+    flags.DEFINE_string("study", None, "Study name: the directory <runs_dir>/<study> of its runs.")
+    flags.DEFINE_string("description", "", "One paragraph on the study, copied into the report.")
+    flags.DEFINE_string("runs_dir", "runs", "Parent of the study's run directories.")
+    flags.DEFINE_multi_string(
+        "common", [], "Training flags shared by every run (several per value, space-separated)."
+    )
+    flags.DEFINE_multi_string(
+        "run", [], "One training run: 'NAME: FLAGS' (the flags of `python -m oat_tf.train`)."
+    )
+    flags.DEFINE_multi_string(
+        "common_evaluate", [], "Flags shared by every --evaluate (space-separated)."
+    )
+    flags.DEFINE_multi_string(
+        "evaluate", [],
+        "A further evaluation of a trained run: 'NAME/LABEL: FLAGS' (the flags of "
+        "`python -m oat_tf.evaluate`), written to <run dir>/evaluation_LABEL.",
+    )
+    flags.DEFINE_string(
+        "results_dir", None,
+        "Where results.json and the report's plots go; the report is <results_dir>.md. "
+        "Default: <runs_dir>/<study>/results.",
+    )
+    flags.DEFINE_enum("report", "oat", list(REPORT_KINDS), "Report layout (none: results.json only).")
+    flags.DEFINE_list("only", [], "Run (and evaluate) only these runs; the results still list all finished ones.")
+    flags.DEFINE_bool("dry_run", False, "Print the commands and what would be skipped or resumed; run nothing.")
+    flags.DEFINE_bool(
+        "restart_changed", False,
+        "Restart from scratch a run whose flags changed since it started (default: error).",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One step of a sweep: a training run or a further evaluation of one.
+
+    Attributes:
+        kind: str, "train" or "evaluate".
+        name: str, the run's name.
+        label: str, the evaluation's label ("" for a training run).
+        flags: tuple of str, the command-line flags, in order.
+        run_dir: str, the run's directory.
+        output_dir: str, where the job's results go (the run directory for a
+            training run, `<run_dir>/evaluation_<label>` for an evaluation).
+    """
+
+    kind: str
+    name: str
+    label: str
+    flags: tuple
+    run_dir: str
+    output_dir: str
+
+    @property
+    def title(self) -> str:
+        return self.name if self.kind == "train" else f"{self.name}/{self.label}"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the job's flags: a changed flag means a different job."""
+        return hashlib.sha256("\n".join(self.flags).encode("utf-8")).hexdigest()
+
+    @property
+    def record_path(self) -> str:
+        name = RUN_RECORD if self.kind == "train" else f"sweep_evaluation_{self.label}.json"
+        return os.path.join(self.run_dir, name)
+
+    def result_path(self) -> Optional[str]:
+        """The job's result file if it exists, else None."""
+        names = RESULT_FILES if self.kind == "train" else ("evaluation.json",)
+        for name in names:
+            path = os.path.join(self.output_dir, name)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def command(self, flagfile: str) -> List[str]:
+        module = "oat_tf.train" if self.kind == "train" else "oat_tf.evaluate"
+        return [sys.executable, "-m", module, f"--flagfile={flagfile}"]
+
+
+def split_flags(text: str, argument: str) -> List[str]:
+    """Splits 'FLAGS' text into flags, each of the form --name[=value].
+
+    Args:
+        text: str, space-separated flags (shell quoting allowed).
+        argument: str, the sweep flag the text came from, for errors.
+
+    Returns:
+        list of str.
+
+    Raises:
+        ValueError: if a word is not a flag.
+    """
+    try:
+        words = shlex.split(text)
+    except ValueError as error:
+        raise ValueError(f"`--{argument}` has unbalanced quotes ({error}). Received: {text!r}") from None
+    for word in words:
+        if not word.startswith("--") or len(word) < 3:
+            raise ValueError(
+                f"`--{argument}` must hold flags of the form --name=value. Received: {word!r} in {text!r}"
+            )
+    return words
+
+
+def _flag_name(flag: str) -> str:
+    name = flag[2:].split("=", 1)[0]
+    return name[2:] if name.startswith("no") and "=" not in flag else name
+
+
+def _check_reserved(words: Sequence[str], reserved: Sequence[str], argument: str) -> None:
+    for word in words:
+        if _flag_name(word) in reserved:
+            raise ValueError(
+                f"`--{argument}` must not set {', '.join('--' + r for r in reserved)}: the sweep "
+                f"sets them. Received: {word!r}"
+            )
+
+
+def _parse_entry(entry: str, argument: str, with_label: bool):
+    """Parses 'NAME: FLAGS' or 'NAME/LABEL: FLAGS' into (name, label, words)."""
+    head, separator, rest = entry.partition(":")
+    head = head.strip()
+    expected = "NAME/LABEL: FLAGS" if with_label else "NAME: FLAGS"
+    if not separator:
+        raise ValueError(f"`--{argument}` must be '{expected}'. Received: {entry!r}")
+    name, label = head, ""
+    if with_label:
+        name, slash, label = head.partition("/")
+        if not slash or not _NAME.fullmatch(label):
+            raise ValueError(
+                f"`--{argument}` must be '{expected}' with a label of letters, digits, '_', "
+                f"'.' or '-'. Received: {entry!r}"
+            )
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"`--{argument}` must start with a run name of letters, digits, '_', '.' or '-'. "
+            f"Received: {entry!r}"
+        )
+    return name, label, split_flags(rest, argument)
+
+
+def plan_jobs(
+    study: str,
+    runs_dir: str,
+    common: Sequence[str],
+    runs: Sequence[str],
+    common_evaluate: Sequence[str] = (),
+    evaluations: Sequence[str] = (),
+) -> List[Job]:
+    """Turns the sweep's flags into the ordered list of jobs.
+
+    Args:
+        study: str, the study name.
+        runs_dir: str, parent of the study directory.
+        common: list of str, shared training flags (space-separated per item).
+        runs: list of 'NAME: FLAGS'.
+        common_evaluate: list of str, shared evaluation flags.
+        evaluations: list of 'NAME/LABEL: FLAGS'; NAME must be one of `runs`.
+
+    Returns:
+        list of Job: the training runs in order, each evaluation after the
+        training runs.
+
+    Raises:
+        ValueError: on a malformed entry, a duplicate name, a reserved flag or
+            an evaluation of an unknown run.
+    """
+    if not study or not _NAME.fullmatch(study):
+        raise ValueError(
+            f"`--study` must be a name of letters, digits, '_', '.' or '-'. Received: study={study!r}"
+        )
+    if not runs:
+        raise ValueError("`--run` must be given at least once ('NAME: FLAGS'). Received: no runs")
+    study_dir = os.path.join(runs_dir, study)
+    shared = [w for item in common for w in split_flags(item, "common")]
+    _check_reserved(shared, _RESERVED_TRAIN_FLAGS, "common")
+    jobs: List[Job] = []
+    seen = set()
+    for entry in runs:
+        name, _, words = _parse_entry(entry, "run", with_label=False)
+        if name in seen:
+            raise ValueError(f"`--run` names must be unique. Received: {name!r} twice")
+        seen.add(name)
+        _check_reserved(words, _RESERVED_TRAIN_FLAGS, "run")
+        all_flags = [*shared, *words, f"--name={name}", f"--runs_dir={study_dir}"]
+        if not any(_flag_name(w) == "export_dir" for w in all_flags):
+            all_flags.append("--export_dir=")
+        run_dir = os.path.join(study_dir, name)
+        jobs.append(Job("train", name, "", tuple(all_flags), run_dir, run_dir))
+    shared_eval = [w for item in common_evaluate for w in split_flags(item, "common_evaluate")]
+    _check_reserved(shared_eval, _RESERVED_EVAL_FLAGS, "common_evaluate")
+    labels = set()
+    for entry in evaluations:
+        name, label, words = _parse_entry(entry, "evaluate", with_label=True)
+        if name not in seen:
+            raise ValueError(
+                f"`--evaluate` must name a run of the sweep ({sorted(seen)}). Received: {entry!r}"
+            )
+        if (name, label) in labels:
+            raise ValueError(f"`--evaluate` labels must be unique per run. Received: {name}/{label} twice")
+        labels.add((name, label))
+        _check_reserved(words, _RESERVED_EVAL_FLAGS, "evaluate")
+        run_dir = os.path.join(study_dir, name)
+        output_dir = os.path.join(run_dir, f"evaluation_{label}")
+        all_flags = [*shared_eval, *words, f"--run_dir={run_dir}", f"--output_dir={output_dir}"]
+        if not any(_flag_name(w) == "tensorboard_dir" for w in all_flags):
+            all_flags.append("--tensorboard_dir=")
+        jobs.append(Job("evaluate", name, label, tuple(all_flags), run_dir, output_dir))
+    return jobs
+
+
+def machine_description() -> Dict[str, Any]:
+    """The machine and software a job ran on (recorded with its wall time)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def read_record(job: Job) -> Optional[Dict[str, Any]]:
+    """The job's record (`sweep_run.json` or `sweep_evaluation_<label>.json`), or None."""
+    if not os.path.isfile(job.record_path):
+        return None
+    try:
+        with open(job.record_path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"The sweep record {job.record_path} is unreadable ({error}); expected the JSON the "
+            "sweep writes. Delete it to rerun the job from scratch."
+        ) from None
+
+
+def _write_json(path: str, payload: Any) -> None:
+    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_files.write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+
+
+def job_state(job: Job, restart_changed: bool = False) -> str:
+    """What to do with a job: "skip", "resume", "start" or "restart".
+
+    Args:
+        job: Job.
+        restart_changed: bool, restart a job whose flags changed instead of
+            raising.
+
+    Returns:
+        str: "skip" (finished with the same flags), "resume" (started with the
+        same flags, not finished), "start" (never started) or "restart"
+        (started with other flags, and `restart_changed`).
+
+    Raises:
+        ValueError: if the job started with other flags and not `restart_changed`.
+    """
+    record = read_record(job)
+    if record is None:
+        if job.kind == "train" and os.path.isdir(os.path.join(job.run_dir, "checkpoints")):
+            return "restart" if restart_changed else _raise_foreign(job)
+        return "start"
+    if record.get("fingerprint") != job.fingerprint:
+        if restart_changed:
+            return "restart"
+        raise ValueError(
+            f"Run {job.title} in {job.output_dir} was started with other flags. Expected the "
+            f"same flags to skip or resume it, or --restart_changed to start it again. "
+            f"Received now: {list(job.flags)}; recorded: {record.get('flags')}"
+        )
+    if record.get("finished") and job.result_path() is not None:
+        return "skip"
+    return "resume"
+
+
+def _raise_foreign(job: Job) -> str:
+    raise ValueError(
+        f"{job.run_dir} holds checkpoints that this sweep did not start (no {RUN_RECORD}). "
+        "Expected a fresh directory; pass --restart_changed to clear it, or choose another "
+        "--runs_dir or --study."
+    )
+
+
+def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run: bool = False) -> str:
+    """Runs one job to completion (or skips / resumes it) and records it.
+
+    Args:
+        job: Job.
+        flagfile_dir: str, where the job's flagfile is written.
+        restart_changed: bool, see `job_state`.
+        dry_run: bool, only log what would happen.
+
+    Returns:
+        str, the state acted on (see `job_state`).
+
+    Raises:
+        RuntimeError: if the command fails.
+    """
+    state = job_state(job, restart_changed)
+    file_name = f"{job.name}.flags" if job.kind == "train" else f"{job.name}__{job.label}.flags"
+    flagfile = os.path.join(flagfile_dir, file_name)
+    command = job.command(flagfile)
+    if state == "resume" and job.kind == "train":
+        command.append("--resume")
+    logging.info("%s: %s", state, " ".join(shlex.quote(c) for c in command))
+    if dry_run or state == "skip":
+        return state
+    if state == "restart":
+        target = job.run_dir if job.kind == "train" else job.output_dir
+        shutil.rmtree(target, ignore_errors=True)
+    record = read_record(job) if state == "resume" else None
+    wall = float(record.get("wall_seconds", 0.0)) if record else 0.0
+    os.makedirs(flagfile_dir, exist_ok=True)
+    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+
+    atomic_files.write_text(flagfile, "".join(f"{flag}\n" for flag in job.flags))
+    os.makedirs(job.run_dir, exist_ok=True)
+    base = {
+        "kind": job.kind,
+        "name": job.name,
+        "label": job.label,
+        "flags": list(job.flags),
+        "fingerprint": job.fingerprint,
+        "machine": machine_description(),
+    }
+    _write_json(job.record_path, {**base, "finished": False, "wall_seconds": wall})
+    start = time.monotonic()
+    completed = subprocess.run(command, check=False)
+    wall += time.monotonic() - start
+    finished = completed.returncode == 0 and job.result_path() is not None
+    _write_json(job.record_path, {**base, "finished": finished, "wall_seconds": wall})
+    if not finished:
+        raise RuntimeError(
+            f"{job.kind} {job.title} failed (exit status {completed.returncode}; result file "
+            f"{'present' if job.result_path() else 'missing'} in {job.output_dir}). Its command: "
+            f"{' '.join(shlex.quote(c) for c in command)}. Rerun the sweep to resume it."
+        )
+    return state
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _result_subset(result: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: result[k] for k in _RESULT_KEYS if k in result}
+
+
+def collect_results(
+    jobs: Sequence[Job],
+    *,
+    study: str,
+    description: str,
+    command: str,
+    report: str,
+    results_path: str = "",
+) -> Dict[str, Any]:
+    """Gathers the finished jobs' results into one JSON-able dict.
+
+    Args:
+        jobs: the sweep's jobs (unfinished ones are listed under `missing`).
+        study: str, the study name.
+        description: str, the study's description.
+        command: str, the command that runs the sweep.
+        report: str, the report layout.
+        results_path: str, where the results are written (as given, shown in
+            the report).
+
+    Returns:
+        dict with `study`, `description`, `command`, `report`, `machine` (of
+        the first finished job), `total_wall_seconds`, `runs` (list of dicts
+        with `name`, `flags`, `config`, `test_eval`, `wall_seconds`, for a
+        slimmable run `test_eval_widths` (`widths`, `per_width`),
+        `evaluations`: list of dicts with `label`, `flags`, `results`,
+        `wall_seconds`) and `missing` (titles of unfinished jobs).
+    """
+    runs: Dict[str, Dict[str, Any]] = {}
+    missing, machine, total = [], None, 0.0
+    for job in jobs:
+        record = read_record(job)
+        path = job.result_path()
+        if record is None or not record.get("finished") or path is None or record.get(
+            "fingerprint"
+        ) != job.fingerprint:
+            missing.append(job.title)
+            continue
+        machine = machine or record.get("machine")
+        total += float(record.get("wall_seconds", 0.0))
+        if job.kind == "train":
+            runs[job.name] = {
+                "name": job.name,
+                "flags": list(job.flags),
+                "config": _read_json(os.path.join(job.run_dir, "config.json")),
+                "test_eval": _result_subset(_read_json(path)),
+                "wall_seconds": round(float(record["wall_seconds"]), 1),
+                "evaluations": [],
+            }
+            widths_path = os.path.join(job.run_dir, "test_eval_widths.json")
+            if os.path.isfile(widths_path):
+                grid = _read_json(widths_path)
+                runs[job.name]["test_eval_widths"] = {
+                    "widths": grid["widths"],
+                    "per_width": {k: _result_subset(v) for k, v in grid["per_width"].items()},
+                }
+        elif job.name in runs:
+            runs[job.name]["evaluations"].append(
+                {
+                    "label": job.label,
+                    "flags": list(job.flags),
+                    "results": _result_subset(_read_json(path)),
+                    "wall_seconds": round(float(record["wall_seconds"]), 1),
+                }
+            )
+        else:
+            missing.append(job.title)
+    return {
+        "study": study,
+        "description": description,
+        "command": command,
+        "report": report,
+        "results_path": results_path,
+        "machine": machine,
+        "total_wall_seconds": round(total, 1),
+        "runs": list(runs.values()),
+        "missing": missing,
+    }
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    try:
+        jobs = plan_jobs(
+            FLAGS.study, FLAGS.runs_dir, FLAGS.common, FLAGS.run, FLAGS.common_evaluate, FLAGS.evaluate
+        )
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    unknown = sorted(set(FLAGS.only) - {job.name for job in jobs})
+    if unknown:
+        raise app.UsageError(f"`--only` must name runs of the sweep. Received unknown: {unknown}")
+    selected = [job for job in jobs if not FLAGS.only or job.name in FLAGS.only]
+    flagfile_dir = os.path.join(FLAGS.runs_dir, FLAGS.study, "flags")
+    for index, job in enumerate(selected, start=1):
+        logging.info("[%d/%d] %s %s", index, len(selected), job.kind, job.title)
+        try:
+            run_job(job, flagfile_dir, FLAGS.restart_changed, FLAGS.dry_run)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+    if FLAGS.dry_run:
+        return
+    flagfile = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--flagfile=")), None)
+    command = f"python -m oat_tf.sweep --flagfile={flagfile}" if flagfile else "python -m oat_tf.sweep"
+    results_dir = FLAGS.results_dir or os.path.join(FLAGS.runs_dir, FLAGS.study, "results")
+    results_path = os.path.join(results_dir, RESULTS_FILE)
+    results = collect_results(
+        jobs,
+        study=FLAGS.study,
+        description=FLAGS.description,
+        command=command,
+        report=FLAGS.report,
+        results_path=results_path,
+    )
+    _write_json(results_path, results)
+    logging.info(
+        "Results of %d runs in %s%s.", len(results["runs"]), results_path,
+        f"; not finished: {results['missing']}" if results["missing"] else "",
+    )
+    if FLAGS.report != "none":
+        from oat_tf.evaluation import study_report  # pylint: disable=import-outside-toplevel
+
+        report_path = study_report.write_study_report(results_path)
+        sys.stdout.write(f"\nReport: {report_path}\nResults: {results_path}\n")
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flag_as_required("study")
+    app.run(main)

@@ -1,0 +1,215 @@
+"""The sweep runner: planning, skip / resume / restart decisions, results, and one real sweep."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from oat_tf import sweep
+from tests import testing
+
+TINY_COMMON = (
+    "--dataset=embedded --num_train_examples=32 --num_eval_examples=16 --architecture=small_cnn "
+    "--filters=4,8 --hidden_units=8 --encoding_dim=8 --epsilon=0.3 --step_size=0.1 --attack_steps=1 "
+    "--epochs=1 --batch_size=16 --eval_attacks=train"
+)
+
+
+def _plan(tmp_path, runs=("a: --variant=oat",), evaluations=(), common=("--epochs=1",)):
+    return sweep.plan_jobs("study", str(tmp_path / "runs"), list(common), list(runs), [], list(evaluations))
+
+
+def test_plan_orders_runs_then_evaluations_and_sets_names(tmp_path):
+    jobs = _plan(
+        tmp_path,
+        runs=("b: --variant=plain --lambda_sampling=fixed --lambda_values=1", "a: --variant=oat"),
+        evaluations=("a/strong: --attacks=pgd20",),
+    )
+    assert [(j.kind, j.title) for j in jobs] == [("train", "b"), ("train", "a"), ("evaluate", "a/strong")]
+    study_dir = os.path.join(str(tmp_path / "runs"), "study")
+    assert jobs[0].flags == (
+        "--epochs=1", "--variant=plain", "--lambda_sampling=fixed", "--lambda_values=1",
+        "--name=b", f"--runs_dir={study_dir}", "--export_dir=",
+    )
+    assert jobs[2].output_dir == os.path.join(study_dir, "a", "evaluation_strong")
+    assert f"--run_dir={os.path.join(study_dir, 'a')}" in jobs[2].flags
+    assert "--tensorboard_dir=" in jobs[2].flags
+    # The fingerprint follows the flags.
+    other = _plan(tmp_path, runs=("b: --variant=oat", "a: --variant=oat"))
+    assert other[1].fingerprint == jobs[1].fingerprint and other[0].fingerprint != jobs[0].fingerprint
+
+
+def test_plan_keeps_an_explicit_export_dir(tmp_path):
+    (job,) = _plan(tmp_path, runs=("a: --export_dir=saved_models",))
+    assert job.flags.count("--export_dir=saved_models") == 1 and "--export_dir=" not in job.flags
+
+
+@pytest.mark.parametrize(
+    "runs, evaluations, message",
+    [
+        ((), (), "--run"),
+        (("a --variant=oat",), (), "NAME: FLAGS"),
+        (("a: variant=oat",), (), "--name=value"),
+        (("a: --name=b",), (), "sets them"),
+        (("a: --resume",), (), "sets them"),
+        (("a: --x=1", "a: --y=2"), (), "unique"),
+        (("a: --x=1",), ("b/x: --lambdas=0",), "must name a run"),
+        (("a: --x=1",), ("a: --lambdas=0",), "NAME/LABEL"),
+        (("a: --x=1",), ("a/e: --run_dir=x",), "sets them"),
+        (("../a: --x=1",), (), "run name"),
+    ],
+)
+def test_plan_rejects_bad_entries(tmp_path, runs, evaluations, message):
+    with pytest.raises(ValueError, match=message):
+        _plan(tmp_path, runs=runs, evaluations=evaluations)
+
+
+def test_plan_rejects_a_bad_study_name(tmp_path):
+    with pytest.raises(ValueError, match="study"):
+        sweep.plan_jobs("../x", str(tmp_path), [], ["a: --x=1"])
+
+
+def _fake_subprocess(monkeypatch, calls, write_result=True, returncode=0):
+    """Replaces subprocess.run: records the command, writes the job's result file."""
+
+    def fake_run(command, check=False):
+        calls.append(command)
+        flagfile = command[-1] if not command[-1] == "--resume" else command[-2]
+        flags = open(flagfile.split("=", 1)[1]).read().split()
+        if write_result:
+            values = dict(f[2:].split("=", 1) for f in flags if "=" in f)
+            if "oat_tf.train" in command:
+                run_dir = os.path.join(values["runs_dir"], values["name"])
+                os.makedirs(run_dir, exist_ok=True)
+                with open(os.path.join(run_dir, "config.json"), "w") as f:
+                    json.dump({"name": values["name"]}, f)
+                with open(os.path.join(run_dir, "test_eval.json"), "w") as f:
+                    json.dump({"num_examples": 4, "clean_accuracy": {"1.0": 0.5}, "extra": 1}, f)
+            else:
+                os.makedirs(values["output_dir"], exist_ok=True)
+                with open(os.path.join(values["output_dir"], "evaluation.json"), "w") as f:
+                    json.dump({"num_examples": 4, "clean_accuracy": {"0.0": 0.25}}, f)
+        return subprocess.CompletedProcess(command, returncode)
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    monkeypatch.setattr(sweep, "machine_description", lambda: {"cpu_count": 2})
+
+
+def test_run_job_starts_skips_and_records(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    (job,) = _plan(tmp_path)
+    flag_dir = str(tmp_path / "flags")
+    assert sweep.job_state(job) == "start"
+    assert sweep.run_job(job, flag_dir) == "start"
+    assert calls[0][1:3] == ["-m", "oat_tf.train"] and "--resume" not in calls[0]
+    # The flagfile holds the job's flags, one per line: the exact command can be rerun by hand.
+    assert open(os.path.join(flag_dir, "a.flags")).read().splitlines() == list(job.flags)
+    record = sweep.read_record(job)
+    assert record["finished"] and record["fingerprint"] == job.fingerprint and record["wall_seconds"] >= 0
+    assert sweep.run_job(job, flag_dir) == "skip" and len(calls) == 1
+
+
+def test_killed_run_resumes_with_its_wall_time(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    (job,) = _plan(tmp_path)
+    os.makedirs(job.run_dir)
+    # A run killed mid-way: its record says not finished, 100 s spent.
+    sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": 100.0})
+    assert sweep.job_state(job) == "resume"
+    sweep.run_job(job, str(tmp_path / "flags"))
+    assert calls[0][-1] == "--resume"
+    assert sweep.read_record(job)["wall_seconds"] >= 100.0
+
+
+def test_changed_flags_are_an_error_unless_restart(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    (job,) = _plan(tmp_path)
+    sweep.run_job(job, str(tmp_path / "flags"))
+    (changed,) = _plan(tmp_path, common=("--epochs=2",))
+    with pytest.raises(ValueError, match="other flags"):
+        sweep.job_state(changed)
+    open(os.path.join(job.run_dir, "stale.txt"), "w").close()
+    assert sweep.run_job(changed, str(tmp_path / "flags"), restart_changed=True) == "restart"
+    assert not os.path.exists(os.path.join(job.run_dir, "stale.txt"))
+    assert sweep.job_state(changed) == "skip"
+
+
+def test_checkpoints_without_a_record_are_refused(tmp_path):
+    (job,) = _plan(tmp_path)
+    os.makedirs(os.path.join(job.run_dir, "checkpoints"))
+    with pytest.raises(ValueError, match="did not start"):
+        sweep.job_state(job)
+    assert sweep.job_state(job, restart_changed=True) == "restart"
+
+
+def test_failed_command_raises_and_is_resumed_next_time(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls, write_result=False, returncode=3)
+    (job,) = _plan(tmp_path)
+    with pytest.raises(RuntimeError, match="exit status 3"):
+        sweep.run_job(job, str(tmp_path / "flags"))
+    assert sweep.job_state(job) == "resume"
+
+
+def test_corrupt_record_is_a_clear_error(tmp_path):
+    (job,) = _plan(tmp_path)
+    os.makedirs(job.run_dir)
+    with open(job.record_path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        sweep.job_state(job)
+
+
+def test_collect_results_lists_finished_jobs_and_missing_ones(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    jobs = _plan(tmp_path, runs=("a: --x=1", "b: --x=2"), evaluations=("a/e: --lambdas=0",))
+    sweep.run_job(jobs[0], str(tmp_path / "flags"))
+    sweep.run_job(jobs[2], str(tmp_path / "flags"))
+    results = sweep.collect_results(jobs, study="study", description="d", command="c", report="oat")
+    assert [r["name"] for r in results["runs"]] == ["a"] and results["missing"] == ["b"]
+    run = results["runs"][0]
+    assert run["config"] == {"name": "a"} and run["flags"] == list(jobs[0].flags)
+    # Only the measured keys are kept.
+    assert run["test_eval"] == {"num_examples": 4, "clean_accuracy": {"1.0": 0.5}}
+    assert run["evaluations"][0]["label"] == "e"
+    assert run["evaluations"][0]["results"]["clean_accuracy"] == {"0.0": 0.25}
+    assert results["machine"] == {"cpu_count": 2}
+
+
+def _sweep(tmp_path, *extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "oat_tf.sweep", "--study=tiny", f"--runs_dir={tmp_path}/runs",
+         f"--results_dir={tmp_path}/docs/tiny", f"--common={TINY_COMMON}",
+         "--run=pgdat_1.0: --variant=plain --lambda_sampling=fixed --lambda_values=1",
+         "--run=oat: --variant=oat --eval_lambdas=0,1",
+         "--evaluate=oat/fgsm: --attacks=fgsm --lambdas=1 --masking_checks=false --plots=false",
+         *extra],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=900,
+    )
+
+
+def test_sweep_end_to_end_then_skips_everything(tmp_path):
+    result = _sweep(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/3] train pgdat_1.0" in result.stderr and "[3/3] evaluate oat/fgsm" in result.stderr
+    results = json.loads((tmp_path / "docs" / "tiny" / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]] == ["pgdat_1.0", "oat"] and not results["missing"]
+    oat_run = results["runs"][1]
+    on_disk = json.loads((tmp_path / "runs" / "tiny" / "oat" / "test_eval.json").read_text())
+    assert oat_run["test_eval"]["clean_accuracy"] == on_disk["clean_accuracy"]
+    assert oat_run["config"]["model"]["filters"] == [4, 8]
+    assert oat_run["evaluations"][0]["results"]["robust_accuracy"].keys() == {"FGSM"}
+    report = (tmp_path / "docs" / "tiny.md").read_text()
+    assert "| pgdat_1.0 |" in report and "## `oat`" in report
+    # A second sweep finds everything finished and trains nothing.
+    again = _sweep(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skip: ") == 3 and "Epoch" not in again.stdout
+    assert (tmp_path / "docs" / "tiny.md").read_text() == report
