@@ -187,7 +187,6 @@ def _sweep(tmp_path, *extra):
     return subprocess.run(
         [sys.executable, "-m", "oat_tf.sweep", "--study=tiny", f"--runs_dir={tmp_path}/runs",
          f"--results_dir={tmp_path}/docs/tiny", f"--common={TINY_COMMON}",
-         "--run=pgdat_1.0: --variant=plain --lambda_sampling=fixed --lambda_values=1",
          "--run=oat: --variant=oat --eval_lambdas=0,1",
          "--evaluate=oat/fgsm: --attacks=fgsm --lambdas=1 --masking_checks=false --plots=false",
          *extra],
@@ -198,18 +197,18 @@ def _sweep(tmp_path, *extra):
 def test_sweep_end_to_end_then_skips_everything(tmp_path):
     result = _sweep(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[1/3] train pgdat_1.0" in result.stderr and "[3/3] evaluate oat/fgsm" in result.stderr
+    assert "[1/2] train oat" in result.stderr and "[2/2] evaluate oat/fgsm" in result.stderr
     results = json.loads((tmp_path / "docs" / "tiny" / "results.json").read_text())
-    assert [r["name"] for r in results["runs"]] == ["pgdat_1.0", "oat"] and not results["missing"]
-    oat_run = results["runs"][1]
+    assert [r["name"] for r in results["runs"]] == ["oat"] and not results["missing"]
+    oat_run = results["runs"][0]
     on_disk = json.loads((tmp_path / "runs" / "tiny" / "oat" / "test_eval.json").read_text())
     assert oat_run["test_eval"]["clean_accuracy"] == on_disk["clean_accuracy"]
     assert oat_run["config"]["model"]["filters"] == [4, 8]
     assert oat_run["evaluations"][0]["results"]["robust_accuracy"].keys() == {"FGSM"}
     report = (tmp_path / "docs" / "tiny.md").read_text()
-    assert "| pgdat_1.0 |" in report and "## `oat`" in report
+    assert "| oat | small_cnn | 4/8 | oat |" in report and "## `oat`" in report
     # A second sweep finds everything finished and trains nothing.
     again = _sweep(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("skip: ") == 3 and "Epoch" not in again.stdout
+    assert again.stderr.count("skip: ") == 2 and "Epoch" not in again.stdout
     assert (tmp_path / "docs" / "tiny.md").read_text() == report

@@ -161,7 +161,8 @@ def test_mixture_report_verdicts(tmp_path):
     z3 = study_report.z_score(0.45, 0.41, 1000, 1000)
     assert f"+4.0 (z = {z3:.2f}) | same direction, within noise (z < 1.96)" in text
     # (4) adversarial RA peaks at 26, standard SA at 18: holds.
-    assert "adversarial RA peaks at depth 26 | standard SA peaks at depth 18" in text
+    assert "adversarial RA peaks at depth 26 | standard SA peaks at depth 18 (ties: the shallower)" in text
+    assert f"adversarial RA 10→34: +3.0 (z = {study_report.z_score(0.43, 0.40, 1000, 1000):.2f})" in text
     assert "| 26 | 80.0 | 44.0 | 90.0 | 0.0 |" in text
     assert os.path.isfile(tmp_path / "depth.png")
     reversed_text = study_report.render_study_report(_mixture_results(batch_ra=0.30), "r", str(tmp_path))
