@@ -7,4 +7,4 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -r requirements-dev.txt
-python -m pytest tests -q "$@"
+python -m pytest tests -q -n 2 --durations=15 "$@"
