@@ -196,3 +196,8 @@ COMMITTED = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", 
 def test_committed_reports_regenerate_byte_for_byte(path):
     study_report.write_study_report(path, check=True)
 
+
+
+def test_the_committed_studies_are_there():
+    names = {os.path.basename(os.path.dirname(p)) for p in COMMITTED}
+    assert {"mixture_bn", "oat_fashion_mnist", "oat_mnist", "oats_fashion_mnist"} <= names
