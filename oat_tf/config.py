@@ -178,8 +178,8 @@ def check_objective_variant(objective: str, variant: str) -> None:
     )
 
 
-def _architecture_family(architecture: Any) -> str:
-    """Returns "small_cnn", "resnet" or "other" for an architecture name."""
+def architecture_family(architecture: Any) -> str:
+    """Returns "small_cnn", "resnet" (any "resnet<depth>") or "other" for an architecture name."""
     name = architecture.strip().lower() if isinstance(architecture, str) else ""
     if name == "small_cnn":
         return "small_cnn"
@@ -226,7 +226,7 @@ def check_model_sizes(architecture: str, filters: Any, hidden_units: Any) -> Tup
         "`hidden_units` must be an int >= 0 (0: the architecture's default). "
         f"Received: hidden_units={hidden_units!r}",
     )
-    family = _architecture_family(architecture)
+    family = architecture_family(architecture)
     expected = {"small_cnn": SMALL_CNN_NUM_FILTERS, "resnet": RESNET_NUM_FILTERS}.get(family)
     if values:
         _check(

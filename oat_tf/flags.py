@@ -58,8 +58,7 @@ def parse_filters(values: Sequence[str]) -> Tuple[int, ...]:
 
 
 def _has_slimmable_network(architecture: str) -> bool:
-    name = architecture.strip().lower()
-    return name == "small_cnn" or (name.startswith("resnet") and name[6:].isdigit())
+    return config_lib.architecture_family(architecture) in ("small_cnn", "resnet")
 
 
 def _is_pgd_name(name: str) -> bool:

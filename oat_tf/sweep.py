@@ -61,26 +61,17 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf.evaluation import results as results_lib
+
 FLAGS = flags.FLAGS
 
 RESULTS_FILE = "results.json"
 RUN_RECORD = "sweep_run.json"
 REPORT_KINDS = ("oat", "mixture_bn", "width", "none")
 RESULT_FILES = ("test_eval.json", "test_eval_multi_exit.json")
-# Keys of a training run's result files copied into results.json.
-_RESULT_KEYS = (
-    "num_examples",
-    "seed",
-    "lambdas",
-    "clean_accuracy",
-    "robust_accuracy",
-    "worst_case_accuracy",
-    "robust_only",
-    "attacks",
-    "widths",
-    "per_width",
-    "bn_statistics",
-)
+# Keys of a run's result files copied into results.json: the measurement,
+# the paired counts and the BN statistics it was measured with.
+_RESULT_KEYS = results_lib.MEASURED_KEYS + ("robust_only", "bn_statistics")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 # Flags the sweep sets itself.
 _RESERVED_TRAIN_FLAGS = ("name", "runs_dir", "resume", "flagfile")

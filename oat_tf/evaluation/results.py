@@ -25,6 +25,17 @@ RESULT_KEYS = (
     "robust_accuracy",
     "worst_case_accuracy",
 )
+# What was measured, without what a report adds (plots, paths): the keys a
+# model card and a study's combined results copy from a result.
+MEASURED_KEYS = (
+    "num_examples",
+    "seed",
+    "lambdas",
+    "clean_accuracy",
+    "robust_accuracy",
+    "worst_case_accuracy",
+    "attacks",
+)
 
 
 def check_result(result: Any) -> None:

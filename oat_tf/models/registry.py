@@ -134,11 +134,10 @@ def size_kwargs(config: config_lib.ModelConfig) -> Dict[str, Any]:
     filters = config_lib.check_model_sizes(
         config.architecture, config.filters, config.hidden_units
     )
-    model_class, _ = parse_architecture(config.architecture, slimmable=config.slimmable)
-    small_cnns = (small_cnn.SmallCNN, slimmable_small_cnn.SlimmableSmallCNN)
+    is_small_cnn = config_lib.architecture_family(config.architecture) == "small_cnn"
     kwargs: Dict[str, Any] = {}
     if filters:
-        kwargs["filters" if model_class in small_cnns else "stage_filters"] = filters
+        kwargs["filters" if is_small_cnn else "stage_filters"] = filters
     if config.hidden_units:
         kwargs["hidden_units"] = int(config.hidden_units)
     return kwargs

@@ -35,6 +35,7 @@ from oat_tf import data
 from oat_tf import evaluation
 from oat_tf import export
 from oat_tf import models
+from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import width_grid
 from oat_tf.models import batch_statistics
 from oat_tf.training import callbacks as callbacks_lib
@@ -107,15 +108,6 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 MODEL_CARD_VERSION = 1
-_CARD_RESULT_KEYS = (
-    "num_examples",
-    "seed",
-    "lambdas",
-    "clean_accuracy",
-    "robust_accuracy",
-    "worst_case_accuracy",
-    "attacks",
-)
 
 
 def make_model_card(
@@ -183,7 +175,7 @@ def make_model_card(
     }
     if test_results is not None:
         # The measurement only (a report's JSON may hold more, e.g. plot names).
-        measured = {k: test_results[k] for k in _CARD_RESULT_KEYS if k in test_results}
+        measured = {k: test_results[k] for k in results_lib.MEASURED_KEYS if k in test_results}
         card["test_evaluation"] = {
             **json.loads(json.dumps(measured)),
             "split": "test",
@@ -191,7 +183,7 @@ def make_model_card(
         }
     if width_results is not None:
         per_width = {
-            key: {k: result[k] for k in _CARD_RESULT_KEYS if k in result}
+            key: {k: result[k] for k in results_lib.MEASURED_KEYS if k in result}
             for key, result in width_results["per_width"].items()
         }
         card["widths"] = {
