@@ -108,7 +108,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_list(
         "attacks", list(DEFAULT_ATTACKS),
-        "Attacks measuring RA: train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].",
+        "Attacks measuring RA: " + oat_flags.ATTACK_NAMES_HELP,
     )
     flags.DEFINE_string(
         "ra_attack", WORST_CASE,
@@ -127,6 +127,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_examples", None, "Use the first N validation examples.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
+    flags.DEFINE_bool(
+        "deterministic", True,
+        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
+    )
     flags.DEFINE_list(
         "widths", None,
         "Widths of a slimmable (OATS) model to choose from (default: all of a slimmable model; "
@@ -560,6 +564,9 @@ def main(argv) -> None:
         raise app.UsageError(str(error)) from None
 
     from oat_tf.evaluation import calibration  # pylint: disable=import-outside-toplevel
+    from oat_tf.training import determinism  # pylint: disable=import-outside-toplevel
+
+    determinism.configure(FLAGS.deterministic)
 
     try:
         record = calibrate(

@@ -19,7 +19,14 @@ S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 S2 = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 
-ATTACK_NAMES = ("pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "square")
+ATTACK_NAMES = (
+    "pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square"
+)
+# Attacks that aim at target classes ranked 2 … num_target_classes + 1 by the
+# clean logits (AutoAttack's APGD-T and FAB-T), not at a drawn target label.
+RANKED_TARGET_ATTACKS = ("apgd_t", "fab_t")
+# Attacks that take a stateless seed (random starts or random squares).
+SEEDED_ATTACKS = ("pgd", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square")
 ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
 MODEL_VARIANTS = (
     "plain", "oat", "oat_single_bn", "mixture_bn", "oats", "oats_single_bn", "ats"
@@ -289,8 +296,10 @@ class AttackConfig:
 
     Attributes:
         name: str, one of "pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr"
-            (AutoAttack's step-size-free PGD with the CE or DLR loss), "square"
-            (score-based, no gradients: the gradient-masking check).
+            (AutoAttack's step-size-free PGD with the CE or DLR loss),
+            "apgd_t" (APGD on the targeted DLR loss), "fab_t" (the targeted
+            minimal-perturbation FAB attack), "square" (score-based, no
+            gradients: the gradient-masking check).
         epsilon: float, L∞ radius in pixel units of [0, 1] images.
         step_size: float, step per iteration (ignored by FGSM, which steps ε;
             MI-FGSM defaults to ε / num_steps when 0).
@@ -303,6 +312,14 @@ class AttackConfig:
             maximising the loss of the true labels.
         num_queries: int, Square attack queries.
         p_init: float, Square attack initial fraction of pixels per square.
+        num_target_classes: int, target classes of "apgd_t" and "fab_t" (the
+            classes ranked 2 … num_target_classes + 1 by the clean logits).
+        ensemble: str, empty for a stand-alone attack; otherwise the name of
+            the attack sequence this attack belongs to (e.g. "AutoAttack").
+            The attacks of one ensemble run in order, each only on the
+            samples that every earlier one left classified correctly, and the
+            robust accuracy reported for each is the accuracy after it and
+            all earlier ones (`oat_tf.attacks.autoattack`).
     """
 
     name: str = "pgd"
@@ -315,6 +332,8 @@ class AttackConfig:
     targeted: bool = False
     num_queries: int = 1000
     p_init: float = 0.05
+    num_target_classes: int = 9
+    ensemble: str = ""
 
     def __post_init__(self):
         _check(
@@ -351,22 +370,46 @@ class AttackConfig:
             f"`p_init` must be in (0, 1]. Received: p_init={self.p_init}",
         )
         _check(
-            not (self.name in ("square", "apgd_ce", "apgd_dlr") and self.targeted),
-            f"`targeted` must be False for the {self.name} attack. Received: targeted=True",
+            not (
+                self.name in ("square", "apgd_ce", "apgd_dlr") + RANKED_TARGET_ATTACKS
+                and self.targeted
+            ),
+            f"`targeted` must be False for the {self.name} attack (APGD-T and FAB-T "
+            "choose their own target classes). Received: targeted=True",
+        )
+        _check(
+            isinstance(self.num_target_classes, int) and self.num_target_classes >= 1,
+            "`num_target_classes` must be an int >= 1. "
+            f"Received: num_target_classes={self.num_target_classes!r}",
+        )
+        _check(
+            isinstance(self.ensemble, str),
+            f"`ensemble` must be a string. Received: ensemble={self.ensemble!r}",
         )
 
     def describe(self) -> str:
-        """Returns a short name such as "PGD-20" or "FGSM"."""
-        if self.name == "fgsm":
-            return "FGSM"
-        if self.name == "square":
-            return f"Square-{self.num_queries}"
-        if self.name.startswith("apgd"):
-            suffix = f"x{self.num_restarts}" if self.num_restarts > 1 else ""
-            return f"APGD-{self.name[5:].upper()}-{self.num_steps}{suffix}"
-        label = "PGD" if self.name == "pgd" else "MI-FGSM"
+        """Returns a short name such as "PGD-20", "FGSM" or "AutoAttack: FAB-T-100/9".
+
+        APGD-T and FAB-T name their steps and target classes ("APGD-T-100/9").
+        A member of an ensemble is prefixed with the ensemble's name: its
+        robust accuracy is the accuracy after it and the members before it.
+        """
         suffix = f"x{self.num_restarts}" if self.num_restarts > 1 else ""
-        return f"{label}-{self.num_steps}{suffix}"
+        if self.name == "fgsm":
+            label = "FGSM"
+        elif self.name == "square":
+            label = f"Square-{self.num_queries}"
+        elif self.name in RANKED_TARGET_ATTACKS:
+            kind = "APGD-T" if self.name == "apgd_t" else "FAB-T"
+            label = f"{kind}-{self.num_steps}/{self.num_target_classes}{suffix}"
+        elif self.name.startswith("apgd"):
+            label = f"APGD-{self.name[5:].upper()}-{self.num_steps}{suffix}"
+        else:
+            kind = "PGD" if self.name == "pgd" else "MI-FGSM"
+            label = f"{kind}-{self.num_steps}{suffix}"
+        if self.ensemble:
+            return f"{self.ensemble}: {label}"
+        return label
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,15 @@ from typing import List, Optional, Sequence, Tuple
 from absl import flags
 
 from oat_tf import config as config_lib
+from oat_tf.attacks import autoattack
+
+# Help text of every attack-list flag (`--eval_attacks`, and the evaluate and
+# calibrate CLIs' `--attacks`), see `parse_eval_attacks`.
+ATTACK_NAMES_HELP = (
+    "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | apgd_t | fab_t | "
+    "square[N] | autoattack (standard: APGD-CE, APGD-T, FAB-T, Square-5000) | "
+    "autoattack_fast (APGD-CE, APGD-T with 3 targets)."
+)
 
 _ATTACK_ALIASES = ("train", "fgsm", "mi_fgsm")
 
@@ -83,8 +92,13 @@ def parse_eval_attacks(
     size (e.g. "pgd40:0.01", the usual MNIST evaluation); "fgsm" is FGSM at
     the training ε; "mi_fgsm" is MI-FGSM with 10 steps and decay 1 (the
     paper's setting); "apgd_ce" / "apgd_dlr" are APGD with 100 steps (as
-    AutoAttack); "square" / "squareN" is the Square attack with 1,000 / N
-    queries.
+    AutoAttack); "apgd_t" / "fab_t" are AutoAttack's targeted APGD-T and
+    FAB-T (100 steps, 9 target classes); "square" / "squareN" is the Square
+    attack with 1,000 / N queries; "autoattack" is standard AutoAttack
+    (APGD-CE, APGD-T, FAB-T, Square-5000, each on the samples the earlier
+    ones left robust) and "autoattack_fast" its cheaper preset (APGD-CE,
+    APGD-T with 3 target classes), see `oat_tf.attacks.autoattack`; every
+    attack runs at the training ε.
 
     Args:
         names: sequence of str.
@@ -96,6 +110,12 @@ def parse_eval_attacks(
     attacks: List[config_lib.AttackConfig] = []
     for raw in names:
         name = raw.strip().lower()
+        if name in ("autoattack", "autoattack_fast"):
+            version = "standard" if name == "autoattack" else "fast"
+            for attack in autoattack.attack_configs(version, train_attack.epsilon):
+                if attack not in attacks:
+                    attacks.append(attack)
+            continue
         if name == "train":
             attack = train_attack
         elif _is_pgd_name(name):
@@ -114,7 +134,7 @@ def parse_eval_attacks(
                 name="fgsm", epsilon=train_attack.epsilon, step_size=train_attack.epsilon,
                 num_steps=1, random_start=False,
             )
-        elif name in ("apgd_ce", "apgd_dlr"):
+        elif name in ("apgd_ce", "apgd_dlr", "apgd_t", "fab_t"):
             attack = config_lib.AttackConfig(
                 name=name, epsilon=train_attack.epsilon, num_steps=100, random_start=True
             )
@@ -132,7 +152,8 @@ def parse_eval_attacks(
         else:
             raise ValueError(
                 "Each `--eval_attacks` entry must be 'train', 'pgdN' or 'pgdN:STEP' (e.g. pgd20, pgd40:0.01), "
-                f"'fgsm', 'mi_fgsm', 'apgd_ce', 'apgd_dlr' or 'square[N]'. "
+                "'fgsm', 'mi_fgsm', 'apgd_ce', 'apgd_dlr', 'apgd_t', 'fab_t', 'square[N]', "
+                "'autoattack' or 'autoattack_fast'. "
                 f"Received: eval_attacks={list(names)!r}"
             )
         if attack not in attacks:
@@ -228,6 +249,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.")
     flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+    flags.DEFINE_bool(
+        "deterministic", True,
+        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
+    )
     flags.DEFINE_enum(
         "adversarial_bn_statistics", "adversarial", list(config_lib.ADVERSARIAL_BN_STATISTICS),
         "Which OAT passes update the adversarial BN's moving statistics: 'adversarial' "
@@ -248,7 +273,7 @@ def define_flags() -> None:
     )
     # Evaluation.
     flags.DEFINE_list("eval_lambdas", None, "λ grid to evaluate (default: training set + S3; plain, ats: the fixed λ).")
-    flags.DEFINE_list("eval_attacks", ["train", "pgd20"], "train | pgdN | pgdN:STEP | fgsm | mi_fgsm | apgd_ce | apgd_dlr | square[N].")
+    flags.DEFINE_list("eval_attacks", ["train", "autoattack_fast"], ATTACK_NAMES_HELP)
     flags.DEFINE_integer("eval_every_epochs", 0, "Validation λ grid every K epochs (0: off).")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_enum(

@@ -27,7 +27,10 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 
-    from oat_tf.training import experiment  # Heavy imports after flag checks.
+    from oat_tf.training import determinism  # Heavy imports after flag checks.
+    from oat_tf.training import experiment
+
+    determinism.configure(FLAGS.deterministic)
 
     summary = experiment.run_experiment(
         config, resume=FLAGS.resume, flags_text=FLAGS.flags_into_string()

@@ -93,7 +93,8 @@ def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
     assert set(result["clean_accuracy"]) == {"0.0", "0.5", "1.0"}
     assert set(result["robust_accuracy"]) == {"PGD-3", "PGD-6", "Square-20"}
     names = [c["name"] for c in result["masking_checks"]]
-    assert names == ["input_gradients", "epsilon_monotonicity", "stronger_pgd_not_weaker", "black_box_not_stronger"]
+    assert names == ["input_gradients", "epsilon_monotonicity", "stronger_pgd_not_weaker",
+                     "black_box_not_stronger", "weaker_attacks_not_overstating"]
     assert result["masking_checks"][2]["pairs"], "PGD-6 against PGD-3 must be compared"
     for check in result["masking_checks"]:
         assert ("[PASS] " if check["passed"] else "[FAIL] ") + check["name"] in second.stdout

@@ -1,5 +1,6 @@
 """Every flagfile in experiments/ parses into a valid config; flag mapping."""
 
+import dataclasses
 import glob
 import os
 
@@ -115,7 +116,9 @@ def test_defaults_follow_the_paper():
     assert config.train_attack.step_size == pytest.approx(2 / 255)
     assert config.optimizer.momentum == 0.9 and config.optimizer.weight_decay == 5e-4
     assert config.evaluation.lambdas == config_lib.check_lambda_values("l", config_lib.S1 + config_lib.S3)
-    assert [a.describe() for a in config.evaluation.attacks] == ["PGD-7", "PGD-20"]
+    # RA is the worst case over the training attack and AutoAttack-fast.
+    assert [a.describe() for a in config.evaluation.attacks] == [
+        "PGD-7", "AutoAttack-fast: APGD-CE-100", "AutoAttack-fast: APGD-T-100/3"]
 
 
 def test_eval_attack_names():
@@ -128,6 +131,20 @@ def test_eval_attack_names():
     apgd_ce, apgd_dlr, square = oat_flags.parse_eval_attacks(["apgd_ce", "apgd_dlr", "square500"], train)
     assert apgd_ce.describe() == "APGD-CE-100" and apgd_dlr.describe() == "APGD-DLR-100"
     assert square.describe() == "Square-500" and square.epsilon == 0.3
+    apgd_t, fab_t = oat_flags.parse_eval_attacks(["apgd_t", "fab_t"], train)
+    assert apgd_t.describe() == "APGD-T-100/9" and fab_t.describe() == "FAB-T-100/9"
+    assert apgd_t.epsilon == fab_t.epsilon == 0.3 and not apgd_t.ensemble
+    # The presets expand to their members, at the training ε; listing one
+    # twice (or a member again) adds nothing.
+    standard = oat_flags.parse_eval_attacks(["train", "autoattack", "autoattack"], train)
+    assert [a.describe() for a in standard] == [
+        "PGD-40", "AutoAttack: APGD-CE-100", "AutoAttack: APGD-T-100/9",
+        "AutoAttack: FAB-T-100/9", "AutoAttack: Square-5000"]
+    assert all(a.epsilon == 0.3 for a in standard)
+    assert standard[-1].num_queries == 5000 and standard[-1].p_init == 0.8
+    fast = oat_flags.parse_eval_attacks(["autoattack_fast"], train)
+    assert [(a.name, a.num_target_classes, a.ensemble) for a in fast] == [
+        ("apgd_ce", 9, "AutoAttack-fast"), ("apgd_t", 3, "AutoAttack-fast")]
     custom = oat_flags.parse_eval_attacks(["pgd40:0.01"], train)[0]
     assert (custom.num_steps, custom.step_size, custom.epsilon) == (40, 0.01, 0.3)
     for bad in (["pgd0"], ["pgd10:x"], ["pgd10:-1"], ["cw"]):
@@ -284,6 +301,15 @@ def test_study_flagfile_runs_give_valid_configs(path):
         assert frontier == sorted(config_lib.S1 + unseen)
         variants = {c.model.variant for c in configs.values()}
         assert {"plain", "oat", "oat_single_bn"} <= variants
+    if study["study"][0] == "quickstart_seeds":
+        # The README's spread: the quickstart itself, three seeds, nothing else changed.
+        quickstart = _parse("--flagfile=" + os.path.join(testing.REPO_ROOT, "experiments", "quickstart.flags"))
+        assert sorted(c.train.seed for c in configs.values()) == [0, 1, 2]
+        for config in configs.values():
+            assert dataclasses.replace(
+                config, name=quickstart.name, export_dir=quickstart.export_dir, runs_dir=quickstart.runs_dir,
+                train=dataclasses.replace(config.train, seed=0),
+            ) == quickstart
     if study["study"][0] == "mixture_bn":
         depths = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 0.0}
         standard = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 1.0}

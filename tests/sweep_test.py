@@ -212,3 +212,16 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skip: ") == 2 and "Epoch" not in again.stdout
     assert (tmp_path / "docs" / "tiny.md").read_text() == report
+
+
+def test_cpu_description_names_the_model_and_vector_extensions(tmp_path):
+    def describe(flags):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        return sweep.cpu_description(str(path))
+
+    assert describe("fpu sse2 avx avx2 fma") == {"cpu": "AMD EPYC", "cpu_vector_extensions": "avx2"}
+    assert describe("avx2 avx512f avx512bw")["cpu_vector_extensions"] == "avx512"
+    assert describe("fpu sse2")["cpu_vector_extensions"] == "other"
+    assert sweep.cpu_description(str(tmp_path / "missing")) == {
+        "cpu": "unknown", "cpu_vector_extensions": "unknown"}

@@ -1,12 +1,15 @@
-"""L∞ attacks (PGD, FGSM, MI-FGSM, APGD-CE/DLR, Square) and their parts.
+"""L∞ attacks (PGD, FGSM, MI-FGSM, APGD-CE/DLR/T, FAB-T, Square, AutoAttack) and their parts.
 
 The attacks are reached by module (`pgd.pgd_linf`, `apgd.apgd`,
-`square.square_linf`) or through `run_attack(AttackConfig, ...)`; the attack
+`apgd.apgd_targeted`, `fab.fab_targeted`, `square.square_linf`,
+`autoattack.autoattack`) or through `run_attack(AttackConfig, ...)`; the attack
 forms on multi-exit networks are in `multi_exit` (`multi_exit_attack`,
 `delay_exit_attack`).
 """
 
+from oat_tf.attacks.apgd import apgd_targeted
 from oat_tf.attacks.apgd import dlr_loss
+from oat_tf.attacks.apgd import targeted_dlr_loss
 from oat_tf.attacks.losses import LossFn
 from oat_tf.attacks.losses import sparse_cross_entropy
 from oat_tf.attacks.multi_exit import FORMS as MULTI_EXIT_FORMS
@@ -34,6 +37,7 @@ __all__ = [
     "LossFn",
     "MULTI_EXIT_FORMS",
     "Seed",
+    "apgd_targeted",
     "delay_exit_attack",
     "dlr_loss",
     "fgsm",
@@ -52,4 +56,5 @@ __all__ = [
     "sign_step",
     "sparse_cross_entropy",
     "square_linf",
+    "targeted_dlr_loss",
 ]

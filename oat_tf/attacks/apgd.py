@@ -1,4 +1,4 @@
-"""Auto-PGD (APGD-CE, APGD-DLR): PGD whose step size adapts itself.
+"""Auto-PGD (APGD-CE, APGD-DLR, APGD-T): PGD whose step size adapts itself.
 
 Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble
 of diverse parameter-free attacks", ICML 2020 (the white-box attacks of
@@ -26,6 +26,10 @@ One run, per sample, with the projection P onto the ε-ball ∩ [0, 1]:
   The momentum term of the next step is x_max − x^{w_j − 1}.
 * Losses: "ce" (softmax cross-entropy) or "dlr" (`dlr_loss`, the
   difference of logits ratio, invariant to shifting and scaling the logits).
+* APGD-T (`apgd_targeted`, AutoAttack's second attack): the same run on the
+  targeted DLR loss (`targeted_dlr_loss`) once per target class, the classes
+  ranked 2 … T + 1 by the clean logits; per sample the most adversarial point
+  over all target runs is returned.
 
 Which point is returned. Beside x_max (which steers the run), every run also
 keeps, per sample, its most adversarial point: a misclassified point beats a
@@ -136,6 +140,45 @@ def dlr_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         tf.where(is_true, tf.constant(-np.inf, tf.float32), logits), axis=1
     )
     return -(true_logit - other_logit) / (top3[:, 0] - top3[:, 2] + _DLR_EPSILON)
+
+
+def targeted_dlr_loss(
+    logits: tf.Tensor, labels: tf.Tensor, target_labels: tf.Tensor
+) -> tf.Tensor:
+    """Per-sample targeted DLR loss of APGD-T, in float32.
+
+    `DLR_t(z, y) = -(z_y − z_t) / (z_π1 − (z_π3 + z_π4) / 2 + 1e-12)`, where
+    t is the target class and π orders the logits from largest to smallest
+    (Croce & Hein 2020, §3.2 and the AutoAttack code). Ascending it pushes the
+    target logit above the true one; like DLR it does not change when the
+    logits are shifted or scaled by a positive number.
+
+    Args:
+        logits: tf.Tensor of shape [N, K], K >= 4.
+        labels: tf.Tensor of shape [N], integer true class ids in [0, K).
+        target_labels: tf.Tensor of shape [N], integer target class ids.
+
+    Returns:
+        tf.Tensor of shape [N] and dtype float32.
+    """
+    shape = getattr(logits, "shape", None)
+    if shape is None or tf.TensorShape(shape).rank != 2:
+        raise ValueError(
+            "`logits` must have shape [N, K] with K >= 4. Received: logits of "
+            f"type {type(logits).__name__} with shape {shape}"
+        )
+    num_classes = tf.TensorShape(shape)[1]
+    if num_classes is not None and num_classes < 4:
+        raise ValueError(
+            "`logits` must have at least 4 classes for the targeted DLR loss (it "
+            f"uses the fourth largest logit). Received: logits with shape {shape}"
+        )
+    logits = tf.cast(logits, tf.float32)
+    top4 = tf.math.top_k(logits, k=4).values
+    true_logit = tf.gather(logits, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
+    target_logit = tf.gather(logits, tf.cast(target_labels, tf.int32), axis=1, batch_dims=1)
+    scale = top4[:, 0] - 0.5 * (top4[:, 2] + top4[:, 3]) + _DLR_EPSILON
+    return -(true_logit - target_logit) / scale
 
 
 # === Checkpoints ===
@@ -292,6 +335,119 @@ def apgd(
         )
 
     x_adv, _, _ = pgd.repeat(restart_body, num_restarts, best)
+    return pgd._finish(x_adv, images, epsilon)
+
+
+def apgd_targeted(
+    logits_fn: pgd.LogitsFn,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    *,
+    epsilon: float,
+    num_steps: int = 100,
+    num_target_classes: int = 9,
+    num_restarts: int = 1,
+    seed: Optional[pgd.Seed] = None,
+    rho: float = 0.75,
+    alpha: float = 0.75,
+) -> tf.Tensor:
+    """Targeted L∞ Auto-PGD on the targeted DLR loss (APGD-T of AutoAttack).
+
+    For k = 2 … `num_target_classes` + 1, `num_restarts` APGD runs (the same
+    run as `apgd`: step size, momentum, checkpoints) ascend
+    `targeted_dlr_loss` towards t_k, the class with the k-th largest logit on
+    the clean image. Per sample the most adversarial point over all runs and
+    the clean image is returned (misclassified first, then the higher loss),
+    so a sample counts as broken as soon as one target run misclassifies it.
+    Run (k, r) starts from the seed `pgd.restart_seeds(seed, T·R)[(k − 2)·R
+    + r]` (T targets, R restarts). Standard AutoAttack uses 100 steps, 9
+    target classes and 1 restart; the reference code runs each target only on
+    the samples still classified correctly, which changes the cost, not the
+    result per sample (samples do not interact in inference mode).
+
+    Args:
+        logits_fn: callable mapping images [N, H, W, C] to logits [N, K] in
+            inference mode.
+        images: tf.Tensor of shape [N, H, W, C], float images in [0, 1].
+        labels: tf.Tensor of shape [N], integer true class ids.
+        epsilon: float >= 0, L∞ radius.
+        num_steps: int >= 1, iterations per run.
+        num_target_classes: int >= 1, target classes per sample; at most
+            K − 1, and K must be at least 4 (the loss uses the fourth largest
+            logit).
+        num_restarts: int >= 1, runs per target class.
+        seed: shape [2] integer tensor or pair of ints; required.
+        rho: float in [0, 1], as in `apgd`.
+        alpha: float in [0, 1], as in `apgd`.
+
+    Returns:
+        tf.Tensor of shape [N, H, W, C], float32, without gradient: the
+        adversarial images, in [0, 1] and within ε of `images`.
+    """
+    images, labels = pgd._check_inputs(images, labels, False, None)
+    pgd._check_number("epsilon", epsilon)
+    pgd._check_int("num_steps", num_steps)
+    pgd._check_int("num_target_classes", num_target_classes)
+    pgd._check_int("num_restarts", num_restarts)
+    _check_unit_interval("rho", rho)
+    _check_unit_interval("alpha", alpha)
+    if seed is None:
+        raise ValueError(
+            "`seed` must be a shape [2] integer tensor or a pair of ints (the "
+            "random starts always take an explicit seed). Received: seed=None"
+        )
+    clean_logits = _check_logits(logits_fn(images))
+    num_classes = clean_logits.shape[1]
+    if num_classes is not None and (num_classes < 4 or num_target_classes > num_classes - 1):
+        raise ValueError(
+            "`num_target_classes` must be at most K − 1 for K >= 4 classes (APGD-T "
+            "aims at the classes ranked 2 … num_target_classes + 1). Received: "
+            f"num_target_classes={num_target_classes} for logits with {num_classes} classes"
+        )
+    num_runs = num_target_classes * num_restarts
+    seeds = pgd.restart_seeds(seed, num_runs)
+    logging.vlog(
+        1,
+        "apgd_targeted: epsilon=%g num_steps=%d num_target_classes=%d "
+        "num_restarts=%d rho=%g alpha=%g",
+        epsilon,
+        num_steps,
+        num_target_classes,
+        num_restarts,
+        rho,
+        alpha,
+    )
+    windows = tf.constant(_window_table(num_steps))
+    # [N, T]: the classes ranked 2 … T + 1 on the clean images.
+    targets = tf.math.top_k(clean_logits, k=num_target_classes + 1).indices[:, 1:]
+    best = (
+        images,
+        _misclassified(clean_logits, labels),
+        tf.fill(tf.shape(labels), tf.constant(-np.inf, tf.float32)),
+    )
+
+    def run_body(j, *best_values):
+        target = tf.gather(targets, j // num_restarts, axis=1)
+
+        def loss_fn(logits: tf.Tensor, true_labels: tf.Tensor) -> tf.Tensor:
+            return targeted_dlr_loss(logits, true_labels, target)
+
+        start = pgd.linf_random_start(images, epsilon, tf.gather(seeds, j))
+        run = _single_run(
+            _make_evaluate(logits_fn, loss_fn, labels),
+            images,
+            start,
+            epsilon=epsilon,
+            num_steps=num_steps,
+            rho=rho,
+            alpha=alpha,
+            windows=windows,
+        )
+        return _keep_more_adversarial(
+            best_values, (run.x_adv, run.adv_misclassified, run.adv_loss)
+        )
+
+    x_adv, _, _ = pgd.repeat(run_body, num_runs, best)
     return pgd._finish(x_adv, images, epsilon)
 
 

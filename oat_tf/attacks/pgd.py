@@ -697,7 +697,12 @@ def run_attack(
     "mi_fgsm" -> `mi_fgsm` (epsilon, num_steps, decay, targeted; a
     `step_size` of 0 means ε / num_steps), "square" -> `square.square_linf`
     (epsilon, num_queries, p_init; needs `seed`), "apgd_ce" / "apgd_dlr" ->
-    `apgd.apgd` (epsilon, num_steps, num_restarts; needs `seed`).
+    `apgd.apgd` (epsilon, num_steps, num_restarts; needs `seed`), "apgd_t" ->
+    `apgd.apgd_targeted` and "fab_t" -> `fab.fab_targeted` (epsilon,
+    num_steps, num_target_classes, num_restarts; need `seed`). The
+    `ensemble` field is not read here: running the members of an ensemble on
+    the samples still robust is the caller's part (`autoattack.autoattack`,
+    `oat_tf.evaluation.robust_eval`).
 
     Args:
         config: AttackConfig, the attack and its settings.
@@ -756,9 +761,28 @@ def run_attack(
             target_labels=target_labels,
             loss_fn=loss_fn,
         )
-    # Imported here: `apgd` and `square` build on this module's parts.
+    # Imported here: `apgd`, `fab` and `square` build on this module's parts.
     from oat_tf.attacks import apgd  # pylint: disable=import-outside-toplevel
+    from oat_tf.attacks import fab  # pylint: disable=import-outside-toplevel
     from oat_tf.attacks import square  # pylint: disable=import-outside-toplevel
+
+    if config.name in config_lib.RANKED_TARGET_ATTACKS:
+        if target_labels is not None or loss_fn is not None:
+            raise ValueError(
+                "`target_labels` and `loss_fn` are not supported by APGD-T and FAB-T "
+                f"(they choose their own targets and loss). Received: config={config!r}"
+            )
+        attack_fn = apgd.apgd_targeted if config.name == "apgd_t" else fab.fab_targeted
+        return attack_fn(
+            logits_fn,
+            images,
+            labels,
+            epsilon=config.epsilon,
+            num_steps=config.num_steps,
+            num_target_classes=config.num_target_classes,
+            num_restarts=config.num_restarts,
+            seed=seed,
+        )
 
     if config.name in ("apgd_ce", "apgd_dlr"):
         if target_labels is not None or loss_fn is not None:

@@ -25,6 +25,7 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import models
+from oat_tf.training import determinism
 from oat_tf.training import oat_model
 from oat_tf.training import optimizers
 
@@ -45,6 +46,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("steps", 2, "Timed steps per model and mode.")
     flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, XLA compilation).")
     flags.DEFINE_integer("seed", 0, "Seed of the random data, weights and λ.")
+    flags.DEFINE_bool(
+        "deterministic", False,
+        "Time with TensorFlow op determinism on (the CLIs' default; see "
+        "oat_tf.training.determinism): run with and without to see its cost.",
+    )
     flags.DEFINE_bool(
         "isolate", True,
         "Time each model and mode in its own process (an XLA run can slow later "
@@ -129,6 +135,7 @@ def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
         f"--variant={FLAGS.variant}", f"--batch_size={FLAGS.batch_size}",
         f"--attack_steps={FLAGS.attack_steps}", f"--steps={FLAGS.steps}",
         f"--warmup={FLAGS.warmup}", f"--seed={FLAGS.seed}", "--noisolate",
+        "--deterministic" if FLAGS.deterministic else "--nodeterministic",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -143,6 +150,7 @@ def main(argv) -> None:
     del argv
     configurations = [(a, m) for a in FLAGS.models for m in FLAGS.modes]
     if not FLAGS.isolate:
+        determinism.configure(FLAGS.deterministic)
         for architecture, mode in configurations:
             result = time_train_step(
                 architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
@@ -152,7 +160,8 @@ def main(argv) -> None:
             sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
         return
     rows: List[str] = [
-        f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}; "
+        f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}, "
+        f"op determinism {'on' if FLAGS.deterministic else 'off'}; "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
         f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
         f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",

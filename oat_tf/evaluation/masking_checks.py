@@ -14,11 +14,19 @@ Carlini et al. 2019, "On evaluating adversarial robustness"):
    robust accuracy than the strongest iterative gradient-based attack (PGD,
    APGD, MI-FGSM) at the same λ; weaker gradient attacks that Square beats
    are named (their own numbers overstate robustness).
+5. `weaker_attacks_not_overstating`: no stand-alone iterative white-box
+   attack (PGD, MI-FGSM, APGD, APGD-T, FAB-T) keeps significantly more
+   samples robust than the strongest attack of the evaluation (the lowest RA
+   at that λ, usually AutoAttack): where it does, that attack's own RA
+   overstates robustness, and the check names it. This is what a model whose
+   PGD robustness is an artefact looks like (PGD-10 keeping 36 digits that
+   APGD-CE breaks, and APGD-CE keeping none that PGD-10 breaks), even when
+   the gradient-free attack is weaker still.
 
 Each check returns a dict `{"name", "passed", "detail", ...}`; a failed check
 is printed and saved with the results, never hidden.
 
-Comparing two attacks (checks 3 and 4). Both attacks ran on the same samples,
+Comparing two attacks (checks 3, 4 and 5). Both attacks ran on the same samples,
 and randomised attacks (random starts, random squares) disagree on a few
 samples by chance, in both directions; a stronger attack can then score a
 slightly higher RA without being weaker. So the two are compared sample by
@@ -320,6 +328,95 @@ def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
         "comparisons": comparisons,
         "weaker_than_black_box": weaker,
     }
+
+
+# Attacks whose own RA a report may quote, so check 5 holds them to the
+# strongest attack; FGSM (one step) and Square (the black-box check) are not
+# meant to be strong, and ensemble members are cumulative parts of one figure.
+_QUOTED_WHITE_BOX = ("pgd", "mi_fgsm", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t")
+
+
+def weaker_attacks_not_overstating(result: Dict[str, Any]) -> Dict[str, Any]:
+    """Checks no stand-alone white-box attack keeps significantly more samples than the strongest.
+
+    At every λ the strongest attack is the one with the lowest RA (an
+    ensemble member's RA is cumulative, so AutoAttack's last member when
+    present). Every stand-alone PGD, MI-FGSM, APGD, APGD-T or FAB-T attack
+    with a higher RA is compared with it by McNemar's test on the samples
+    they disagree on (see the module docstring): the check fails, naming the
+    attack, when the attack keeps significantly more samples robust than the
+    strongest one breaks. Its RA then overstates robustness (the robustness
+    to report is the worst case).
+
+    Args:
+        result: an `evaluate_lambda_grid` result.
+
+    Returns:
+        check dict with one comparison per λ and compared attack (`weaker`,
+        `weaker_ra`, `strongest`, `strongest_ra`, the paired counts
+        `only_lower` (robust only under the weaker attack) and `only_other`,
+        the p-value, threshold and whether it passed) and `overstating`, the
+        attacks that failed with the λ values where they did.
+    """
+    configs = {a["label"]: _attack_config(a) for a in result["attacks"]}
+    quoted = [
+        label for label, c in configs.items() if not c.ensemble and c.name in _QUOTED_WHITE_BOX
+    ]
+    comparisons = []
+    keys = next(iter(result["robust_accuracy"].values()), {})
+    for key in keys:
+        ras = {label: result["robust_accuracy"][label][key] for label in configs}
+        strongest = min(ras, key=ras.get)
+        comparisons.extend(
+            {"lambda": key, "weaker": label, "weaker_ra": ras[label],
+             "strongest": strongest, "strongest_ra": ras[strongest]}
+            for label in quoted
+            if label != strongest and ras[label] > ras[strongest]
+        )
+    _compare(result, comparisons, "weaker", "strongest")
+    failed = [c for c in comparisons if not c["passed"]]
+    overstating: Dict[str, List[str]] = {}
+    for c in failed:
+        overstating.setdefault(c["weaker"], []).append(c["lambda"])
+    detail = (
+        "no stand-alone white-box attack keeps significantly more samples robust than the "
+        "strongest attack at any λ (McNemar, α = 5%)"
+    )
+    if not comparisons:
+        detail += " (nothing to compare in this evaluation)"
+    if failed:
+        detail += "; these attacks overstate robustness (report the worst case instead): " + ", ".join(
+            f"{c['weaker']} at λ={c['lambda']} ({100 * c['weaker_ra']:.2f}% vs {c['strongest']} "
+            f"{100 * c['strongest_ra']:.2f}%, {c['only_lower']} samples robust only under it, "
+            f"{c['only_other']} only under {c['strongest']})"
+            if "only_lower" in c
+            else f"{c['weaker']} at λ={c['lambda']}"
+            for c in failed
+        )
+    return {
+        "name": "weaker_attacks_not_overstating",
+        "passed": not failed,
+        "detail": detail,
+        "comparisons": comparisons,
+        "overstating": overstating,
+    }
+
+
+def paired_checks(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The checks that need only an evaluation's recorded counts (3, 4 and 5).
+
+    Args:
+        result: an `evaluate_lambda_grid` result.
+
+    Returns:
+        list of check dicts: `stronger_pgd_not_weaker`,
+        `black_box_not_stronger`, `weaker_attacks_not_overstating`.
+    """
+    return [
+        stronger_pgd_not_weaker(result),
+        black_box_not_stronger(result),
+        weaker_attacks_not_overstating(result),
+    ]
 
 
 def _attack_config(entry: Dict[str, Any]) -> config_lib.AttackConfig:

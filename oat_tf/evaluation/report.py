@@ -49,8 +49,9 @@ def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -
 
     Returns:
         str, the table: a header, a separator and one row per λ, with columns
-        λ, (seen), SA, RA per attack and worst case, accuracies in percent
-        with two decimals.
+        λ, (seen), SA, RA (the per-sample worst case over every attack: the
+        headline robustness) and then the RA of each attack, labelled with
+        its name; accuracies in percent with two decimals.
     """
     results_lib.check_result(result)
     if seen_lambdas is not None:
@@ -59,7 +60,7 @@ def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -
     header = ["λ"]
     if seen_lambdas is not None:
         header.append("seen")
-    header += ["SA (%)"] + [f"RA {label} (%)" for label in labels] + ["worst case (%)"]
+    header += ["SA (%)", "RA worst case (%)"] + [f"RA {label} (%)" for label in labels]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -69,17 +70,28 @@ def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -
         if seen_lambdas is not None:
             row.append("seen" if results_lib.is_seen(lam, seen_lambdas) else "unseen")
         row.append(_percent(result["clean_accuracy"][key]))
-        row += [_percent(result["robust_accuracy"][label][key]) for label in labels]
         row.append(_percent(result["worst_case_accuracy"][key]))
+        row += [_percent(result["robust_accuracy"][label][key]) for label in labels]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _describe_attack(attack: dict) -> str:
     parts = [f"ε = {attack['epsilon']:.4g} ({attack['epsilon'] * 255:.3g}/255)"]
-    if attack.get("name") != "fgsm":
+    if attack.get("name") == "square":
+        parts.append(f"{attack['num_queries']} queries, p_init {attack['p_init']:g}")
+    elif attack.get("name") in ("apgd_ce", "apgd_dlr", "apgd_t", "fab_t"):
+        parts.append(f"{attack['num_steps']} steps")
+    elif attack.get("name") != "fgsm":
         parts.append(f"step {attack['step_size']:.4g}")
         parts.append(f"{attack['num_steps']} steps")
+    if attack.get("name") in ("apgd_t", "fab_t"):
+        parts.append(f"{attack.get('num_target_classes', 9)} target classes")
+    if attack.get("ensemble"):
+        parts.append(
+            f"member of {attack['ensemble']}: runs only on the samples its earlier members left "
+            "robust, RA after it and them"
+        )
     if attack.get("name") == "pgd":
         parts.append("random start" if attack.get("random_start") else "no random start")
     if attack.get("num_restarts", 1) > 1:
@@ -106,9 +118,10 @@ def _format_markdown(result: dict, seen_lambdas, title: Optional[str]) -> str:
         lines.append("")
     lines.append(format_table(result, seen_lambdas=seen_lambdas))
     lines.append(
-        "SA: clean images. RA: adversarial images, the attack run against the "
-        "model at the same λ. Worst case: a sample counts only if it is "
-        "classified correctly clean and under every attack."
+        "SA: clean images. RA worst case, the robustness this evaluation "
+        "stands behind: a sample counts only if it is classified correctly "
+        "clean and under every attack. RA of each attack: its adversarial "
+        "images, the attack run against the model at the same λ."
     )
     return "\n".join(lines) + "\n"
 

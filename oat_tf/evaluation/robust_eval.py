@@ -11,6 +11,10 @@ over the data:
 - Worst case(λ): a sample counts only if it is classified correctly clean and
   under every attack (the per-sample worst case, as AutoAttack reports it), so
   it is at most SA and at most every RA.
+- Ensembles (AttackConfig.ensemble, e.g. AutoAttack): the members of one
+  ensemble run in order, each only on the samples classified correctly clean
+  and under the ensemble's earlier members; a member's RA is the accuracy
+  after it and the earlier members (the last member's RA is the ensemble's).
 - Paired counts(λ): for every ordered pair of attacks (a, b), the number of
   samples that survive a but not b. Two attacks on the same samples are
   compared by these (McNemar's test in `masking_checks`), not by their RAs
@@ -47,6 +51,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+import tqdm
 from absl import logging
 
 from oat_tf import attacks as attacks_lib
@@ -217,6 +222,28 @@ def _derive_seeds(seed: int, batch_index: int, lam: float, attack_label: str) ->
     return tf.constant(state.generate_state(4, dtype=np.uint32).astype(np.int64).reshape(2, 2))
 
 
+def _attack_survivors(
+    attack_fn: Callable,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    lam: tf.Tensor,
+    seeds: tf.Tensor,
+    alive: np.ndarray,
+) -> np.ndarray:
+    """[N] bool: `alive` and still classified correctly under the attack.
+
+    The attack runs only on the `alive` samples (an ensemble member after the
+    first: the samples the earlier members left robust).
+    """
+    robust = np.zeros_like(alive)
+    indices = np.flatnonzero(alive)
+    if indices.size:
+        robust[indices] = attack_fn(
+            tf.gather(images, indices), tf.gather(labels, indices), lam, seeds
+        ).numpy()
+    return robust
+
+
 def evaluate_lambda_grid(
     model: keras.Model,
     dataset: tf.data.Dataset,
@@ -225,6 +252,7 @@ def evaluate_lambda_grid(
     *,
     seed: int = 0,
     jit_compile: bool = False,
+    show_progress: bool = False,
 ) -> dict:
     """Measures clean, per-attack and worst-case accuracy for every λ.
 
@@ -244,6 +272,8 @@ def evaluate_lambda_grid(
         seed: int >= 0, seed from which every attack's stateless seed is
             derived.
         jit_compile: bool, compile the clean and attack functions with XLA.
+        show_progress: bool, show a tqdm progress bar (batch, λ, attack and
+            the time left) on stderr.
 
     Returns:
         dict, JSON-serialisable, accuracies as fractions in [0, 1]:
@@ -291,17 +321,36 @@ def evaluate_lambda_grid(
     only_counts = np.zeros([num_lambdas, num_attacks, num_attacks], np.int64)
     num_examples = 0
     start = time.time()
+    num_batches = int(dataset.cardinality())
+    progress_bar = tqdm.tqdm(
+        total=num_batches * num_lambdas if num_batches > 0 else None,
+        desc="evaluation",
+        unit="λ·batch",
+        disable=not show_progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
     for batch_index, (images, labels) in enumerate(dataset):
         images, labels = _batch_inputs(images, labels)
         for lambda_index, lam in enumerate(lambda_values):
             lam_tensor = tf.constant(lam, tf.float32)
+            progress_bar.set_postfix_str(f"batch {batch_index + 1}, λ={lam:g}, clean")
             clean = clean_fn(images, labels, lam_tensor).numpy()
             clean_counts[lambda_index] += int(clean.sum())
             survived = clean
             robust_per_attack = []
+            # ensemble name -> samples robust after its members so far.
+            ensemble_survivors: Dict[str, np.ndarray] = {}
             for attack_index, attack_fn in enumerate(attack_fns):
-                seeds = _derive_seeds(seed, batch_index, lam, attack_labels[attack_index])
-                robust = attack_fn(images, labels, lam_tensor, seeds).numpy()
+                attack, label = attacks[attack_index], attack_labels[attack_index]
+                progress_bar.set_postfix_str(f"batch {batch_index + 1}, λ={lam:g}, {label}")
+                seeds = _derive_seeds(seed, batch_index, lam, label)
+                if attack.ensemble:
+                    alive = ensemble_survivors.get(attack.ensemble, clean)
+                    robust = _attack_survivors(attack_fn, images, labels, lam_tensor, seeds, alive)
+                    ensemble_survivors[attack.ensemble] = robust
+                else:
+                    robust = attack_fn(images, labels, lam_tensor, seeds).numpy()
                 robust_counts[lambda_index, attack_index] += int(robust.sum())
                 survived = np.logical_and(survived, robust)
                 robust_per_attack.append(robust)
@@ -309,6 +358,7 @@ def evaluate_lambda_grid(
             if robust_per_attack:
                 robust_matrix = np.stack(robust_per_attack).astype(np.int64)  # [A, N]
                 only_counts[lambda_index] += robust_matrix @ (1 - robust_matrix).T
+            progress_bar.update(1)
         num_examples += int(images.shape[0])
         logging.info(
             "Batch %d done: %d examples so far (%.1f s).",
@@ -316,6 +366,7 @@ def evaluate_lambda_grid(
             num_examples,
             time.time() - start,
         )
+    progress_bar.close()
     if num_examples == 0:
         raise ValueError("`dataset` must yield at least one example. Received: an empty dataset")
 

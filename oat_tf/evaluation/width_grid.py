@@ -84,6 +84,7 @@ def evaluate_width_grid(
     *,
     widths: Optional[Sequence[float]] = None,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> Dict[str, Any]:
     """Runs `evaluate_lambda_grid` at every width.
 
@@ -95,6 +96,7 @@ def evaluate_width_grid(
         attacks: sequence of AttackConfig.
         widths: sequence of float or None (see `check_widths_of`).
         seed: int, seed of the attacks (the same at every width).
+        show_progress: bool, show a tqdm progress bar per width.
 
     Returns:
         dict with `widths` (sorted floats) and `per_width` ({width key:
@@ -103,7 +105,8 @@ def evaluate_width_grid(
     widths = check_widths_of(model, widths)
     per_width = {
         width_key(w): robust_eval.evaluate_lambda_grid(
-            width_model(model, w), dataset, lambdas, attacks, seed=seed
+            width_model(model, w), dataset, lambdas, attacks, seed=seed,
+            show_progress=show_progress,
         )
         for w in widths
     }

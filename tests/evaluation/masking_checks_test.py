@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from oat_tf import config as config_lib
+from oat_tf.attacks import autoattack
 from oat_tf.evaluation import masking_checks
 
 
@@ -179,3 +180,63 @@ def test_input_gradients_flags_zero_and_nonfinite_gradients():
     exploding = _dict_model(lambda x, lam: tf.matmul(tf.reshape(tf.sqrt(x - 1.0), [-1, 16]), w))
     check = masking_checks.input_gradients(exploding, images, labels, [0.5])
     assert not check["passed"] and check["per_lambda"]["0.5"]["nonfinite_fraction"] == 1.0
+
+
+AA_FAST = list(autoattack.attack_configs("fast", PGD10.epsilon))
+
+
+def _with_autoattack(ra, only, num_examples=1000):
+    """A result at λ = 0.0 with PGD-10 and AutoAttack-fast (cumulative members)."""
+    attacks = [PGD10] + AA_FAST
+    labels = [a.describe() for a in attacks]
+    return {
+        "num_examples": num_examples,
+        "attacks": [_attack_entry(a) for a in attacks],
+        "clean_accuracy": {"0.0": 0.99},
+        "robust_accuracy": {label: {"0.0": ra[label]} for label in labels},
+        "robust_only": {
+            a: {b: {"0.0": only.get((a, b), 0)} for b in labels if b != a} for a in labels
+        },
+    }
+
+
+def test_weaker_attack_overstating_fails_on_the_quickstart_case():
+    # The issue's λ = 0 quickstart model: PGD-10 42%, APGD-CE 6%; PGD-10 kept
+    # 36 digits (of 100 here: the counts scale) that APGD-CE broke and
+    # APGD-CE kept none that PGD-10 broke. Square (87%) was weaker than both,
+    # so the black-box check passed; this one must not.
+    pgd, ce, t = (a.describe() for a in [PGD10] + AA_FAST)
+    result = _with_autoattack(
+        {pgd: 0.42, ce: 0.06, t: 0.06},
+        {(pgd, ce): 36, (pgd, t): 36},
+        num_examples=100,
+    )
+    check = masking_checks.weaker_attacks_not_overstating(result)
+    assert not check["passed"]
+    assert check["overstating"] == {"PGD-10": ["0.0"]}
+    (comparison,) = check["comparisons"]
+    # The strongest is the first attack with the lowest RA; ensemble members
+    # are never the ones held to it.
+    assert comparison["strongest"] == ce and comparison["weaker"] == "PGD-10"
+    assert (comparison["only_lower"], comparison["only_other"]) == (36, 0)
+    assert comparison["p_value"] == pytest.approx(2.0**-36)
+    assert "PGD-10 at λ=0.0" in check["detail"] and "36 samples robust only under it" in check["detail"]
+    assert check in masking_checks.paired_checks(result)
+
+
+def test_weaker_attack_within_noise_passes():
+    # λ = 1: PGD-10 88.7% against AutoAttack-fast 88.3%: 6 digits only PGD-10
+    # keeps, 2 only AutoAttack keeps (p = 37/256 ≈ 0.14): chance.
+    pgd, ce, t = (a.describe() for a in [PGD10] + AA_FAST)
+    result = _with_autoattack(
+        {pgd: 0.887, ce: 0.885, t: 0.883}, {(pgd, t): 6, (t, pgd): 2, (pgd, ce): 4, (ce, pgd): 2}
+    )
+    check = masking_checks.weaker_attacks_not_overstating(result)
+    assert check["passed"], check["detail"]
+    assert [c["strongest"] for c in check["comparisons"]] == [t]
+    assert check["comparisons"][0]["p_value"] == pytest.approx(37 / 256)
+    # Nothing to compare when only the ensemble ran.
+    only_aa = _with_autoattack({pgd: 0.5, ce: 0.5, t: 0.5}, {})
+    only_aa["attacks"] = only_aa["attacks"][1:]
+    del only_aa["robust_accuracy"][pgd]
+    assert masking_checks.weaker_attacks_not_overstating(only_aa)["comparisons"] == []

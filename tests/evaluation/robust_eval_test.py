@@ -1,5 +1,6 @@
 """Tests for oat_tf.evaluation.robust_eval."""
 
+import dataclasses
 import gc
 import json
 import weakref
@@ -266,6 +267,8 @@ def test_result_is_json_serialisable_with_the_documented_keys():
             "targeted": False,
             "num_queries": 1000,
             "p_init": 0.05,
+            "num_target_classes": 9,
+            "ensemble": "",
         }
     ]
     for value in [*result["clean_accuracy"].values(), *result["worst_case_accuracy"].values()]:
@@ -308,3 +311,38 @@ def test_invalid_datasets_raise():
         robust_eval.evaluate_lambda_grid(model, unbatched, [0.0], [])
     with pytest.raises(ValueError, match="at least one example"):
         robust_eval.evaluate_lambda_grid(model, _dataset(images, labels).take(0), [0.0], [])
+
+
+def test_ensemble_members_run_on_survivors_and_report_cumulative_accuracy():
+    model = _linear_model(seed=4, lambda_scale=5.0)
+    images, labels = _data(num_examples=24, seed=4)
+    fgsm = config.AttackConfig(name="fgsm", epsilon=0.04, num_steps=1, ensemble="E")
+    # A larger ε than FGSM's, so that the second member has work left (on a
+    # linear model FGSM is already the best attack at its own ε).
+    pgd = config.AttackConfig(
+        name="pgd", epsilon=0.08, step_size=0.04, num_steps=3, random_start=False, ensemble="E"
+    )
+    alone = config.AttackConfig(name="fgsm", epsilon=0.04, num_steps=1)
+    result = robust_eval.evaluate_lambda_grid(
+        model, _dataset(images, labels), [0.0, 0.6], [fgsm, pgd, alone]
+    )
+    assert list(result["robust_accuracy"]) == ["E: FGSM", "E: PGD-3", "FGSM"]
+    for lam in (0.0, 0.6):
+        key = robust_eval.lambda_key(lam)
+        # Both attacks are deterministic per sample, so running them on a
+        # subset gives the per-sample outcomes of running them on all.
+        clean = _predict(model, images, lam) == labels
+        after_fgsm = clean & _direct_attack_correct(model, alone, images, labels, lam)
+        after_pgd = after_fgsm & _direct_attack_correct(
+            model, dataclasses.replace(pgd, ensemble=""), images, labels, lam
+        )
+        assert result["robust_accuracy"]["E: FGSM"][key] == pytest.approx(np.mean(after_fgsm))
+        assert result["robust_accuracy"]["E: PGD-3"][key] == pytest.approx(np.mean(after_pgd))
+        assert result["worst_case_accuracy"][key] == pytest.approx(np.mean(after_pgd))
+        # The stand-alone FGSM is not restricted to clean-correct samples.
+        assert result["robust_accuracy"]["FGSM"][key] == pytest.approx(
+            np.mean(_direct_attack_correct(model, alone, images, labels, lam))
+        )
+    # Not vacuous: each member breaks something at λ = 0.
+    assert result["robust_accuracy"]["E: PGD-3"]["0.0"] < result["robust_accuracy"]["E: FGSM"]["0.0"]
+    assert result["robust_accuracy"]["E: FGSM"]["0.0"] < result["clean_accuracy"]["0.0"]

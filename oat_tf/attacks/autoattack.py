@@ -1,0 +1,163 @@
+"""AutoAttack (Croce & Hein, ICML 2020): the standard L∞ ensemble, in native TF.
+
+Standard AutoAttack runs four attacks one after another, each only on the
+samples that all earlier ones left classified correctly, and reports the
+robust accuracy after each and at the end (the per-sample worst case over the
+four):
+
+1. APGD-CE: `apgd.apgd`, cross-entropy, 100 steps, 1 restart, ρ = 0.75.
+2. APGD-T: `apgd.apgd_targeted`, targeted DLR loss, 100 steps, 9 target
+   classes (the classes ranked 2 … 10 by the clean logits), 1 restart each.
+3. FAB-T: `fab.fab_targeted`, 100 steps, 9 target classes, 1 restart each.
+4. Square: `square.square_linf`, 5,000 queries, p_init = 0.8.
+
+`autoattack_fast` is a cheaper preset that says what it is: APGD-CE, then
+APGD-T with 3 target classes (no FAB-T, no Square). It costs about
+100 + 300 forward-backward passes per robust sample against 1,900 gradient
+steps plus up to 5,000 queries for the standard version.
+
+The members are ordinary `AttackConfig`s whose `ensemble` field names the
+sequence ("AutoAttack", "AutoAttack-fast"); the evaluation
+(`oat_tf.evaluation.robust_eval`) runs them in order on the surviving samples
+and keys each member's cumulative robust accuracy by its `describe()` name
+("AutoAttack: APGD-T-100/9"). `autoattack` here does the same for one batch
+and a `logits_fn`, for use outside the evaluation (e.g. a cross-check against
+the reference PyTorch implementation, `benchmarks/autoattack_crosscheck.py`).
+
+Example:
+
+```python
+from oat_tf.attacks import autoattack
+
+logits_fn = lambda x: model({"image": x, "lambda": lam}, training=False)
+x_adv, robust = autoattack.autoattack(
+    logits_fn, images, labels, epsilon=8 / 255, version="standard", seed=[0, 1])
+robust["AutoAttack: Square-5000"].mean()  # robust accuracy after all four
+```
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from oat_tf import config as config_lib
+from oat_tf.attacks import pgd
+
+# version -> the ensemble's name, as it appears in result keys.
+ENSEMBLE_NAMES = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}
+VERSIONS = tuple(ENSEMBLE_NAMES)
+
+# The paper's hyperparameters (AutoAttack `version="standard"`).
+NUM_STEPS = 100
+NUM_TARGET_CLASSES = 9
+FAST_NUM_TARGET_CLASSES = 3
+SQUARE_QUERIES = 5000
+SQUARE_P_INIT = 0.8
+
+
+def attack_configs(version: str, epsilon: float) -> Tuple[config_lib.AttackConfig, ...]:
+    """The members of an AutoAttack ensemble, in the order they run.
+
+    Args:
+        version: "standard" (APGD-CE, APGD-T, FAB-T, Square) or "fast"
+            (APGD-CE, APGD-T with 3 target classes).
+        epsilon: float in [0, 1], the L∞ radius.
+
+    Returns:
+        tuple of AttackConfig, each with `ensemble` set to the ensemble's name.
+    """
+    if version not in ENSEMBLE_NAMES:
+        raise ValueError(
+            f"`version` must be one of {VERSIONS}. Received: version={version!r}"
+        )
+    ensemble = ENSEMBLE_NAMES[version]
+    common = dict(epsilon=epsilon, num_steps=NUM_STEPS, random_start=True, ensemble=ensemble)
+    apgd_ce = config_lib.AttackConfig(name="apgd_ce", **common)
+    if version == "fast":
+        return (
+            apgd_ce,
+            config_lib.AttackConfig(
+                name="apgd_t", num_target_classes=FAST_NUM_TARGET_CLASSES, **common
+            ),
+        )
+    return (
+        apgd_ce,
+        config_lib.AttackConfig(name="apgd_t", num_target_classes=NUM_TARGET_CLASSES, **common),
+        config_lib.AttackConfig(name="fab_t", num_target_classes=NUM_TARGET_CLASSES, **common),
+        config_lib.AttackConfig(
+            name="square",
+            epsilon=epsilon,
+            num_queries=SQUARE_QUERIES,
+            p_init=SQUARE_P_INIT,
+            random_start=True,
+            ensemble=ensemble,
+        ),
+    )
+
+
+def autoattack(
+    logits_fn: pgd.LogitsFn,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    *,
+    epsilon: float,
+    version: str = "standard",
+    seed: pgd.Seed,
+) -> Tuple[tf.Tensor, Dict[str, np.ndarray]]:
+    """Runs AutoAttack on one batch, eagerly, each attack on the survivors only.
+
+    Attack i runs with the seed `pgd.restart_seeds(seed, n)[i]` on the samples
+    classified correctly on the clean image and under every earlier attack.
+
+    Args:
+        logits_fn: callable mapping images [N, H, W, C] to logits [N, K] in
+            inference mode (a closure over λ, width, ...).
+        images: tf.Tensor of shape [N, H, W, C], float images in [0, 1].
+        labels: tf.Tensor of shape [N], integer true class ids.
+        epsilon: float in [0, 1], the L∞ radius.
+        version: "standard" or "fast" (see `attack_configs`).
+        seed: shape [2] integer tensor or pair of ints.
+
+    Returns:
+        Tuple `(x_adv, robust)`: the adversarial images [N, H, W, C] (per
+        sample the image of the attack that broke it, the clean image where
+        the clean image is already misclassified or nothing broke it), and
+        {member name: [N] bool}, classified correctly after that member and
+        all earlier ones (the last entry is the AutoAttack robustness).
+    """
+    configs = attack_configs(version, epsilon)
+    images = tf.convert_to_tensor(images, tf.float32)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    seeds = pgd.restart_seeds(seed, len(configs))
+    x_adv = images.numpy().copy()
+    robust = _correct(logits_fn(images), labels)
+    results: Dict[str, np.ndarray] = {}
+    for index, attack in enumerate(configs):
+        remaining = np.flatnonzero(robust)
+        if remaining.size:
+            subset_images = tf.gather(images, remaining)
+            subset_labels = tf.gather(labels, remaining)
+            adversarial = pgd.run_attack(
+                attack, logits_fn, subset_images, subset_labels, seed=seeds[index]
+            )
+            broken = ~_correct(logits_fn(adversarial), subset_labels)
+            x_adv[remaining[broken]] = adversarial.numpy()[broken]
+            robust = robust.copy()
+            robust[remaining[broken]] = False
+        results[attack.describe()] = robust
+        logging.info(
+            "%s: robust accuracy %.2f%% (%d of %d samples attacked).",
+            attack.describe(),
+            100.0 * robust.mean(),
+            remaining.size,
+            robust.size,
+        )
+    return tf.constant(x_adv), results
+
+
+def _correct(logits: tf.Tensor, labels: tf.Tensor) -> np.ndarray:
+    return np.asarray(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels))
