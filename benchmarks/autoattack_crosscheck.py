@@ -102,6 +102,7 @@ def write_text_atomic(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(temp_path, 0o644)  # mkstemp creates 0600
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):
@@ -130,7 +131,7 @@ def cpu_description() -> Dict[str, Any]:
 
 def command_line() -> str:
     """The command that runs this process, for the results files."""
-    return " ".join([os.path.basename(sys.executable)] + sys.argv)
+    return " ".join([sys.executable] + sys.argv)
 
 
 class StageTimer:
@@ -639,8 +640,14 @@ def command_torch(args: argparse.Namespace) -> None:
 # === Report (standard library only) ===
 
 
-def _cell(value: Optional[float], fmt: str = "{:.1f}") -> str:
-    return "–" if value is None else fmt.format(value)
+def _signed(points: float) -> str:
+    """A difference in points, '+0.0' rather than '-0.0' for a tie."""
+    return f"{round(points, 9) + 0.0:+.1f}"
+
+
+def _percent(count: int, total: int) -> float:
+    """An accuracy in %, from counts (exact ties compare equal)."""
+    return 100.0 * count / total
 
 
 def _seconds(value: Optional[float]) -> str:
@@ -668,13 +675,13 @@ def _reading(rows, disagreements, tf_result, reference, shipped, holds, worst) -
     else:
         parts.append(
             f"oat_tf ends at {final_tf:.1f}% and the reference at {final_ref:.1f}% "
-            f"({final_tf - final_ref:+.1f} points)"
+            f"({_signed(final_tf - final_ref)} points)"
         )
     if differing:
         parts[-1] += (
             "; the intermediate rows differ by at most "
             f"{max(abs(d) for _, d in differing):.1f} points ("
-            + ", ".join(f"{label} {d:+.1f}" for label, d in differing)
+            + ", ".join(f"{label} {_signed(d)}" for label, d in differing)
             + ")."
         )
     else:
@@ -698,15 +705,15 @@ def _reading(rows, disagreements, tf_result, reference, shipped, holds, worst) -
             f"oat_tf's APGD-CE alone is the stronger of the two here ({first_only_ref} digits "
             f"that survive the reference's APGD-CE are broken by oat_tf's, against "
             f"{first_only_tf} the other way); the two differ in their random starts "
-            "(uniform in the ε-ball here, scaled so that the largest coordinate is ε in the "
-            "reference) and in small details of the step-size checkpoints, so single digits "
+            "(oat_tf: uniform in the ε-ball; the reference: scaled so that the largest "
+            "coordinate is ε) and in small details of the step-size checkpoints, so single digits "
             "near the boundary can fall either way."
         )
     if shipped is not None:
-        shipped_final = shipped["stages"][-1]["robust_accuracy"]
+        shipped_final = _percent(shipped["stages"][-1]["robust_count"], n)
         parts.append(
             "torchattacks' `AutoAttack` as shipped (10-step members) is weaker: "
-            f"{shipped_final:.1f}% ({shipped_final - final_ref:+.1f} points against the "
+            f"{shipped_final:.1f}% ({_signed(shipped_final - final_ref)} points against the "
             "100-step reference), which is why it is not the yardstick here."
         )
     tf_total, ref_total = tf_result["total_seconds"], reference["total_seconds"]
@@ -718,24 +725,28 @@ def _reading(rows, disagreements, tf_result, reference, shipped, holds, worst) -
     verdict = "holds" if holds else "does not hold"
     parts.append(
         f"The acceptance rule \"TF within 1 point of the reference, or lower\" {verdict} "
-        f"at every row (largest difference {worst:+.1f} points)."
+        f"at every row (largest difference {_signed(worst)} points)."
     )
     return " ".join(parts)
 
 
-def render_report(tf_result: Dict[str, Any], torch_result: Dict[str, Any]) -> str:
-    """The Markdown page from the two result files."""
+def render_report(
+    tf_result: Dict[str, Any], torch_result: Dict[str, Any], work_dir: str = "WORK_DIR"
+) -> str:
+    """The Markdown page from the two result files (in `work_dir`)."""
     reference = torch_result["runs"]["fra31"]
     shipped = torch_result["runs"].get("shipped")
     n = tf_result["num_digits"]
     train = tf_result["train_info"]
-    rows = [("Clean", tf_result["clean_accuracy"], reference["clean_accuracy"], None, None)]
+    rows = [("Clean", _percent(tf_result["clean_count"], n),
+             _percent(reference["clean_count"], n), None, None)]
     # Per-stage digit disagreements; the clean row agrees by construction of
     # the logit check (same predictions).
     disagreements: List[Tuple[int, int]] = [(0, 0)]
     for tf_stage, ref_stage in zip(tf_result["stages"], reference["stages"]):
-        rows.append((f"after {tf_stage['name']}", tf_stage["robust_accuracy"],
-                     ref_stage["robust_accuracy"], tf_stage["seconds"], ref_stage["seconds"]))
+        rows.append((f"after {tf_stage['name']}", _percent(tf_stage["robust_count"], n),
+                     _percent(ref_stage["robust_count"], n), tf_stage["seconds"],
+                     ref_stage["seconds"]))
         disagreements.append(
             _disagreements(tf_result["robust_flags"][tf_stage["key"]], ref_stage["flags"])
         )
@@ -769,7 +780,7 @@ def render_report(tf_result: Dict[str, Any], torch_result: Dict[str, Any]) -> st
         rows, disagreements
     ):
         lines.append(
-            f"| {label} | {tf_value:.1f} | {ref_value:.1f} | {tf_value - ref_value:+.1f} | "
+            f"| {label} | {tf_value:.1f} | {ref_value:.1f} | {_signed(tf_value - ref_value)} | "
             f"{only_tf} / {only_ref} | {_seconds(tf_seconds)} | {_seconds(ref_seconds)} |"
         )
     lines.append(
@@ -780,7 +791,7 @@ def render_report(tf_result: Dict[str, Any], torch_result: Dict[str, Any]) -> st
     lines += [
         "",
         f"**Acceptance: \"TF within 1 point of the reference, or lower\" {verdict}** (largest "
-        f"oat_tf − reference over the rows: {worst:+.1f} points; 1 digit = {100 / n:.1f} "
+        f"oat_tf − reference over the rows: {_signed(worst)} points; 1 digit = {100 / n:.1f} "
         "points).",
         "",
         "## Reading",
@@ -799,11 +810,11 @@ def render_report(tf_result: Dict[str, Any], torch_result: Dict[str, Any]) -> st
             "",
             "| | torchattacks.AutoAttack (10 steps) | time |",
             "|---|---:|---:|",
-            f"| Clean | {shipped['clean_accuracy']:.1f} | |",
+            f"| Clean | {_percent(shipped['clean_count'], n):.1f} | |",
         ]
         for stage in shipped["stages"]:
             lines.append(
-                f"| after {stage['name']} | {stage['robust_accuracy']:.1f} | "
+                f"| after {stage['name']} | {_percent(stage['robust_count'], n):.1f} | "
                 f"{_seconds(stage['seconds'])} |"
             )
         if "multiattack_agrees" in shipped:
@@ -868,17 +879,27 @@ def render_report(tf_result: Dict[str, Any], torch_result: Dict[str, Any]) -> st
         f"torchattacks {torch_versions['torchattacks']}, NumPy {torch_versions['numpy']} "
         "(separate venv).",
         f"- **Date**: {tf_result['date']}.",
-        "- **oat_tf sources** (sha256, first 12 hex digits, of the attack modules as run): "
-        + ", ".join(f"`{path}` {digest}"
-                    for path, digest in sorted(tf_result.get("attack_sources", {}).items()))
-        + ".",
+    ]
+    if tf_result.get("attack_sources"):
+        sources = ", ".join(
+            f"`{path}` {digest}" for path, digest in sorted(tf_result["attack_sources"].items())
+        )
+        note = tf_result.get("attack_sources_note")
+        lines.append(
+            "- **oat_tf sources** (sha256, first 12 hex digits, of the attack modules as run): "
+            + sources + (f" ({note})" if note else "") + "."
+        )
+    lines += [
         "",
         "Commands (from the repository root; the script's docstring has the venv setup):",
         "",
         "```bash",
+        "# project venv: train, save, oat_tf's AutoAttack",
         f"PYTHONPATH=. {tf_result['command']}",
+        "# torch venv: the reference",
         torch_result["command"],
-        "python benchmarks/autoattack_crosscheck.py report --work_dir=WORK_DIR "
+        "# either venv: this page",
+        f"python benchmarks/autoattack_crosscheck.py report --work_dir={work_dir} "
         "--out=docs/results/autoattack_crosscheck.md",
         "```",
         "",
@@ -892,7 +913,7 @@ def command_report(args: argparse.Namespace) -> None:
         tf_result = json.load(f)
     with open(os.path.join(args.work_dir, "torch_results.json"), encoding="utf-8") as f:
         torch_result = json.load(f)
-    write_text_atomic(args.out, render_report(tf_result, torch_result))
+    write_text_atomic(args.out, render_report(tf_result, torch_result, args.work_dir))
     print(f"wrote {args.out}")
 
 
