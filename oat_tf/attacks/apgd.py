@@ -119,18 +119,7 @@ def dlr_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     Returns:
         tf.Tensor of shape [N] and dtype float32.
     """
-    shape = getattr(logits, "shape", None)
-    if shape is None or tf.TensorShape(shape).rank != 2:
-        raise ValueError(
-            "`logits` must have shape [N, K] with K >= 3. Received: logits of "
-            f"type {type(logits).__name__} with shape {shape}"
-        )
-    num_classes = tf.TensorShape(shape)[1]
-    if num_classes is not None and num_classes < 3:
-        raise ValueError(
-            "`logits` must have at least 3 classes for the DLR loss (it uses "
-            f"the third largest logit). Received: logits with shape {shape}"
-        )
+    _check_dlr_logits(logits, 3, "the DLR loss", "third")
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     top3 = tf.math.top_k(logits, k=3).values
@@ -161,24 +150,29 @@ def targeted_dlr_loss(
     Returns:
         tf.Tensor of shape [N] and dtype float32.
     """
-    shape = getattr(logits, "shape", None)
-    if shape is None or tf.TensorShape(shape).rank != 2:
-        raise ValueError(
-            "`logits` must have shape [N, K] with K >= 4. Received: logits of "
-            f"type {type(logits).__name__} with shape {shape}"
-        )
-    num_classes = tf.TensorShape(shape)[1]
-    if num_classes is not None and num_classes < 4:
-        raise ValueError(
-            "`logits` must have at least 4 classes for the targeted DLR loss (it "
-            f"uses the fourth largest logit). Received: logits with shape {shape}"
-        )
+    _check_dlr_logits(logits, 4, "the targeted DLR loss", "fourth")
     logits = tf.cast(logits, tf.float32)
     top4 = tf.math.top_k(logits, k=4).values
     true_logit = tf.gather(logits, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
     target_logit = tf.gather(logits, tf.cast(target_labels, tf.int32), axis=1, batch_dims=1)
     scale = top4[:, 0] - 0.5 * (top4[:, 2] + top4[:, 3]) + _DLR_EPSILON
     return -(true_logit - target_logit) / scale
+
+
+def _check_dlr_logits(logits, min_classes: int, loss_name: str, ordinal: str) -> None:
+    """Raises unless `logits` is [N, K] with K >= `min_classes` (where K is known)."""
+    shape = getattr(logits, "shape", None)
+    if shape is None or tf.TensorShape(shape).rank != 2:
+        raise ValueError(
+            f"`logits` must have shape [N, K] with K >= {min_classes}. Received: logits of "
+            f"type {type(logits).__name__} with shape {shape}"
+        )
+    num_classes = tf.TensorShape(shape)[1]
+    if num_classes is not None and num_classes < min_classes:
+        raise ValueError(
+            f"`logits` must have at least {min_classes} classes for {loss_name} (it uses "
+            f"the {ordinal} largest logit). Received: logits with shape {shape}"
+        )
 
 
 # === Checkpoints ===
