@@ -78,6 +78,7 @@ from absl import logging
 from oat_tf import config as config_lib
 from oat_tf import evaluate as evaluate_lib
 from oat_tf import flags as oat_flags
+from oat_tf import output_paths
 
 FLAGS = flags.FLAGS
 CALIBRATION_FILENAME = "calibration.json"
@@ -276,17 +277,10 @@ def _check_export_dir(export_dir: str, saved_model: Optional[str]) -> None:
     target = os.path.abspath(export_dir)
     if saved_model is not None and target == os.path.abspath(saved_model):
         return
-    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(
-        os.path.join(target, "saved_model.pb")
-    ):
-        raise CalibrationError(
-            "`export_dir` must be a new directory or an existing SavedModel (it is replaced). "
-            f"Received: export_dir={export_dir!r}, an existing directory that is not a SavedModel"
-        )
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise CalibrationError(
-            f"`export_dir` must be a directory path, not a file. Received: export_dir={export_dir!r}"
-        )
+    try:
+        output_paths.check_export_target(export_dir, argument="export_dir")
+    except ValueError as error:
+        raise CalibrationError(str(error)) from None
 
 
 def _width_models(model, saved_model, widths, max_width):
@@ -560,6 +554,9 @@ def main(argv) -> None:
         lambdas = evaluate_lib.parse_lambdas(FLAGS.lambdas)
         epsilon = oat_flags.parse_fraction("epsilon", FLAGS.epsilon) if FLAGS.epsilon else None
         step_size = oat_flags.parse_fraction("step_size", FLAGS.step_size) if FLAGS.step_size else None
+        # Model and output paths before anything loads (a run directory passed
+        # as --saved_model, a file as --output_dir, ...).
+        evaluate_lib.check_model_paths(FLAGS.run_dir, FLAGS.saved_model, FLAGS.output_dir)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import numbers
 from typing import Any, Optional, Tuple
 
@@ -78,6 +79,67 @@ RESNET_NUM_FILTERS = 4
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def check_run_name(name: Any, argument: str = "name") -> str:
+    """Validates a run name: one path component, so a run stays in its directory.
+
+    A run's name becomes `<runs_dir>/<name>` and `<export_dir>/<name>`. An empty
+    name would make the run (and its export) the parent directory itself, and
+    `..` or a separator would put it outside; both are refused.
+
+    Args:
+        name: the run name.
+        argument: str, the argument name used in the error message.
+
+    Returns:
+        str, the name unchanged.
+
+    Raises:
+        ValueError: the name is not a non-empty single path component.
+    """
+    ok = (
+        isinstance(name, str)
+        and name.strip() == name
+        and name not in ("", ".")
+        and ".." not in name
+        and "/" not in name
+        and "\\" not in name
+        and (os.sep not in name)
+        and (os.altsep is None or os.altsep not in name)
+        and all(ch.isprintable() for ch in name)
+    )
+    _check(
+        ok,
+        f"`{argument}` must be one non-empty path component: no '/', '\\', '..', "
+        "surrounding spaces or control characters (e.g. quickstart or seed_0). "
+        f"Received: {argument}={name!r}",
+    )
+    return name
+
+
+def check_optional_count(name: str, value: Any, minimum: int) -> Optional[int]:
+    """Validates an optional count: None (the default) or an int >= `minimum`.
+
+    Args:
+        name: str, the argument name used in the error message.
+        value: None or int.
+        minimum: int, the smallest value accepted.
+
+    Returns:
+        The value (None or int).
+
+    Raises:
+        ValueError: the value is not None and not an int >= `minimum`.
+    """
+    if value is None:
+        return None
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"`{name}` must be an integer >= {minimum}, or unset for the default. "
+        f"Received: {name}={value!r}",
+    )
+    return value
 
 
 def check_lambda_values(name: str, values: Any) -> Tuple[float, ...]:
@@ -572,6 +634,15 @@ class DataConfig:
     num_train_examples: Optional[int] = None
     num_eval_examples: Optional[int] = None
 
+    def __post_init__(self):
+        _check(
+            isinstance(self.dataset, str) and self.dataset.strip() != "",
+            f"`dataset` must be a non-empty name. Received: dataset={self.dataset!r}",
+        )
+        check_optional_count("validation_size", self.validation_size, 0)
+        check_optional_count("num_train_examples", self.num_train_examples, 1)
+        check_optional_count("num_eval_examples", self.num_eval_examples, 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -712,6 +783,68 @@ class TrainConfig:
             self.strategy in STRATEGIES,
             f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}",
         )
+        _check(
+            self.max_checkpoints >= 1,
+            "`max_checkpoints` must be >= 1 (a run keeps at least its latest checkpoint "
+            f"to resume from). Received: max_checkpoints={self.max_checkpoints}",
+        )
+        _check(
+            self.checkpoint_every_steps >= 0,
+            "`checkpoint_every_steps` must be >= 0 (0: at epoch ends only). "
+            f"Received: checkpoint_every_steps={self.checkpoint_every_steps}",
+        )
+
+
+# version -> the ensemble's name, as it appears in result keys.
+AUTOATTACK_NAMES = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}
+AUTOATTACK_VERSIONS = tuple(AUTOATTACK_NAMES)
+
+# The paper's hyperparameters (AutoAttack `version="standard"`).
+AUTOATTACK_NUM_STEPS = 100
+AUTOATTACK_TARGETS = 9
+AUTOATTACK_FAST_TARGETS = 3
+AUTOATTACK_SQUARE_QUERIES = 5000
+AUTOATTACK_SQUARE_P_INIT = 0.8
+
+
+def autoattack_configs(version: str, epsilon: float) -> Tuple["AttackConfig", ...]:
+    """The members of an AutoAttack ensemble (`oat_tf.attacks.autoattack`), in order.
+
+    Args:
+        version: "standard" (APGD-CE, APGD-T, FAB-T, Square) or "fast"
+            (APGD-CE, APGD-T with 3 target classes).
+        epsilon: float in [0, 1], the L∞ radius.
+
+    Returns:
+        tuple of AttackConfig, each with `ensemble` set to the ensemble's name.
+    """
+    if version not in AUTOATTACK_NAMES:
+        raise ValueError(
+            f"`version` must be one of {AUTOATTACK_VERSIONS}. Received: version={version!r}"
+        )
+    ensemble = AUTOATTACK_NAMES[version]
+    common = dict(epsilon=epsilon, num_steps=AUTOATTACK_NUM_STEPS, random_start=True, ensemble=ensemble)
+    apgd_ce = AttackConfig(name="apgd_ce", **common)
+    if version == "fast":
+        return (
+            apgd_ce,
+            AttackConfig(
+                name="apgd_t", num_target_classes=AUTOATTACK_FAST_TARGETS, **common
+            ),
+        )
+    return (
+        apgd_ce,
+        AttackConfig(name="apgd_t", num_target_classes=AUTOATTACK_TARGETS, **common),
+        AttackConfig(name="fab_t", num_target_classes=AUTOATTACK_TARGETS, **common),
+        AttackConfig(
+            name="square",
+            epsilon=epsilon,
+            num_queries=AUTOATTACK_SQUARE_QUERIES,
+            p_init=AUTOATTACK_SQUARE_P_INIT,
+            random_start=True,
+            ensemble=ensemble,
+        ),
+    )
 
 
 def is_multi_exit_architecture(architecture: str) -> bool:
@@ -825,6 +958,16 @@ class ExperimentConfig:
     multi_exit: MultiExitConfig = dataclasses.field(default_factory=MultiExitConfig)
 
     def __post_init__(self):
+        check_run_name(self.name)
+        _check(
+            isinstance(self.runs_dir, str) and self.runs_dir != "",
+            f"`runs_dir` must be a non-empty directory path. Received: runs_dir={self.runs_dir!r}",
+        )
+        _check(
+            self.export_dir is None or (isinstance(self.export_dir, str) and self.export_dir != ""),
+            "`export_dir` must be a directory path, or None for no export. "
+            f"Received: export_dir={self.export_dir!r}",
+        )
         check_objective_variant(self.train.objective, self.model.variant)
         check_bn_statistics(
             "bn_statistics", self.evaluation.bn_statistics,

@@ -71,8 +71,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import checkpoint_state
 from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
+from oat_tf import output_paths
 
 FLAGS = flags.FLAGS
 STATE_FILE = "evaluation_state.json"
@@ -177,16 +179,71 @@ def parse_lambdas(values: Sequence[str]) -> tuple:
     return oat_flags.parse_lambda_list("lambdas", values)
 
 
+def check_model_paths(run_dir: Optional[str], saved_model: Optional[str], output_dir: Optional[str]) -> None:
+    """Checks the model and output paths before anything is loaded.
+
+    Args:
+        run_dir: str or None, `--run_dir`.
+        saved_model: str or None, `--saved_model`.
+        output_dir: str or None, `--output_dir`.
+
+    Raises:
+        ValueError: naming the flag: a run directory without config.json or
+            with a corrupt checkpoint state, a SavedModel path without
+            saved_model.pb (with a hint when it is a run directory), or an
+            output directory that cannot be written.
+    """
+    if run_dir:
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise ValueError(
+                "`--run_dir` must be a training run directory holding config.json. "
+                f"Received: run_dir={run_dir!r}"
+            )
+        try:
+            checkpoint_state.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+        except ValueError as error:
+            raise ValueError(f"`--run_dir`: {error}") from None
+    if saved_model and not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        hint = (
+            " It is a training run directory: pass it as --run_dir."
+            if os.path.isfile(os.path.join(saved_model, "config.json")) else ""
+        )
+        raise ValueError(
+            "`--saved_model` must be a SavedModel directory holding saved_model.pb (e.g. "
+            f"saved_models/<name>).{hint} Received: saved_model={saved_model!r}"
+        )
+    if output_dir:
+        output_paths.check_writable_directory("output_dir", output_dir)
+
+
 def _load_state(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The saved per-λ results of an interrupted evaluation with the same settings.
+
+    The settings include the model's identity (`checkpoint_state`: the
+    checkpoint's path, step and index digest, or the SavedModel's digest):
+    results measured on another model (e.g. the run trained on since) are
+    dropped, with a log line, and the evaluation starts over.
+    """
+    fresh = {"settings": settings, "per_lambda": {}}
     if not os.path.isfile(path):
-        return {"settings": settings, "per_lambda": {}}
-    with open(path) as f:
-        state = json.load(f)
-    saved = state.get("settings")
+        return fresh
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as error:
+        logging.warning("Ignoring unreadable evaluation state %s (%s): starting over.", path, error)
+        return fresh
+    saved = state.get("settings") if isinstance(state, dict) else None
     if isinstance(saved, dict) and "bn_statistics" not in saved:
         # States written before `--bn_statistics` existed used moving statistics.
         saved = {**saved, "bn_statistics": "moving"}
         state["settings"] = saved
+    if isinstance(saved, dict) and saved.get("model") != settings.get("model"):
+        logging.info(
+            "%s was measured on another model (%s; now %s): starting the evaluation over.",
+            path, saved.get("model"), settings.get("model"),
+        )
+        return fresh
     if saved != settings:
         raise ValueError(
             f"{path} holds an evaluation with other settings. Expected the same "
@@ -230,6 +287,10 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     if not FLAGS.run_dir and not FLAGS.saved_model:
         raise app.UsageError("Pass --run_dir (a training run) or --saved_model (an export).")
+    try:
+        check_model_paths(FLAGS.run_dir, FLAGS.saved_model, FLAGS.output_dir)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
 
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
@@ -246,9 +307,13 @@ def main(argv) -> None:
     if FLAGS.saved_model:
         model = loading.SavedModelClassifier(FLAGS.saved_model)
         source = os.path.abspath(FLAGS.saved_model)
+        model_identity = checkpoint_state.saved_model_identity(FLAGS.saved_model)
     else:
         model, _ = loading.load_network_from_run(FLAGS.run_dir)
         source = os.path.abspath(FLAGS.run_dir)
+        model_identity = checkpoint_state.checkpoint_identity(
+            checkpoint_state.latest_checkpoint(os.path.join(FLAGS.run_dir, "checkpoints"))
+        )
         if batch_stats:
             from oat_tf.models import batch_statistics  # pylint: disable=import-outside-toplevel
 
@@ -335,6 +400,7 @@ def main(argv) -> None:
         "attacks": [config_lib.to_dict(a) for a in attack_list],
         "seed": FLAGS.seed,
         "bn_statistics": FLAGS.bn_statistics,
+        "model": model_identity,
     }
     dataset = data.eval_dataset(split, batch_size=FLAGS.batch_size)
     common = dict(

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 from absl import flags
 
 from oat_tf import config as config_lib
-from oat_tf.attacks import autoattack
+
 
 # Help text of every attack-list flag (`--eval_attacks`, and the evaluate and
 # calibrate CLIs' `--attacks`), see `parse_eval_attacks`.
@@ -25,6 +25,12 @@ ATTACK_NAMES_HELP = (
 )
 
 _ATTACK_ALIASES = ("train", "fgsm", "mi_fgsm")
+# The flags behind `run_directory.RESUME_MAY_CHANGE`: the only ones a resumed
+# run may change.
+RESUME_MAY_CHANGE_FLAGS = (
+    "--runs_dir", "--export_dir", "--epochs", "--max_checkpoints", "--checkpoint_every_steps",
+    "--eval_every_epochs", "--eval_batch_size",
+)
 
 
 def parse_fraction(name: str, text: str) -> float:
@@ -112,7 +118,7 @@ def parse_eval_attacks(
         name = raw.strip().lower()
         if name in ("autoattack", "autoattack_fast"):
             version = "standard" if name == "autoattack" else "fast"
-            for attack in autoattack.attack_configs(version, train_attack.epsilon):
+            for attack in config_lib.autoattack_configs(version, train_attack.epsilon):
                 if attack not in attacks:
                     attacks.append(attack)
             continue
@@ -181,7 +187,16 @@ def define_flags() -> None:
     flags.DEFINE_string("name", "run", "Run name: directory under --runs_dir and --export_dir.")
     flags.DEFINE_string("runs_dir", "runs", "Parent of the run directory (checkpoints, logs, results).")
     flags.DEFINE_string("export_dir", "saved_models", "Parent of the exported SavedModel; empty: no export.")
-    flags.DEFINE_bool("resume", False, "Continue the run from its latest checkpoint.")
+    flags.DEFINE_bool(
+        "resume", False,
+        "Continue the run from its latest checkpoint. The run must exist, and its settings "
+        "must equal the recorded ones except " + ", ".join(RESUME_MAY_CHANGE_FLAGS) + ".",
+    )
+    flags.DEFINE_bool(
+        "check_only", False,
+        "Check the flags and output paths, print the resolved config and exit: nothing is "
+        "loaded, trained or written (the sweep's --dry_run runs this for every run).",
+    )
     # Data.
     flags.DEFINE_string(
         "dataset", "embedded",
@@ -395,12 +410,66 @@ def define_flags() -> None:
         message="--variant=mixture_bn needs --objective=mixed_batch, and "
         "--objective=mixed_batch needs --variant=plain or mixture_bn.",
     )
-    for name in ("epochs", "batch_size", "attack_steps", "attack_restarts", "eval_batch_size"):
+    for name in (
+        "epochs", "batch_size", "attack_steps", "attack_restarts", "eval_batch_size",
+        "max_checkpoints",
+    ):
         flags.register_validator(name, lambda v: v >= 1, message=f"--{name} must be >= 1.")
+    for name in ("checkpoint_every_steps", "eval_every_epochs"):
+        flags.register_validator(name, lambda v: v >= 0, message=f"--{name} must be >= 0.")
+    for name, minimum in (("validation_size", 0), ("num_train_examples", 1), ("num_eval_examples", 1)):
+        flags.register_validator(
+            name, lambda v, minimum=minimum: v is None or v >= minimum,
+            message=f"--{name} must be an integer >= {minimum}, or unset for the dataset's default.",
+        )
+    flags.register_validator(
+        "name", _never_raises(config_lib.check_run_name),
+        message="--name must be one non-empty path component: no '/', '\\', '..', surrounding "
+        "spaces or control characters (e.g. quickstart or seed_0).",
+    )
 
 
-def _optional_int(value: Optional[int]) -> Optional[int]:
-    return None if value is None or value < 0 else value
+# Flags that act only in some settings: (flag, applies(flags) -> bool, when it
+# applies). Setting one explicitly where it does nothing is an error, not a
+# silent no-op (`check_inapplicable_flags`).
+INAPPLICABLE_FLAG_RULES = (
+    ("widths", lambda f: f["variant"].value in config_lib.SLIMMABLE_VARIANTS,
+     "--variant=oats, oats_single_bn or ats (a slimmable network)"),
+    ("clean_fraction", lambda f: f["objective"].value == "mixed_batch", "--objective=mixed_batch"),
+    ("test_bn", lambda f: f["objective"].value == "mixed_batch", "--objective=mixed_batch"),
+    ("attack_decay", lambda f: f["attack"].value == "mi_fgsm", "--attack=mi_fgsm"),
+    ("attack_restarts", lambda f: f["attack"].value == "pgd", "--attack=pgd"),
+    *(
+        (name, lambda f: config_lib.is_multi_exit_architecture(f["architecture"].value),
+         "a multi-exit architecture (--architecture=rdi_...)")
+        for name in (
+            "defence", "exit_weights", "exit_thresholds", "exit_flops_budget",
+            "exit_middle_bonus", "eval_exit_forms", "efficiency_attack",
+        )
+    ),
+)
+
+
+def check_inapplicable_flags(f: flags.FlagValues) -> None:
+    """Raises when a flag is set explicitly in a setting where it does nothing.
+
+    Args:
+        f: absl FlagValues after parsing.
+
+    Raises:
+        ValueError: naming each such flag and the setting it needs.
+    """
+    problems = [
+        f"--{name} (given: {f[name].serialize().partition('=')[2] or str(f[name].value)!r}) "
+        f"acts only with {needs}"
+        for name, applies, needs in INAPPLICABLE_FLAG_RULES
+        if name in f and f[name].present and not applies(f)
+    ]
+    if problems:
+        raise ValueError(
+            "Flags set where they have no effect: " + "; ".join(problems)
+            + ". Expected them unset in this setting; drop them or change the setting they need."
+        )
 
 
 def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
@@ -412,6 +481,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
     Returns:
         ExperimentConfig.
     """
+    check_inapplicable_flags(f)
     lambda_values = parse_lambda_list("lambda_values", f.lambda_values)
     sampling = config_lib.LambdaSamplingConfig(
         sampling=f.lambda_sampling, values=lambda_values, zero_probability=f.zero_probability
@@ -445,11 +515,11 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
         data=config_lib.DataConfig(
             dataset=f.dataset,
             data_dir=f.data_dir,
-            validation_size=_optional_int(f.validation_size),
+            validation_size=f.validation_size,
             augment=augment,
             download=f.download,
-            num_train_examples=_optional_int(f.num_train_examples),
-            num_eval_examples=_optional_int(f.num_eval_examples),
+            num_train_examples=f.num_train_examples,
+            num_eval_examples=f.num_eval_examples,
         ),
         model=config_lib.ModelConfig(
             architecture=f.architecture,

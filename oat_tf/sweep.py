@@ -61,6 +61,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import run_directory
 from oat_tf.evaluation import results as results_lib
 
 FLAGS = flags.FLAGS
@@ -104,7 +105,11 @@ def define_flags() -> None:
     )
     flags.DEFINE_enum("report", "oat", list(REPORT_KINDS), "Report layout (none: results.json only).")
     flags.DEFINE_list("only", [], "Run (and evaluate) only these runs; the results still list all finished ones.")
-    flags.DEFINE_bool("dry_run", False, "Print the commands and what would be skipped or resumed; run nothing.")
+    flags.DEFINE_bool(
+        "dry_run", False,
+        "Check every run's flags (python -m oat_tf.train --check_only), print the commands and "
+        "what would be skipped or resumed; run nothing.",
+    )
     flags.DEFINE_bool(
         "restart_changed", False,
         "Restart from scratch a run whose flags changed since it started (default: error).",
@@ -426,7 +431,13 @@ def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run:
     file_name = f"{job.name}.flags" if job.kind == "train" else f"{job.name}__{job.label}.flags"
     flagfile = os.path.join(flagfile_dir, file_name)
     command = job.command(flagfile)
-    if state == "resume" and job.kind == "train":
+    if (
+        state == "resume"
+        and job.kind == "train"
+        and os.path.isfile(os.path.join(job.run_dir, "config.json"))
+    ):
+        # Resume only a run that started training (wrote its config.json);
+        # one killed before that starts afresh.
         command.append("--resume")
     logging.info("%s: %s", state, " ".join(shlex.quote(c) for c in command))
     if dry_run or state == "skip":
@@ -457,11 +468,89 @@ def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run:
     _write_json(job.record_path, {**base, "finished": finished, "wall_seconds": wall})
     if not finished:
         raise RuntimeError(
-            f"{job.kind} {job.title} failed (exit status {completed.returncode}; result file "
-            f"{'present' if job.result_path() else 'missing'} in {job.output_dir}). Its command: "
-            f"{' '.join(shlex.quote(c) for c in command)}. Rerun the sweep to resume it."
+            f"{job.kind} {job.title} {failure_reason(completed.returncode, job.result_path() is not None)} "
+            f"Its command: {' '.join(shlex.quote(c) for c in command)}"
         )
     return state
+
+
+def failure_reason(returncode: int, has_result: bool) -> str:
+    """Why a job failed, and whether rerunning the sweep can help.
+
+    Args:
+        returncode: int, the command's exit status (negative: killed by that
+            signal, as `subprocess` reports it).
+        has_result: bool, whether the job's result file exists.
+
+    Returns:
+        str, one sentence for the error message.
+    """
+    if returncode == 0:
+        return (
+            "exited normally but wrote no result file: a bug or a changed output path. "
+            "Rerunning will not help; check the run directory."
+        )
+    if returncode < 0 or returncode in (128 + 9, 128 + 15):
+        signal_number = -returncode if returncode < 0 else returncode - 128
+        return (
+            f"was killed (signal {signal_number}). Resumable: rerun the sweep to continue "
+            "from its last checkpoint."
+        )
+    if returncode == run_directory.USAGE_EXIT_STATUS:
+        return (
+            "refused its input before any work (the error above names the flag, data or "
+            "file). Not resumable as it is: fix the cause, then rerun the sweep."
+        )
+    return (
+        f"failed with exit status {returncode} (see the error above; result file "
+        f"{'present' if has_result else 'missing'}). Rerunning the sweep resumes it from its "
+        "last checkpoint, which helps only if the cause was transient (memory, disk, a "
+        "killed worker)."
+    )
+
+
+def check_train_flags(jobs: Sequence[Job], resuming: Sequence[str] = ()) -> List[str]:
+    """Validates the flags of every training job with `oat_tf.train --check_only`.
+
+    Each job's flags are parsed and checked by the training command line
+    itself (flags, names, output paths; nothing is loaded or written), so a
+    bad inner flag fails the sweep before any run starts.
+
+    Args:
+        jobs: the sweep's jobs (evaluation jobs are skipped: they need the
+            trained runs).
+        resuming: names of the runs the sweep will resume: checked with
+            `--resume` in their own run directory; the others are checked in
+            a scratch `--runs_dir` (the sweep creates or clears their
+            directories itself).
+
+    Returns:
+        list of str, one message per job whose flags were refused (empty: all
+        valid).
+    """
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="oat_tf_sweep_check_") as directory:
+        for job in jobs:
+            if job.kind != "train":
+                continue
+            flagfile = os.path.join(directory, f"{job.name}.flags")
+            with open(flagfile, "w", encoding="utf-8") as f:
+                f.write("".join(f"{flag}\n" for flag in job.flags))
+            command = job.command(flagfile) + ["--check_only"]
+            if job.name in resuming and os.path.isfile(os.path.join(job.run_dir, "config.json")):
+                command.append("--resume")
+            else:
+                command.append(f"--runs_dir={os.path.join(directory, 'runs')}")
+            completed = subprocess.run(command, check=False, capture_output=True, text=True)
+            if completed.returncode != 0:
+                lines = [
+                    line for line in completed.stderr.splitlines()
+                    if line.strip() and "Pass --helpshort" not in line
+                ]
+                problems.append(f"{job.title}: {' '.join(lines[-3:]) or 'exit status ' + str(completed.returncode)}")
+    return problems
 
 
 def _read_json(path: str) -> Any:
@@ -566,6 +655,16 @@ def main(argv) -> None:
     if unknown:
         raise app.UsageError(f"`--only` must name runs of the sweep. Received unknown: {unknown}")
     selected = [job for job in jobs if not FLAGS.only or job.name in FLAGS.only]
+    states = {job.title: job_state(job, restart_changed=True) for job in selected}
+    to_check = [job for job in selected if job.kind == "train" and states[job.title] != "skip"]
+    problems = check_train_flags(
+        to_check, resuming=[job.name for job in to_check if states[job.title] == "resume"]
+    )
+    if problems:
+        raise app.UsageError(
+            f"{len(problems)} run(s) of the sweep have flags that `python -m oat_tf.train` "
+            "refuses; nothing was run:\n  " + "\n  ".join(problems)
+        )
     flagfile_dir = os.path.join(FLAGS.runs_dir, FLAGS.study, "flags")
     for index, job in enumerate(selected, start=1):
         logging.info("[%d/%d] %s %s", index, len(selected), job.kind, job.title)

@@ -7,6 +7,7 @@ to `<runs_dir>/<name>/`, and exports a SavedModel to `<export_dir>/<name>/`.
 
 from __future__ import annotations
 
+import json
 import sys
 
 from absl import app
@@ -15,6 +16,7 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
+from oat_tf import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -24,17 +26,26 @@ def main(argv):
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     try:
         config = oat_flags.flags_to_config(FLAGS)
+        # Names, output paths and the run directory's state, before TensorFlow loads.
+        run_directory.check_before_training(config, resume=FLAGS.resume)
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise app.UsageError(str(error), exitcode=run_directory.USAGE_EXIT_STATUS) from None
+    if FLAGS.check_only:
+        sys.stdout.write(json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True) + "\n")
+        logging.info("Flags and output paths of %s are valid (--check_only: nothing run).", config.name)
+        return
 
     from oat_tf.training import determinism  # Heavy imports after flag checks.
     from oat_tf.training import experiment
 
     determinism.configure(FLAGS.deterministic)
 
-    summary = experiment.run_experiment(
-        config, resume=FLAGS.resume, flags_text=FLAGS.flags_into_string()
-    )
+    try:
+        summary = experiment.run_experiment(
+            config, resume=FLAGS.resume, flags_text=FLAGS.flags_into_string()
+        )
+    except run_directory.RunRefusedError as error:
+        raise app.UsageError(str(error), exitcode=run_directory.USAGE_EXIT_STATUS) from None
     heading = (
         "TA / ATA per attack form, exits and MFLOPs"
         if config_lib.is_multi_exit_architecture(config.model.architecture)

@@ -227,3 +227,46 @@ def test_bn_statistics_is_part_of_the_resume_settings(tmp_path):
         evaluate._load_state(path, {**settings, "bn_statistics": "batch"})
     assert evaluate.default_output_name("test", "batch") == "evaluation_test_batch_stats"
     assert evaluate.default_output_name("validation", "moving") == "evaluation_validation"
+
+
+def test_resume_state_is_keyed_on_the_model(tmp_path, monkeypatch):
+    path = str(tmp_path / evaluate.STATE_FILE)
+    first = {"checkpoint": "/runs/a/checkpoints/ckpt-9", "step": 9, "index_sha256": "aa"}
+    settings = {"source": "/runs/a", "seed": 0, "bn_statistics": "moving", "model": first}
+    with open(path, "w") as f:
+        json.dump({"settings": settings, "per_lambda": {"0.0": {"clean": 1}}}, f)
+    assert evaluate._load_state(path, settings)["per_lambda"] == {"0.0": {"clean": 1}}
+    # Same directory, trained further (another step and digest): start over, never mix.
+    retrained = {**settings, "model": {**first, "step": 18, "index_sha256": "bb"}}
+    logged = []
+    monkeypatch.setattr(evaluate.logging, "info", lambda message, *args: logged.append(message % args))
+    state = evaluate._load_state(path, retrained)
+    assert state == {"settings": retrained, "per_lambda": {}}
+    assert any("measured on another model" in line for line in logged)
+    # Same step, rewritten weights: also another model.
+    assert evaluate._load_state(path, {**settings, "model": {**first, "index_sha256": "cc"}})["per_lambda"] == {}
+
+
+def test_evaluation_records_which_checkpoint_it_measured(tiny_run):
+    summary, root = tiny_run
+    out = root / "eval_identity"
+    result = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={out}",
+                       "--attacks=pgd2", "--masking_checks=false", "--plots=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / evaluate.STATE_FILE).read_text())
+    model = state["settings"]["model"]
+    assert model["checkpoint"].endswith("ckpt-2") and model["step"] == 2 and len(model["index_sha256"]) == 64
+
+
+def test_model_paths_are_checked_before_loading(tiny_run, tmp_path):
+    summary, _ = tiny_run
+    as_saved_model = _evaluate(f"--saved_model={summary['run_dir']}", "--dataset=embedded",
+                               f"--output_dir={tmp_path / 'out'}")
+    assert as_saved_model.returncode != 0
+    assert "`--saved_model` must be a SavedModel directory" in as_saved_model.stderr
+    assert "pass it as --run_dir" in as_saved_model.stderr and "Traceback" not in as_saved_model.stderr
+    not_a_run = _evaluate(f"--run_dir={tmp_path}")
+    assert not_a_run.returncode != 0 and "`--run_dir` must be a training run directory" in not_a_run.stderr
+    (tmp_path / "file").write_text("x")
+    bad_output = _evaluate(f"--run_dir={summary['run_dir']}", f"--output_dir={tmp_path / 'file'}")
+    assert bad_output.returncode != 0 and "`output_dir` must be a directory" in bad_output.stderr

@@ -316,3 +316,76 @@ def test_study_flagfile_runs_give_valid_configs(path):
         assert len(depths) >= 4 and depths == standard
         assert any(c.model.variant == "mixture_bn" for c in configs.values())
         assert any("--bn_statistics=batch" in job.flags for job in jobs if job.kind == "evaluate")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--num_train_examples=-5", "num_train_examples must be an integer >= 1"),
+        ("--num_train_examples=0", "num_train_examples must be an integer >= 1"),
+        ("--validation_size=-3", "validation_size must be an integer >= 0"),
+        ("--num_eval_examples=-1", "num_eval_examples must be an integer >= 1"),
+        ("--max_checkpoints=0", "max_checkpoints must be >= 1"),
+        ("--checkpoint_every_steps=-1", "checkpoint_every_steps must be >= 0"),
+        ("--name=", "--name must be one non-empty path component"),
+        ("--name=../x", "--name must be one non-empty path component"),
+        ("--name=a/b", "--name must be one non-empty path component"),
+    ],
+)
+def test_out_of_range_values_are_refused_not_replaced_by_defaults(flag, message):
+    with pytest.raises(flags.IllegalFlagValueError, match=message):
+        _parse(flag)
+
+
+@pytest.mark.parametrize(
+    "setting, flag, needs",
+    [
+        ("--variant=oat", "--widths=0.5,1", "slimmable"),
+        ("--variant=plain", "--clean_fraction=0.3", "--objective=mixed_batch"),
+        ("--attack=pgd", "--attack_decay=0.5", "--attack=mi_fgsm"),
+        ("--architecture=small_cnn", "--exit_thresholds=none", "multi-exit"),
+        ("--architecture=small_cnn", "--defence=average", "multi-exit"),
+    ],
+)
+def test_flags_set_where_they_do_nothing_are_refused(setting, flag, needs):
+    with pytest.raises(ValueError, match=rf"--{flag[2:].split('=')[0]} \(given: .*acts only with.*{needs}"):
+        _parse(setting, flag)
+    # The same flag at its own setting is fine, and the default is never an error.
+    _parse(setting)
+
+
+def test_flags_that_apply_are_accepted():
+    assert _parse("--variant=oats", "--widths=0.5,1").model.widths == (0.5, 1.0)
+    mixed = _parse("--variant=plain", "--objective=mixed_batch", "--clean_fraction=0.3")
+    assert mixed.train.clean_fraction == 0.3
+    assert _parse("--attack=mi_fgsm", "--attack_decay=0.5").train_attack.decay == 0.5
+
+
+def test_config_checks_counts_and_names_without_flags():
+    with pytest.raises(ValueError, match="`num_train_examples` must be an integer >= 1"):
+        config_lib.DataConfig(num_train_examples=-5)
+    with pytest.raises(ValueError, match="`validation_size` must be an integer >= 0"):
+        config_lib.DataConfig(validation_size=-3)
+    assert config_lib.DataConfig(validation_size=0).validation_size == 0
+    with pytest.raises(ValueError, match="`max_checkpoints` must be >= 1"):
+        config_lib.TrainConfig(max_checkpoints=0)
+    with pytest.raises(ValueError, match="`name` must be one non-empty path component"):
+        config_lib.ExperimentConfig(name="")
+    with pytest.raises(ValueError, match="`export_dir` must be a directory path, or None"):
+        config_lib.ExperimentConfig(export_dir="")
+
+
+def test_flag_parsing_loads_no_tensorflow():
+    # So that a bad flag is reported within a second, before TensorFlow starts.
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    code = (
+        "import sys; import oat_tf.flags, oat_tf.run_directory, oat_tf.output_paths, "
+        "oat_tf.checkpoint_state; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=testing.REPO_ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -119,9 +119,19 @@ def test_killed_run_resumes_with_its_wall_time(tmp_path, monkeypatch):
     os.makedirs(job.run_dir)
     # A run killed mid-way: its record says not finished, 100 s spent.
     sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": 100.0})
+    # Killed before training started (no config.json): started afresh, not with --resume,
+    # which `oat_tf.train` refuses for a run that does not exist.
     assert sweep.job_state(job) == "resume"
+    _fake_subprocess(monkeypatch, calls, write_result=False, returncode=-9)
+    with pytest.raises(RuntimeError, match="killed"):
+        sweep.run_job(job, str(tmp_path / "flags"))
+    assert "--resume" not in calls[0]
+    # Killed after training started: resumed.
+    _fake_subprocess(monkeypatch, calls)
+    with open(os.path.join(job.run_dir, "config.json"), "w") as f:
+        json.dump({"name": "a"}, f)
     sweep.run_job(job, str(tmp_path / "flags"))
-    assert calls[0][-1] == "--resume"
+    assert calls[1][-1] == "--resume"
     assert sweep.read_record(job)["wall_seconds"] >= 100.0
 
 
@@ -154,6 +164,22 @@ def test_failed_command_raises_and_is_resumed_next_time(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exit status 3"):
         sweep.run_job(job, str(tmp_path / "flags"))
     assert sweep.job_state(job) == "resume"
+
+
+@pytest.mark.parametrize(
+    "returncode, words",
+    [
+        (-9, "killed (signal 9). Resumable"),
+        (137, "killed (signal 9). Resumable"),
+        (2, "refused its input before any work"),
+        (1, "failed with exit status 1"),
+        (0, "wrote no result file"),
+    ],
+)
+def test_failure_reasons_tell_resumable_from_not(returncode, words):
+    reason = sweep.failure_reason(returncode, has_result=False)
+    assert words in reason
+    assert ("Not resumable" in reason) == (returncode == 2)
 
 
 def test_corrupt_record_is_a_clear_error(tmp_path):
@@ -212,6 +238,15 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skip: ") == 2 and "Epoch" not in again.stdout
     assert (tmp_path / "docs" / "tiny.md").read_text() == report
+
+
+def test_bad_inner_flags_fail_the_sweep_before_any_run(tmp_path):
+    for extra in ((), ("--dry_run",)):
+        result = _sweep(tmp_path, "--run=bad: --variant=oat --num_train_examples=-5", *extra)
+        assert result.returncode != 0
+        assert "bad:" in result.stderr and "num_train_examples" in result.stderr
+        assert "nothing was run" in result.stderr
+        assert not (tmp_path / "runs").exists()
 
 
 def test_cpu_description_names_the_model_and_vector_extensions(tmp_path):

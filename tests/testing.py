@@ -12,6 +12,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
 
 
+def file_tree(directory) -> Dict[str, bytes]:
+    """{relative path: bytes} of every file under `directory`: to assert that nothing changed."""
+    contents = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                contents[os.path.relpath(path, directory)] = f.read()
+    return contents
+
+
 def assert_config_round_trip(layer: keras.layers.Layer) -> keras.layers.Layer:
     """Rebuilds `layer` from its config and checks the config is unchanged.
 

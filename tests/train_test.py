@@ -63,6 +63,10 @@ def test_cli_trains_evaluates_and_exports(tmp_path):
     assert card["train_attack"]["epsilon"] == 0.3 and card["data"]["num_train_examples"] == 32
     assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("oat", 0.5, "adversarial")
     assert card["bn_statistics"] == "moving" and card["export_bn_statistics"] == "moving"
+    # What a serving request must send, and the batch the card recommends at most.
+    assert card["serving"]["inputs"]["image"] == {"dtype": "float32", "shape": [-1, 28, 28, 1], "range": [0.0, 1.0]}
+    assert card["serving"]["inputs"]["lambda_value"]["dtype"] == "float32"
+    assert card["serving"]["recommended_max_batch"] == 1024
 
 
 @pytest.mark.parametrize(
@@ -115,3 +119,42 @@ def test_deterministic_runs_give_bit_identical_weights(tmp_path):
     # with the run.
     assert int(values_first["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
     assert "--deterministic" in (tmp_path / "runs" / "first" / "flags.txt").read_text()
+
+
+def test_an_empty_or_escaping_name_never_touches_other_exports(tmp_path):
+    other = tmp_path / "export" / "other_model"
+    other.mkdir(parents=True)
+    (other / "saved_model.pb").write_bytes(b"another model")
+    for name in ("", "../x", "."):
+        result = _run(tmp_path, f"--name={name}", *TINY_FLAGS)
+        assert result.returncode != 0
+        assert "--name must be one non-empty path component" in result.stderr
+    assert (other / "saved_model.pb").read_bytes() == b"another model"
+    assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--resume", "`--resume` needs an existing run"),
+        ("--max_checkpoints=0", "max_checkpoints must be >= 1"),
+        ("--num_train_examples=-5", "num_train_examples must be an integer >= 1"),
+        ("--widths=0.5,1", "--widths (given: '0.5,1') acts only with"),
+    ],
+)
+def test_silently_accepted_values_are_refused_and_nothing_is_written(tmp_path, flag, message):
+    result = _run(tmp_path, "--name=bad", *TINY_FLAGS, flag)
+    assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_refused_runs_exit_with_the_usage_status_and_check_only_writes_nothing(tmp_path):
+    from oat_tf import run_directory  # pylint: disable=import-outside-toplevel
+
+    refused = _run(tmp_path, "--name=bad", *TINY_FLAGS, "--resume")
+    assert refused.returncode == run_directory.USAGE_EXIT_STATUS
+    checked = _run(tmp_path, "--name=ok", *TINY_FLAGS, "--check_only")
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert json.loads(checked.stdout)["name"] == "ok"
+    assert os.listdir(tmp_path) == []

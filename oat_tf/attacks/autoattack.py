@@ -47,56 +47,11 @@ from absl import logging
 from oat_tf import config as config_lib
 from oat_tf.attacks import pgd
 
-# version -> the ensemble's name, as it appears in result keys.
-ENSEMBLE_NAMES = {"standard": "AutoAttack", "fast": "AutoAttack-fast"}
+# The presets live in the config (`config.autoattack_configs`), so that flag
+# parsing needs no TensorFlow; the names are repeated here for callers.
+ENSEMBLE_NAMES = config_lib.AUTOATTACK_NAMES
 VERSIONS = tuple(ENSEMBLE_NAMES)
-
-# The paper's hyperparameters (AutoAttack `version="standard"`).
-NUM_STEPS = 100
-NUM_TARGET_CLASSES = 9
-FAST_NUM_TARGET_CLASSES = 3
-SQUARE_QUERIES = 5000
-SQUARE_P_INIT = 0.8
-
-
-def attack_configs(version: str, epsilon: float) -> Tuple[config_lib.AttackConfig, ...]:
-    """The members of an AutoAttack ensemble, in the order they run.
-
-    Args:
-        version: "standard" (APGD-CE, APGD-T, FAB-T, Square) or "fast"
-            (APGD-CE, APGD-T with 3 target classes).
-        epsilon: float in [0, 1], the L∞ radius.
-
-    Returns:
-        tuple of AttackConfig, each with `ensemble` set to the ensemble's name.
-    """
-    if version not in ENSEMBLE_NAMES:
-        raise ValueError(
-            f"`version` must be one of {VERSIONS}. Received: version={version!r}"
-        )
-    ensemble = ENSEMBLE_NAMES[version]
-    common = dict(epsilon=epsilon, num_steps=NUM_STEPS, random_start=True, ensemble=ensemble)
-    apgd_ce = config_lib.AttackConfig(name="apgd_ce", **common)
-    if version == "fast":
-        return (
-            apgd_ce,
-            config_lib.AttackConfig(
-                name="apgd_t", num_target_classes=FAST_NUM_TARGET_CLASSES, **common
-            ),
-        )
-    return (
-        apgd_ce,
-        config_lib.AttackConfig(name="apgd_t", num_target_classes=NUM_TARGET_CLASSES, **common),
-        config_lib.AttackConfig(name="fab_t", num_target_classes=NUM_TARGET_CLASSES, **common),
-        config_lib.AttackConfig(
-            name="square",
-            epsilon=epsilon,
-            num_queries=SQUARE_QUERIES,
-            p_init=SQUARE_P_INIT,
-            random_start=True,
-            ensemble=ensemble,
-        ),
-    )
+attack_configs = config_lib.autoattack_configs
 
 
 def autoattack(

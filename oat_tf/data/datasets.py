@@ -209,7 +209,7 @@ def load_splits(config: DataConfig, seed: int = 0) -> DatasetSplits:
     elif isinstance(name, str) and name.startswith(NPZ_PREFIX):
         defaults = _LOCAL_DEFAULTS
         train, test = _load_npz(name[len(NPZ_PREFIX) :])
-        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        num_classes = _npz_num_classes(name[len(NPZ_PREFIX) :], train.labels, test.labels)
     else:
         raise ValueError(
             f"`dataset` must be one of {sorted(TFDS_DATASETS)}, {EMBEDDED!r} or "
@@ -571,6 +571,12 @@ def _load_npz(path: str) -> Tuple[ArraySplit, ArraySplit]:
             f"`dataset` names an npz file that does not exist. "
             f"Received: dataset={NPZ_PREFIX + path!r}"
         )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            "`dataset` must name a valid compressed npz file (numpy.savez / savez_compressed, "
+            f"a zip archive of .npy arrays). Received: dataset={NPZ_PREFIX + path!r}, which is not a "
+            "zip archive (truncated, or not an npz file at all)."
+        )
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -613,9 +619,39 @@ def _load_npz(path: str) -> Tuple[ArraySplit, ArraySplit]:
                 f"image of x_{prefix} ({len(x)}). Received: y_{prefix}="
                 f"{_describe_array(y)} in {path}"
             )
+        if len(x) == 0 or min(x.shape[1:]) < 1:
+            raise ValueError(
+                f"`x_{prefix}` in the npz file must hold at least one image with non-empty "
+                f"H, W, C. Received: x_{prefix}={_describe_array(x)} in {path}"
+            )
+        if y.min() < 0:
+            raise ValueError(
+                f"`y_{prefix}` in the npz file must hold class indices >= 0. Received: "
+                f"y_{prefix} with minimum {int(y.min())} in {path}"
+            )
     train = ArraySplit(images=arrays["x_train"], labels=arrays["y_train"])
     test = ArraySplit(images=arrays["x_test"], labels=arrays["y_test"])
     return train, test
+
+
+def _npz_num_classes(path: str, train_labels: np.ndarray, test_labels: np.ndarray) -> int:
+    """The number of classes K of an npz dataset, whose labels must be exactly 0 … K-1.
+
+    A label set with gaps (e.g. 200 among 0–9) is refused rather than turned
+    into a 201-class model.
+    """
+    present = np.union1d(np.unique(train_labels), np.unique(test_labels))
+    num_classes = int(present[-1]) + 1
+    if len(present) != num_classes or num_classes < 2:
+        missing = np.setdiff1d(np.arange(num_classes), present)
+        raise ValueError(
+            "The labels `y_train` / `y_test` in the npz file must be the class indices "
+            f"0 … K-1 with every class present (at least 2). Received: {len(present)} distinct "
+            f"labels with maximum {num_classes - 1} in {path}"
+            + (f"; missing classes {missing[:10].tolist()}{' …' if len(missing) > 10 else ''}"
+               if len(missing) else "")
+        )
+    return num_classes
 
 
 class _MissingArrays(Exception):

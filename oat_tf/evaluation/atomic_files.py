@@ -3,7 +3,7 @@
 Every file is written to a temporary sibling file, flushed and synced, then
 renamed over the target with `os.replace`: a reader never sees a half-written
 file, and a failed write leaves the previous file untouched and no temporary
-file behind. Local file systems only (`os.replace` is atomic there).
+file behind. Files get mode 0644 less the umask (`output_paths.file_mode`). Local file systems only (`os.replace` is atomic there).
 
 ```python
 atomic_files.write_text("out/evaluation.md", markdown)
@@ -20,6 +20,8 @@ import tempfile
 from typing import Any, Callable, IO
 
 from matplotlib import figure as figure_lib
+
+from oat_tf import output_paths
 
 
 def write_atomic(path: str, write_fn: Callable[[IO], None], *, binary: bool) -> None:
@@ -40,7 +42,7 @@ def write_atomic(path: str, write_fn: Callable[[IO], None], *, binary: bool) -> 
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp_path, 0o644)
+        os.chmod(temp_path, output_paths.file_mode())
         os.replace(temp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from oat_tf import checkpoint_state
 from oat_tf import config as config_lib
 from oat_tf import models
 from oat_tf.export import saved_model as saved_model_lib
@@ -77,7 +78,7 @@ def load_network_from_run(run_dir: str) -> Tuple[keras.Model, Dict[str, Any]]:
     run_config = read_run_config(run_dir)
     network = models.build_model(model_config_from_run(run_config))
     directory = os.path.join(run_dir, "checkpoints")
-    path = tf.train.latest_checkpoint(directory)
+    path = checkpoint_state.latest_checkpoint(directory)  # Raises on a corrupt state file.
     if path is None:
         raise FileNotFoundError(
             f"`run_dir` must hold a checkpoint in {directory}. Received: run_dir={run_dir!r}"

@@ -60,7 +60,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
@@ -70,6 +69,7 @@ from absl import logging
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from oat_tf import output_paths
 from oat_tf.evaluation import early_exit
 from oat_tf.export import saved_model
 from oat_tf.models import multi_exit
@@ -327,17 +327,10 @@ def export_adaptive_saved_model(
         "backbone_macs": multi_exit.backbone_macs(network),
     }
     export_dir = os.fspath(export_dir)
-    target = os.path.abspath(export_dir)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(
-            "`export_dir` must be a directory path, not an existing file. "
-            f"Received: export_dir={export_dir!r}"
-        )
-    parent, base = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
+    target = output_paths.check_export_target(export_dir)
 
     archive = _build_archive(network, views, image_shape, thresholds)
-    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    temp_dir = output_paths.make_export_temp_dir(target)
     try:
         archive.write_out(temp_dir, verbose=False)
         extra_dir = os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR)
@@ -352,7 +345,7 @@ def export_adaptive_saved_model(
             path = os.path.join(extra_dir, saved_model.MODEL_CARD_FILENAME)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(card_text)
-        saved_model._replace_dir(temp_dir, target)
+        output_paths.replace_export_dir(temp_dir, target)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise

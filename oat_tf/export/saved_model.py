@@ -63,8 +63,11 @@ The export is atomic: the SavedModel and `assets.extra/` are written to a
 temporary sibling directory, then renamed to `export_dir`. An existing export
 at `export_dir` is first renamed aside and deleted only once the new one is in
 place, so `export_dir` never holds a half-written export (between the two
-renames it briefly does not exist). `copy_with_model_card` gives the same
-guarantee.
+renames it briefly does not exist). `export_dir` must be the export's own
+directory: new, empty or an earlier export; any other directory is refused
+before anything is built (`output_paths.check_export_target`). Files get
+modes 0644 / 0755 less the umask. `copy_with_model_card` gives the same
+guarantees.
 
 `predict_rest_json` documents the REST contract: it turns a REST `predict`
 request in the row format into batched tensors as TF Serving does, calls the
@@ -94,8 +97,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
@@ -106,6 +107,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from oat_tf import output_paths
 from oat_tf.layers import slimmable
 from oat_tf.models import slimmable_network
 
@@ -402,17 +404,10 @@ def export_saved_model(
     signature_names = [width_signature_name(w) for w in widths]
     card_text = _serialize_model_card(model_card)
     export_dir = os.fspath(export_dir)
-    target = os.path.abspath(export_dir)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(
-            "`export_dir` must be a directory path, not an existing file. "
-            f"Received: export_dir={export_dir!r}"
-        )
-    parent, base = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
+    target = output_paths.check_export_target(export_dir)
 
     archive = _build_archive(model, image_shape, widths)
-    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    temp_dir = output_paths.make_export_temp_dir(target)
     try:
         archive.write_out(temp_dir, verbose=False)
         extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
@@ -423,7 +418,7 @@ def export_saved_model(
         if card_text is not None:
             with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
                 f.write(card_text)
-        _replace_dir(temp_dir, target)
+        output_paths.replace_export_dir(temp_dir, target)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
@@ -439,22 +434,6 @@ def export_saved_model(
         ", model card" if card_text is not None else "",
     )
     return export_dir
-
-
-def _replace_dir(source: str, target: str) -> None:
-    """Renames directory `source` to `target`, replacing `target` if it exists."""
-    if not os.path.exists(target):
-        os.rename(source, target)
-        return
-    parent, base = os.path.split(target)
-    backup = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex}")
-    os.rename(target, backup)
-    try:
-        os.rename(source, target)
-    except BaseException:
-        os.rename(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def copy_with_model_card(
@@ -494,27 +473,20 @@ def copy_with_model_card(
             f"Received: source_dir={source_dir!r}"
         )
     export_dir = os.fspath(export_dir)
-    target = os.path.abspath(export_dir)
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(
-            "`export_dir` must be a directory path, not an existing file. "
-            f"Received: export_dir={export_dir!r}"
-        )
+    target = output_paths.check_export_target(export_dir)
     if target != source and os.path.commonpath([source, target]) == source:
         raise ValueError(
             "`export_dir` must not lie inside `source_dir` (it may be `source_dir` itself). "
             f"Received: source_dir={source_dir!r}, export_dir={export_dir!r}"
         )
-    parent, base = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    temp_dir = output_paths.make_export_temp_dir(target)
     try:
         shutil.copytree(source, temp_dir, dirs_exist_ok=True)
         extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
         os.makedirs(extra_dir, exist_ok=True)
         with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
             f.write(card_text)
-        _replace_dir(temp_dir, target)
+        output_paths.replace_export_dir(temp_dir, target)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise

@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from oat_tf import checkpoint_state
+
 
 def make_manager(
     trainer: keras.Model, directory: str, max_to_keep: int = 3
@@ -94,11 +96,17 @@ def restore_run(
         Tuple (manager, start step: 0 for a new run).
 
     Raises:
-        ValueError: the directory holds checkpoints and `resume` is False, or
-            the latest checkpoint does not match the model.
+        ValueError: the directory holds checkpoints and `resume` is False,
+            its state file is corrupt or names missing files, or the latest
+            checkpoint does not match the model.
     """
+    # Strict: a corrupt state file is an error here, where TensorFlow's
+    # reader would log "Checkpoint ignored" and let the run start over.
+    latest = checkpoint_state.latest_checkpoint(checkpoint_directory(run_dir))
     manager = make_manager(trainer, checkpoint_directory(run_dir), max_to_keep)
-    if manager.latest_checkpoint is None:
+    if latest is None:
+        if resume:
+            logging.info("Resuming %s: no checkpoint was written yet, starting at step 0.", run_dir)
         return manager, 0
     if not resume:
         raise ValueError(
@@ -126,7 +134,18 @@ class CheckpointCallback(keras.callbacks.Callback):
     def _save(self):
         step = int(self.model.optimizer.iterations.numpy())
         if step != self._last_saved:
-            self.manager.save(checkpoint_number=step)
+            try:
+                self.manager.save(checkpoint_number=step)
+            except (OSError, tf.errors.OpError) as error:
+                # A full disk or a directory made read-only mid-run: name the
+                # flag and the path instead of a bare OSError. The previous
+                # checkpoint stays valid (its state file is replaced last).
+                raise OSError(
+                    f"Writing the checkpoint of step {step} to {self.manager.directory} "
+                    "(--runs_dir) failed: the disk may be full or the directory not writable. "
+                    "The previous checkpoint is intact; free space and rerun with --resume. "
+                    f"Received error: {type(error).__name__}: {str(error).splitlines()[0]}"
+                ) from error
             self._last_saved = step
             logging.info("Saved checkpoint at step %d to %s.", step, self.manager.directory)
 

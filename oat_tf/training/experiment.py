@@ -35,6 +35,9 @@ from oat_tf import data
 from oat_tf import evaluation
 from oat_tf import export
 from oat_tf import models
+from oat_tf import output_paths
+from oat_tf import run_directory
+from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import masking_checks
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import width_grid
@@ -79,36 +82,51 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON to `path` through a temporary file and `os.replace`."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes JSON (indented, sorted keys) to `path` atomically, creating its directory."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Writes text to `path` through a temporary file and `os.replace`."""
+    """Writes text to `path` atomically (`atomic_files.write_text`), creating its directory."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_files.write_text(path, text)
 
 
 MODEL_CARD_VERSION = 1
+# The largest request batch the model card recommends. A request's memory and
+# time grow linearly with its batch and the signature has no cap of its own:
+# 50,000 MNIST images in one request took 25 s and 3.2 GB on the 2-core CPU
+# machine (issue 15), so 1,024 keeps a SmallCNN request near 70 MB and half a
+# second there; larger models need proportionally smaller batches.
+RECOMMENDED_MAX_SERVING_BATCH = 1024
+
+
+def serving_contract(input_shape: Sequence[int]) -> Dict[str, Any]:
+    """What a serving request must send, for the model card.
+
+    Args:
+        input_shape: (H, W, C) of the images.
+
+    Returns:
+        dict with `inputs` (name → dtype, shape and range), `dtype_note` (how
+        TF Serving reports a wrong dtype) and `recommended_max_batch`.
+    """
+    height, width, channels = (int(d) for d in input_shape)
+    return {
+        "inputs": {
+            export.IMAGE_INPUT_NAME: {
+                "dtype": "float32", "shape": [-1, height, width, channels], "range": [0.0, 1.0],
+            },
+            export.LAMBDA_INPUT_NAME: {"dtype": "float32", "shape": [-1], "range": [0.0, 1.0]},
+        },
+        "dtype_note": (
+            "Both inputs must be float32 (REST: JSON numbers). A float64 or int tensor is "
+            "refused by TensorFlow's signature dispatch, which names the input by position "
+            f"(input #0 is {export.IMAGE_INPUT_NAME!r}, input #1 {export.LAMBDA_INPUT_NAME!r})."
+        ),
+        "recommended_max_batch": RECOMMENDED_MAX_SERVING_BATCH,
+    }
 
 
 def make_model_card(
@@ -130,6 +148,8 @@ def make_model_card(
     Returns:
         dict with `model_card_version`, `name`, `dataset`, `architecture`,
         `variant`, `input_shape`, `num_classes`, `lambda_encoding`,
+        `serving` (`serving_contract`: input dtypes, shapes and ranges, and
+        the recommended maximum request batch),
         `seen_lambdas`, `lambda_sampling`, `train_attack` (the training
         attack's settings), `data` (the run's data config, from which
         `oat_tf.calibrate` finds the held-out validation split), `objective`
@@ -177,6 +197,7 @@ def make_model_card(
         "bn_statistics": evaluation_config.get("bn_statistics", "moving"),
         "export_bn_statistics": run_config.get("export_bn_statistics", "moving"),
         "accuracy": "fractions in [0, 1]; the Markdown tables are in percent",
+        "serving": serving_contract(model["input_shape"]),
     }
     if test_results is not None:
         # The measurement only (a report's JSON may hold more, e.g. plot names).
@@ -209,6 +230,18 @@ def make_model_card(
             "table": width_grid.format_width_table(dict(width_results)),
         }
     return card
+
+
+def _checkpoint_bytes_estimate(config: config_lib.ExperimentConfig) -> int:
+    """A floor on the disk a run needs: its checkpoints, before the model is built.
+
+    Counted from the input size as a generous per-run allowance (16 MiB plus
+    the kept checkpoints of a ResNet-sized model when the images are large);
+    a full disk is otherwise found only when the first checkpoint is written.
+    """
+    height, width, channels = (int(d) for d in config.model.input_shape)
+    per_checkpoint = 8 * 2**20 if height * width * channels <= 28 * 28 * 3 else 200 * 2**20
+    return 16 * 2**20 + config.train.max_checkpoints * per_checkpoint
 
 
 def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
@@ -271,14 +304,17 @@ def run_experiment(
         dict with `run_dir`, `export_dir` (or None), `results` (the test
         evaluation), `table` (its Markdown table) and `history_steps`.
     """
+    # Names, output paths and the run directory's state first: nothing is
+    # loaded, built or created before they pass.
+    run_directory.check_before_training(config, resume=resume)
     strategy = make_strategy(config.train.strategy)
     chief = is_chief(strategy)
-    run_dir = os.path.join(config.runs_dir, config.name)
-    if not chief:
-        run_dir = tempfile.mkdtemp(prefix="oat_tf_worker_")
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = run_directory.run_directory(config)
 
-    splits = data.load_splits(config.data, seed=config.train.seed)
+    try:
+        splits = data.load_splits(config.data, seed=config.train.seed)
+    except (ValueError, FileNotFoundError) as error:
+        raise run_directory.RunRefusedError(f"--dataset={config.data.dataset}: {error}") from None
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(
@@ -288,6 +324,18 @@ def run_experiment(
         ),
         data=dataclasses.replace(config.data, augment=splits.augment),
     )
+    if resume:
+        run_directory.check_resume_settings(run_dir, config_lib.to_dict(config))
+    try:
+        output_paths.check_free_space(
+            "runs_dir", config.runs_dir, needed_bytes=_checkpoint_bytes_estimate(config)
+        )
+    except ValueError as error:
+        raise run_directory.RunRefusedError(str(error)) from None
+    # Every check passed: only now does the run directory appear.
+    if not chief:
+        run_dir = tempfile.mkdtemp(prefix="oat_tf_worker_")
+    os.makedirs(run_dir, exist_ok=True)
     write_json_atomic(os.path.join(run_dir, "config.json"), config_lib.to_dict(config))
     if flags_text is not None:
         write_text_atomic(os.path.join(run_dir, "flags.txt"), flags_text)

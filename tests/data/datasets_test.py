@@ -375,3 +375,30 @@ def test_train_dataset_argument_errors():
         datasets.train_dataset(split, batch_size=2, seed=0, augment=False, epochs=5, start_step=11)
     with pytest.raises(ValueError, match="Received: epochs=0"):
         datasets.train_dataset(split, batch_size=2, seed=0, augment=False, epochs=0)
+
+
+def test_random_bytes_are_reported_as_not_an_npz_archive(tmp_path):
+    path = str(tmp_path / "random.npz")
+    with open(path, "wb") as stream:
+        stream.write(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a zip archive") as error:
+        datasets.load_splits(DataConfig(dataset=f"npz:{path}"))
+    assert "pickled" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"y_train": np.array([0, 1, 2, 3, -1, 0, 1, 2, 3, 0, 1, 2])}, r"`y_train`.*>= 0.*minimum -1 in .*labels\.npz"),
+        ({"y_test": np.array([0, 1, 2, -4, 0, 1, 2])}, r"`y_test`.*minimum -4 in .*labels\.npz"),
+        ({"x_train": np.zeros((0, 6, 5, 3), np.uint8), "y_train": np.zeros((0,), np.int64)}, r"`x_train`.*at least one image.*labels\.npz"),
+        # 200 among 0–3 would otherwise build a 201-class model.
+        ({"y_train": np.array([0, 1, 2, 3, 200, 0, 1, 2, 3, 0, 1, 2])}, r"0 … K-1.*maximum 200.*missing classes \[4, 5, 6"),
+        ({"y_train": np.zeros(12, np.int64), "y_test": np.zeros(7, np.int64)}, r"0 … K-1.*at least 2"),
+    ],
+)
+def test_npz_labels_are_checked_naming_file_and_array(tmp_path, overrides, pattern):
+    path = str(tmp_path / "labels.npz")
+    _write_npz(path, **overrides)
+    with pytest.raises(ValueError, match=pattern):
+        datasets.load_splits(DataConfig(dataset=f"npz:{path}", validation_size=0))

@@ -1,5 +1,6 @@
 """Tests for oat_tf.evaluation.seed_spread: the spread over seeds and the check of a rerun."""
 
+import glob
 import json
 import os
 import subprocess
@@ -89,3 +90,18 @@ def test_cli_writes_the_page_and_checks_a_run(tmp_path):
     assert "AMD EPYC (avx2), 2 cores; TensorFlow 2.21.0" in page
     assert "1.0, 2.0, 3.0 min; 6.0 min in all" in page
     assert seed_spread.format_table(seed_spread.summarize(_runs())) in page
+
+
+SEED_PAGES = sorted(
+    path for path in glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", "*", "results.json"))
+    if json.load(open(path, encoding="utf-8")).get("report") == "none"
+)
+
+
+@pytest.mark.parametrize("path", SEED_PAGES, ids=[os.path.basename(os.path.dirname(p)) for p in SEED_PAGES])
+def test_committed_seed_pages_regenerate_byte_for_byte(path):
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    page = seed_spread.format_page(results, seed_spread.summarize(results["runs"]))
+    with open(os.path.dirname(path) + ".md", encoding="utf-8") as f:
+        assert f.read() == page

@@ -189,7 +189,16 @@ def test_width_report_compares_oats_with_pgd_ats_at_each_width(tmp_path):
     assert os.path.isfile(tmp_path / "ra_vs_sa_per_width.png")
 
 
-COMMITTED = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", "*", "results.json")))
+def _report_kind(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("report")
+
+
+# Study pages; results with report "none" are seed spreads (seed_spread_test checks those).
+COMMITTED = sorted(
+    path for path in glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", "*", "results.json"))
+    if _report_kind(path) != "none"
+)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[os.path.basename(os.path.dirname(p)) for p in COMMITTED])

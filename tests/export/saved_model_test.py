@@ -20,6 +20,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from oat_tf.export import saved_model
+from tests import testing
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 4
@@ -460,17 +461,6 @@ def test_export_dir_that_is_a_file_raises(tmp_path):
         saved_model.export_saved_model(_model(), str(path), image_shape=IMAGE_SHAPE)
 
 
-def _files(directory):
-    """{relative path: bytes} of every file under `directory`."""
-    contents = {}
-    for parent, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(parent, name)
-            with open(path, "rb") as f:
-                contents[os.path.relpath(path, directory)] = f.read()
-    return contents
-
-
 def test_copy_with_model_card_copies_everything_but_the_card(exported, tmp_path):
     card_path = os.path.join("assets.extra", "model_card.json")
     new_card = {**MODEL_CARD, "calibration": {"lambda": 0.2, "feasible": True}}
@@ -478,7 +468,7 @@ def test_copy_with_model_card_copies_everything_but_the_card(exported, tmp_path)
     assert saved_model.copy_with_model_card(exported.export_dir, copy_dir, new_card) == copy_dir
     assert saved_model.load_model_card(copy_dir) == new_card
     assert saved_model.load_model_card(exported.export_dir) == MODEL_CARD  # Source untouched.
-    source_files, copy_files = _files(exported.export_dir), _files(copy_dir)
+    source_files, copy_files = testing.file_tree(exported.export_dir), testing.file_tree(copy_dir)
     assert set(source_files) == set(copy_files)
     for name in source_files:
         if name != card_path:
@@ -506,7 +496,7 @@ def test_failed_card_update_keeps_the_old_export(tmp_path, monkeypatch):
     saved_model.export_saved_model(
         _model(seed=0), export_dir, image_shape=IMAGE_SHAPE, model_card={"version": 1}
     )
-    before = _files(export_dir)
+    before = testing.file_tree(export_dir)
     real_shutil = saved_model.shutil
 
     def failing_copytree(source, target, **kwargs):
@@ -522,7 +512,7 @@ def test_failed_card_update_keeps_the_old_export(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         saved_model.copy_with_model_card(export_dir, export_dir, {"version": 2})
     assert os.listdir(str(tmp_path)) == ["oat"]
-    assert _files(export_dir) == before
+    assert testing.file_tree(export_dir) == before
 
 
 def test_copy_with_model_card_rejects_bad_arguments_before_writing(exported, tmp_path):
