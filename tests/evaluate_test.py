@@ -89,6 +89,9 @@ def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
                        "--saliency_indices=1,3", *plot_flags)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming: 2 of 3" in second.stderr
+    # The resume state records which checkpoint was measured (path, step, index digest).
+    model = json.loads((out / evaluate.STATE_FILE).read_text())["settings"]["model"]
+    assert model["checkpoint"].endswith("ckpt-2") and model["step"] == 2 and len(model["index_sha256"]) == 64
     result = json.loads((out / "evaluation.json").read_text())
     assert set(result["clean_accuracy"]) == {"0.0", "0.5", "1.0"}
     assert set(result["robust_accuracy"]) == {"PGD-3", "PGD-6", "Square-20"}
@@ -245,17 +248,6 @@ def test_resume_state_is_keyed_on_the_model(tmp_path, monkeypatch):
     assert any("measured on another model" in line for line in logged)
     # Same step, rewritten weights: also another model.
     assert evaluate._load_state(path, {**settings, "model": {**first, "index_sha256": "cc"}})["per_lambda"] == {}
-
-
-def test_evaluation_records_which_checkpoint_it_measured(tiny_run):
-    summary, root = tiny_run
-    out = root / "eval_identity"
-    result = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={out}",
-                       "--attacks=pgd2", "--masking_checks=false", "--plots=false")
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = json.loads((out / evaluate.STATE_FILE).read_text())
-    model = state["settings"]["model"]
-    assert model["checkpoint"].endswith("ckpt-2") and model["step"] == 2 and len(model["index_sha256"]) == 64
 
 
 def test_model_paths_are_checked_before_loading(tiny_run, tmp_path):
