@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 from absl import flags
 
 from oat_tf import config as config_lib
+from oat_tf import run_directory
 
 
 # Help text of every attack-list flag (`--eval_attacks`, and the evaluate and
@@ -25,12 +26,6 @@ ATTACK_NAMES_HELP = (
 )
 
 _ATTACK_ALIASES = ("train", "fgsm", "mi_fgsm")
-# The flags behind `run_directory.RESUME_MAY_CHANGE`: the only ones a resumed
-# run may change.
-RESUME_MAY_CHANGE_FLAGS = (
-    "--runs_dir", "--export_dir", "--epochs", "--max_checkpoints", "--checkpoint_every_steps",
-    "--eval_every_epochs", "--eval_batch_size",
-)
 
 
 def parse_fraction(name: str, text: str) -> float:
@@ -190,7 +185,7 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "resume", False,
         "Continue the run from its latest checkpoint. The run must exist, and its settings "
-        "must equal the recorded ones except " + ", ".join(RESUME_MAY_CHANGE_FLAGS) + ".",
+        "must equal the recorded ones except " + ", ".join(run_directory.RESUME_MAY_CHANGE.values()) + ".",
     )
     flags.DEFINE_bool(
         "check_only", False,

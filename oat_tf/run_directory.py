@@ -50,20 +50,21 @@ class RunRefusedError(ValueError):
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
-# Settings (dotted config.json keys) that may differ when a run is resumed:
+# Settings (dotted config.json keys, with the flag that sets each) that may
+# differ when a run is resumed:
 # they change where results go, how often checkpoints are written and how
 # long the run trains, but not what the recorded steps computed. `train.epochs`
 # extends (or shortens) a run; note that the cosine schedule then follows the
 # new length from the resumed step on.
-RESUME_MAY_CHANGE = (
-    "runs_dir",
-    "export_dir",
-    "train.epochs",
-    "train.max_checkpoints",
-    "train.checkpoint_every_steps",
-    "evaluation.every_epochs",
-    "evaluation.batch_size",
-)
+RESUME_MAY_CHANGE = {
+    "runs_dir": "--runs_dir",
+    "export_dir": "--export_dir",
+    "train.epochs": "--epochs",
+    "train.max_checkpoints": "--max_checkpoints",
+    "train.checkpoint_every_steps": "--checkpoint_every_steps",
+    "evaluation.every_epochs": "--eval_every_epochs",
+    "evaluation.batch_size": "--eval_batch_size",
+}
 
 
 def run_directory(config: config_lib.ExperimentConfig) -> str:

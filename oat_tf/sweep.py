@@ -160,6 +160,11 @@ class Job:
                 return path
         return None
 
+    @property
+    def flagfile_text(self) -> str:
+        """The job's flags, one per line: a flagfile its command reads."""
+        return "".join(f"{flag}\n" for flag in self.flags)
+
     def command(self, flagfile: str) -> List[str]:
         module = "oat_tf.train" if self.kind == "train" else "oat_tf.evaluate"
         return [sys.executable, "-m", module, f"--flagfile={flagfile}"]
@@ -450,7 +455,7 @@ def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run:
     os.makedirs(flagfile_dir, exist_ok=True)
     from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
 
-    atomic_files.write_text(flagfile, "".join(f"{flag}\n" for flag in job.flags))
+    atomic_files.write_text(flagfile, job.flagfile_text)
     os.makedirs(job.run_dir, exist_ok=True)
     base = {
         "kind": job.kind,
@@ -537,7 +542,7 @@ def check_train_flags(jobs: Sequence[Job], resuming: Sequence[str] = ()) -> List
                 continue
             flagfile = os.path.join(directory, f"{job.name}.flags")
             with open(flagfile, "w", encoding="utf-8") as f:
-                f.write("".join(f"{flag}\n" for flag in job.flags))
+                f.write(job.flagfile_text)
             command = job.command(flagfile) + ["--check_only"]
             if job.name in resuming and os.path.isfile(os.path.join(job.run_dir, "config.json")):
                 command.append("--resume")
