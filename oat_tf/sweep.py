@@ -34,6 +34,14 @@ Evaluations work the same way (`evaluation.json` in
 The wall time of every run and evaluation (summed over resumptions) and the
 machine are recorded in `<run dir>/sweep_run.json`.
 
+A headline number needs its spread over training seeds. `--repeat_seeds=1,2`
+with `--repeat_runs=pgdat_*,oat_dual` repeats the named runs (shell-style
+patterns) with each further seed, after every other job: run NAME becomes
+NAME_seed1 and NAME_seed2 with `--seed=1` / `--seed=2` appended to its flags,
+and its further evaluations are repeated with it. Each repeat's record in
+results.json carries `repeat_of` (NAME) and `seed`; the report keeps the
+single-seed tables and adds the headline figures over the seeds.
+
 At the end the sweep writes the combined results `<results_dir>/results.json`
 (every run's config, flags, test evaluation, further evaluations, wall time,
 plus the study's command and machine) and, unless `--report=none`, the report
@@ -45,6 +53,7 @@ alone).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -77,6 +86,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 # Flags the sweep sets itself.
 _RESERVED_TRAIN_FLAGS = ("name", "runs_dir", "resume", "flagfile")
 _RESERVED_EVAL_FLAGS = ("run_dir", "output_dir", "flagfile")
+# `python -m oat_tf.train`'s --seed when a run's flags do not set it.
+DEFAULT_TRAIN_SEED = 0
 
 
 def define_flags() -> None:
@@ -105,6 +116,15 @@ def define_flags() -> None:
     )
     flags.DEFINE_enum("report", "oat", list(REPORT_KINDS), "Report layout (none: results.json only).")
     flags.DEFINE_list("only", [], "Run (and evaluate) only these runs; the results still list all finished ones.")
+    flags.DEFINE_list(
+        "repeat_seeds", [],
+        "Further training seeds: each run named by --repeat_runs is repeated as NAME_seedS with "
+        "--seed=S (after every other job), for the spread of the headline figures.",
+    )
+    flags.DEFINE_list(
+        "repeat_runs", [],
+        "Runs repeated with every --repeat_seeds seed: names or shell-style patterns (pgdat_*).",
+    )
     flags.DEFINE_bool(
         "dry_run", False,
         "Check every run's flags (python -m oat_tf.train --check_only), print the commands and "
@@ -128,6 +148,9 @@ class Job:
         run_dir: str, the run's directory.
         output_dir: str, where the job's results go (the run directory for a
             training run, `<run_dir>/evaluation_<label>` for an evaluation).
+        repeat_of: str, for a repeat with another seed (`--repeat_seeds`) the
+            name of the run it repeats, else "".
+        seed: int or None, a repeat's training seed (None otherwise).
     """
 
     kind: str
@@ -136,6 +159,8 @@ class Job:
     flags: tuple
     run_dir: str
     output_dir: str
+    repeat_of: str = ""
+    seed: Optional[int] = None
 
     @property
     def title(self) -> str:
@@ -232,6 +257,46 @@ def _parse_entry(entry: str, argument: str, with_label: bool):
     return name, label, split_flags(rest, argument)
 
 
+def parse_repeat_seeds(values: Sequence[str]) -> List[int]:
+    """Parses `--repeat_seeds` into distinct non-negative ints.
+
+    Args:
+        values: sequence of str (or int).
+
+    Returns:
+        list of int, in the given order.
+
+    Raises:
+        ValueError: naming `--repeat_seeds`, on a value that is not a
+            non-negative integer or on a repeated seed.
+    """
+    seeds: List[int] = []
+    for value in values:
+        text = str(value).strip()
+        if not text.isdigit():
+            raise ValueError(
+                f"`--repeat_seeds` must hold non-negative integers. Received: {text!r} in {list(values)}"
+            )
+        if int(text) in seeds:
+            raise ValueError(f"`--repeat_seeds` must not repeat a seed. Received: {int(text)} twice")
+        seeds.append(int(text))
+    return seeds
+
+
+def _repeated_names(patterns: Sequence[str], names: Sequence[str]) -> List[str]:
+    """The run names matched by `--repeat_runs` patterns, in the runs' order."""
+    matched = set()
+    for pattern in patterns:
+        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern.strip())]
+        if not hits:
+            raise ValueError(
+                f"`--repeat_runs` entries must match runs of the sweep ({list(names)}). "
+                f"Received: {pattern!r}, which matches none"
+            )
+        matched.update(hits)
+    return [name for name in names if name in matched]
+
+
 def plan_jobs(
     study: str,
     runs_dir: str,
@@ -239,6 +304,8 @@ def plan_jobs(
     runs: Sequence[str],
     common_evaluate: Sequence[str] = (),
     evaluations: Sequence[str] = (),
+    repeat_seeds: Sequence[int] = (),
+    repeat_runs: Sequence[str] = (),
 ) -> List[Job]:
     """Turns the sweep's flags into the ordered list of jobs.
 
@@ -249,14 +316,19 @@ def plan_jobs(
         runs: list of 'NAME: FLAGS'.
         common_evaluate: list of str, shared evaluation flags.
         evaluations: list of 'NAME/LABEL: FLAGS'; NAME must be one of `runs`.
+        repeat_seeds: further training seeds (`parse_repeat_seeds`).
+        repeat_runs: names or shell-style patterns of the runs repeated with
+            each of `repeat_seeds`; required with it.
 
     Returns:
         list of Job: the training runs in order, each evaluation after the
-        training runs.
+        training runs, then per seed of `repeat_seeds` the repeated runs
+        (NAME_seedS, `--seed=S` appended) and their evaluations.
 
     Raises:
-        ValueError: on a malformed entry, a duplicate name, a reserved flag or
-            an evaluation of an unknown run.
+        ValueError: on a malformed entry, a duplicate name, a reserved flag,
+            an evaluation of an unknown run, or `repeat_seeds` and
+            `repeat_runs` not given together or matching no run.
     """
     if not study or not _NAME.fullmatch(study):
         raise ValueError(
@@ -299,6 +371,48 @@ def plan_jobs(
         if not any(_flag_name(w) == "tensorboard_dir" for w in all_flags):
             all_flags.append("--tensorboard_dir=")
         jobs.append(Job("evaluate", name, label, tuple(all_flags), run_dir, output_dir))
+    if bool(repeat_seeds) != bool(repeat_runs):
+        raise ValueError(
+            "`--repeat_seeds` and `--repeat_runs` must be given together. Received: "
+            f"repeat_seeds={list(repeat_seeds)}, repeat_runs={list(repeat_runs)}"
+        )
+    base_jobs = list(jobs)
+    repeated = _repeated_names(repeat_runs, [job.name for job in base_jobs if job.kind == "train"])
+    for seed in repeat_seeds:
+        for name in repeated:
+            new_name = f"{name}_seed{seed}"
+            base_flags = next(job.flags for job in base_jobs if job.kind == "train" and job.name == name)
+            base_seed = [w.split("=", 1)[1] for w in base_flags if _flag_name(w) == "seed" and "=" in w]
+            if str(seed) == (base_seed[-1].strip() if base_seed else str(DEFAULT_TRAIN_SEED)):
+                raise ValueError(
+                    f"`--repeat_seeds` must differ from the seed run {name!r} already trains with. "
+                    f"Received: seed {seed}, the same as its --seed"
+                )
+            if new_name in seen:
+                raise ValueError(
+                    f"`--run` names must not collide with the repeats of `--repeat_seeds`. "
+                    f"Received: a run named {new_name!r} and seed {seed} for {name!r}"
+                )
+        for job in base_jobs:
+            if job.name not in repeated:
+                continue
+            new_name = f"{job.name}_seed{seed}"
+            run_dir = os.path.join(study_dir, new_name)
+            if job.kind == "train":
+                words = [
+                    f"--name={new_name}" if _flag_name(w) == "name" else w for w in job.flags
+                ] + [f"--seed={seed}"]
+                output_dir = run_dir
+            else:
+                output_dir = os.path.join(run_dir, f"evaluation_{job.label}")
+                words = [
+                    f"--run_dir={run_dir}" if _flag_name(w) == "run_dir"
+                    else f"--output_dir={output_dir}" if _flag_name(w) == "output_dir" else w
+                    for w in job.flags
+                ]
+            jobs.append(
+                Job(job.kind, new_name, job.label, tuple(words), run_dir, output_dir, job.name, seed)
+            )
     return jobs
 
 
@@ -593,7 +707,8 @@ def collect_results(
         with `name`, `flags`, `config`, `test_eval`, `wall_seconds`, for a
         slimmable run `test_eval_widths` (`widths`, `per_width`),
         `evaluations`: list of dicts with `label`, `flags`, `results`,
-        `wall_seconds`) and `missing` (titles of unfinished jobs).
+        `wall_seconds`; a repeat with another seed also `repeat_of` and
+        `seed`) and `missing` (titles of unfinished jobs).
     """
     runs: Dict[str, Dict[str, Any]] = {}
     missing, machine, total = [], None, 0.0
@@ -616,6 +731,8 @@ def collect_results(
                 "wall_seconds": round(float(record["wall_seconds"]), 1),
                 "evaluations": [],
             }
+            if job.repeat_of:
+                runs[job.name].update(repeat_of=job.repeat_of, seed=job.seed)
             widths_path = os.path.join(job.run_dir, "test_eval_widths.json")
             if os.path.isfile(widths_path):
                 grid = _read_json(widths_path)
@@ -652,7 +769,8 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     try:
         jobs = plan_jobs(
-            FLAGS.study, FLAGS.runs_dir, FLAGS.common, FLAGS.run, FLAGS.common_evaluate, FLAGS.evaluate
+            FLAGS.study, FLAGS.runs_dir, FLAGS.common, FLAGS.run, FLAGS.common_evaluate, FLAGS.evaluate,
+            repeat_seeds=parse_repeat_seeds(FLAGS.repeat_seeds), repeat_runs=FLAGS.repeat_runs,
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from None

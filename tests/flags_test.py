@@ -284,11 +284,23 @@ def test_study_flagfile_runs_give_valid_configs(path):
 
     study = _read_study(path)
     assert study["report"][0] in sweep.REPORT_KINDS
+    repeat_seeds = sweep.parse_repeat_seeds([s for v in study.get("repeat_seeds", []) for s in v.split(",")])
     jobs = sweep.plan_jobs(
         study["study"][0], "runs", study.get("common", []), study["run"],
         study.get("common_evaluate", []), study.get("evaluate", []),
+        repeat_seeds=repeat_seeds,
+        repeat_runs=[r for v in study.get("repeat_runs", []) for r in v.split(",")],
     )
-    configs = {job.name: _parse(*job.flags) for job in jobs if job.kind == "train"}
+    all_configs = {job.name: _parse(*job.flags) for job in jobs if job.kind == "train"}
+    for job in jobs:
+        if job.kind == "train" and job.repeat_of:
+            # A repeat is its run with another seed and nothing else changed.
+            repeat, base = all_configs[job.name], all_configs[job.repeat_of]
+            assert repeat.train.seed == job.seed != base.train.seed
+            assert dataclasses.replace(
+                repeat, name=base.name, train=dataclasses.replace(repeat.train, seed=base.train.seed)
+            ) == base
+    configs = {job.name: all_configs[job.name] for job in jobs if job.kind == "train" and not job.repeat_of}
     assert len(configs) == len(study["run"])
     for name, config in configs.items():
         assert config.name == name and not config.export_dir
@@ -389,3 +401,9 @@ def test_flag_parsing_loads_no_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=testing.REPO_ROOT, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_sweep_knows_the_default_training_seed():
+    from oat_tf import sweep
+
+    assert _parse().train.seed == sweep.DEFAULT_TRAIN_SEED

@@ -208,6 +208,74 @@ def test_collect_results_lists_finished_jobs_and_missing_ones(tmp_path, monkeypa
     assert results["machine"] == {"cpu_count": 2}
 
 
+def test_repeats_follow_every_other_job_with_their_seed_and_evaluations(tmp_path):
+    jobs = sweep.plan_jobs(
+        "study", str(tmp_path / "runs"), ["--epochs=1 --seed=0"],
+        ["pgdat_0: --lambda_values=0", "pgdat_1: --lambda_values=1", "oat: --variant=oat"],
+        [], ["oat/strong: --attacks=pgd20"], repeat_seeds=[1, 2], repeat_runs=["pgdat_*", "oat"],
+    )
+    study_dir = os.path.join(str(tmp_path / "runs"), "study")
+    assert [j.title for j in jobs] == [
+        "pgdat_0", "pgdat_1", "oat", "oat/strong",
+        "pgdat_0_seed1", "pgdat_1_seed1", "oat_seed1", "oat_seed1/strong",
+        "pgdat_0_seed2", "pgdat_1_seed2", "oat_seed2", "oat_seed2/strong",
+    ]
+    repeat = jobs[6]
+    assert (repeat.repeat_of, repeat.seed) == ("oat", 1) and (jobs[2].repeat_of, jobs[2].seed) == ("", None)
+    # The base run's flags with its own name and the seed last (the last --seed wins).
+    assert repeat.flags == (
+        "--epochs=1", "--seed=0", "--variant=oat", "--name=oat_seed1", f"--runs_dir={study_dir}",
+        "--export_dir=", "--seed=1",
+    )
+    assert repeat.run_dir == os.path.join(study_dir, "oat_seed1")
+    evaluation = jobs[7]
+    assert evaluation.repeat_of == "oat" and evaluation.seed == 1
+    assert f"--run_dir={repeat.run_dir}" in evaluation.flags
+    assert f"--output_dir={os.path.join(repeat.run_dir, 'evaluation_strong')}" in evaluation.flags
+    assert not any(os.path.join(study_dir, "oat") + os.sep in f for f in evaluation.flags)
+
+
+@pytest.mark.parametrize(
+    "seeds, patterns, runs, message",
+    [
+        ([1], [], ("a: --x=1",), "given together"),
+        ([], ["a"], ("a: --x=1",), "given together"),
+        ([1], ["z*"], ("a: --x=1",), "matches none"),
+        ([0], ["a"], ("a: --x=1",), "already trains with"),
+        ([3], ["a"], ("a: --seed=3",), "already trains with"),
+        ([1], ["a"], ("a: --x=1", "a_seed1: --x=2"), "collide"),
+    ],
+)
+def test_bad_repeats_are_refused(tmp_path, seeds, patterns, runs, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.plan_jobs("study", str(tmp_path), [], list(runs), repeat_seeds=seeds, repeat_runs=patterns)
+
+
+@pytest.mark.parametrize(
+    "values, message", [(["1", "x"], "non-negative integers"), (["-1"], "non-negative"), (["1", "1"], "twice")]
+)
+def test_repeat_seeds_must_be_distinct_non_negative_ints(values, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.parse_repeat_seeds(values)
+    assert sweep.parse_repeat_seeds([" 2", "1"]) == [2, 1]
+
+
+def test_collected_repeats_carry_what_they_repeat(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    jobs = sweep.plan_jobs(
+        "study", str(tmp_path / "runs"), [], ["a: --x=1"], [], ["a/e: --lambdas=0"],
+        repeat_seeds=[1], repeat_runs=["a"],
+    )
+    for job in jobs:
+        sweep.run_job(job, str(tmp_path / "flags"))
+    results = sweep.collect_results(jobs, study="study", description="d", command="c", report="oat")
+    base, repeat = results["runs"]
+    assert "repeat_of" not in base and "seed" not in base
+    assert (repeat["name"], repeat["repeat_of"], repeat["seed"]) == ("a_seed1", "a", 1)
+    assert repeat["config"] == {"name": "a_seed1"} and repeat["evaluations"][0]["label"] == "e"
+
+
 def _sweep(tmp_path, *extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
     return subprocess.run(

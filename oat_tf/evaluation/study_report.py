@@ -28,6 +28,12 @@ study's `report` layout:
 "RA" in the comparisons is the per-sample worst case over the evaluated
 attacks (a sample counts only if it survives every attack), the strictest of
 the measured robust accuracies.
+
+A study whose headline runs were repeated with further training seeds
+(`--repeat_seeds` / `--repeat_runs` of the sweep) keeps its tables on the
+first seed and ends with "Spread over seeds": the layout's headline figures
+computed on each seed's copy of the repeated runs, as mean (min–max), with
+what the repeats cost.
 """
 
 from __future__ import annotations
@@ -726,6 +732,217 @@ def _width_figure(widths, baselines, conditioned) -> figure_lib.Figure:
 _SECTIONS = {"oat": _oat_sections, "mixture_bn": _mixture_sections, "width": _width_sections}
 
 
+# --- spread over seeds -------------------------------------------------------
+
+
+def _seed(run: Dict[str, Any]) -> int:
+    return int(_train(run).get("seed", 0))
+
+
+def seed_replicas(results: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+    """One copy of the results per training seed, holding only the repeated runs.
+
+    Args:
+        results: dict, a sweep's results; repeats carry `repeat_of` and `seed`.
+
+    Returns:
+        {seed: results with `runs` = the runs repeated with that seed, each
+        under the name of the run it repeats}, seeds in increasing order; the
+        first seed's copy holds the original runs. Empty without repeats.
+    """
+    repeats = [run for run in results["runs"] if run.get("repeat_of")]
+    names = {run["repeat_of"] for run in repeats}
+    replicas: Dict[int, List[Dict[str, Any]]] = {}
+    for run in results["runs"]:
+        if not run.get("repeat_of") and run["name"] in names:
+            replicas.setdefault(_seed(run), []).append(run)
+    for run in repeats:
+        replicas.setdefault(int(run["seed"]), []).append({**run, "name": run["repeat_of"]})
+    return {seed: {**results, "runs": replicas[seed]} for seed in sorted(replicas)}
+
+
+def spread_text(values: Sequence[Optional[float]], signed: bool = False) -> str:
+    """'mean (min–max)' in percent of the values that exist ('–' if none).
+
+    Args:
+        values: fractions (None where a seed lacks the figure).
+        signed: bool, print differences with their sign.
+
+    Returns:
+        str; with a value missing, the number of seeds it is over is added.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    form = "{:+.1f}" if signed else "{:.1f}"
+    text = (
+        form.format(100.0 * sum(present) / len(present)) + " ("
+        + form.format(100.0 * min(present)) + "–" + form.format(100.0 * max(present)) + ")"
+    )
+    return text if len(present) == len(values) else f"{text}, {len(present)} seeds"
+
+
+def _figure_of(replica: Dict[str, Any], name: str, lam: float, metric: str, width: Optional[float] = None):
+    for run in replica["runs"]:
+        if run["name"] == name:
+            result = run["test_eval"] if width is None else _width_results(run).get(width)
+            return None if result is None else accuracy(result, lam, metric)
+    return None
+
+
+def _difference(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else a - b
+
+
+def _oat_seed_rows(replicas: Dict[int, Dict[str, Any]]) -> List[str]:
+    seeds = list(replicas)
+    first = replicas[seeds[0]]
+    frontier_names = {fixed_lambda(r): r["name"] for r in first["runs"] if is_frontier_run(r)}
+    conditioned = [r for r in first["runs"] if not is_frontier_run(r)]
+    lines: List[str] = []
+    if frontier_names and not conditioned:
+        lines += ["| λ | PGD-AT SA | PGD-AT RA |", "|---:|---:|---:|"]
+        for lam, name in sorted(frontier_names.items()):
+            cells = [spread_text([_figure_of(r, name, lam, m) for r in replicas.values()]) for m in ("SA", "RA")]
+            lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+        return lines + [""]
+    for run in conditioned:
+        name = run["name"]
+        lines += [
+            f"`{name}` against the PGD-AT model of its own seed:",
+            "",
+            "| λ | PGD-AT SA | PGD-AT RA | SA | RA | SA − PGD-AT | RA − PGD-AT |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for lam in _lambdas(run["test_eval"]):
+            ref = frontier_names.get(lam)
+            cells = []
+            for metric in ("SA", "RA"):
+                cells.append(spread_text([
+                    None if ref is None else _figure_of(r, ref, lam, metric) for r in replicas.values()
+                ]))
+            for metric in ("SA", "RA"):
+                cells.append(spread_text([_figure_of(r, name, lam, metric) for r in replicas.values()]))
+            for metric in ("SA", "RA"):
+                cells.append(spread_text([
+                    None if ref is None else _difference(
+                        _figure_of(r, name, lam, metric), _figure_of(r, ref, lam, metric)
+                    )
+                    for r in replicas.values()
+                ], signed=True))
+            lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+        counts = []
+        for seed, replica in replicas.items():
+            own = next((r for r in replica["runs"] if r["name"] == name), None)
+            if own is None:
+                counts.append(f"seed {seed}: not run")
+                continue
+            comparison = compare_to_frontier(own, frontier_points(replica), S1)
+            counts.append(f"seed {seed}: {len(comparison['within'])}/{len(comparison['compared'])}")
+        lines += [
+            "",
+            f"S1 λ within {WITHIN_POINTS:g} points of PGD-AT in SA and RA: " + ", ".join(counts) + ".",
+            "",
+        ]
+    return lines
+
+
+def _width_seed_rows(replicas: Dict[int, Dict[str, Any]]) -> List[str]:
+    first = next(iter(replicas.values()))
+    baselines = [r for r in first["runs"] if is_frontier_run(r)]
+    conditioned = [r for r in first["runs"] if not is_frontier_run(r)]
+    widths = sorted({w for run in first["runs"] for w in _width_results(run)})
+    lines = [
+        "| width | λ | run | SA | RA | SA − PGD-ATS | RA − PGD-ATS |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for width in widths:
+        for base in baselines:
+            lam = fixed_lambda(base)
+            for run in [base] + conditioned:
+                values = {
+                    m: [_figure_of(r, run["name"], lam, m, width) for r in replicas.values()] for m in ("SA", "RA")
+                }
+                if not any(v is not None for v in values["SA"]):
+                    continue
+                cells = [spread_text(values["SA"]), spread_text(values["RA"])]
+                for metric in ("SA", "RA"):
+                    cells.append("–" if run is base else spread_text([
+                        _difference(_figure_of(r, run["name"], lam, metric, width),
+                                    _figure_of(r, base["name"], lam, metric, width))
+                        for r in replicas.values()
+                    ], signed=True))
+                lines.append(f"| {width:g} | {lam:g} | {run['name']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _mixture_seed_rows(replicas: Dict[int, Dict[str, Any]]) -> List[str]:
+    rows_per_seed = [mixture_rows(r) for r in replicas.values()]
+    first_rows = rows_per_seed[0]
+    lines = ["| run / evaluation | λ | SA | RA |", "|---|---:|---:|---:|"]
+
+    def figure(rows, name, lam, metric):
+        row = _find(rows, name=name, **{"lambda": lam})
+        return None if row is None else accuracy(row["result"], lam, metric)
+
+    for row in first_rows:
+        cells = [spread_text([figure(rows, row["name"], row["lambda"], m) for rows in rows_per_seed]) for m in ("SA", "RA")]
+        lines.append(f"| {row['name']} | {row['lambda']:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    claims = []
+    for rows in rows_per_seed:
+        base = min((r["depth"] for r in rows if r["depth"]), default=None)
+        moving = dict(bn_statistics="moving")
+        single_half = _find(rows, variant="plain", clean_fraction=0.5, depth=base, **moving)
+        single_zero = _find(rows, variant="plain", clean_fraction=0.0, depth=base, **moving)
+        mixture = _find(rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", **moving)
+        batch = _find(rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", bn_statistics="batch")
+        claims.append([(single_zero, single_half), (mixture, single_half), (batch, mixture)])
+    labels = (
+        "(1) clean fraction 0 − 0.5 (single BN)",
+        "(2) mixture BN − single BN (clean fraction 0.5)",
+        "(3) batch − moving statistics (mixture BN)",
+    )
+    lines += ["| claim | RA difference per seed | mean (min–max) |", "|---|---|---:|"]
+    for index, label in enumerate(labels):
+        differences = []
+        for pairs in claims:
+            better, worse = pairs[index]
+            differences.append(None if better is None or worse is None else _difference(
+                accuracy(better["result"], better["lambda"], "RA"), accuracy(worse["result"], worse["lambda"], "RA")
+            ))
+        if all(d is None for d in differences):
+            continue
+        per_seed = ", ".join(_signed(d) for d in differences)
+        lines.append(f"| {label} | {per_seed} | {spread_text(differences, signed=True)} |")
+    return lines + [""]
+
+
+_SEED_ROWS = {"oat": _oat_seed_rows, "mixture_bn": _mixture_seed_rows, "width": _width_seed_rows}
+
+
+def _seed_sections(results: Dict[str, Any]) -> List[str]:
+    replicas = seed_replicas(results)
+    if len(replicas) < 2:
+        return []
+    repeats = [run for run in results["runs"] if run.get("repeat_of")]
+    names = list(dict.fromkeys(run["repeat_of"] for run in repeats))
+    cost = sum(float(run["wall_seconds"]) for run in repeats) + sum(
+        float(e["wall_seconds"]) for run in repeats for e in run.get("evaluations", [])
+    )
+    total = float(results.get("total_wall_seconds", 0.0))
+    lines = [
+        "## Spread over seeds",
+        "",
+        f"The headline runs ({', '.join(f'`{n}`' for n in names)}) trained with seeds "
+        f"{', '.join(str(s) for s in replicas)}; each figure is computed per seed (a run against "
+        "the baseline of its own seed) and shown as mean (min–max) over the seeds. The repeats "
+        f"cost {_minutes(cost)} min of the study's {_minutes(total)} min.",
+        "",
+    ]
+    return lines + _SEED_ROWS[results["report"]](replicas)
+
+
 def report_paths(results_path: str) -> Tuple[str, str]:
     """(Markdown path, plot directory) of a results file `<dir>/results.json`: `<dir>.md`, `<dir>/`."""
     plot_dir = os.path.dirname(os.path.abspath(results_path))
@@ -758,7 +975,9 @@ def render_study_report(results: Dict[str, Any], results_path: str, plot_dir: st
             f"`report` must be one of {sorted(_SECTIONS)}. Received: report={results['report']!r}"
         )
     lines = _header(results, results_path)
-    lines += _SECTIONS[results["report"]](results, plot_dir, "")
+    first_seed = {**results, "runs": [run for run in results["runs"] if not run.get("repeat_of")]}
+    lines += _SECTIONS[results["report"]](first_seed, plot_dir, "")
+    lines += _seed_sections(results)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

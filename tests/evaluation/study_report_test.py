@@ -169,15 +169,17 @@ def test_mixture_report_verdicts(tmp_path):
     assert "does not hold (significantly reversed)" in reversed_text
 
 
-def test_width_report_compares_oats_with_pgd_ats_at_each_width(tmp_path):
-    def grid(points_by_width):
-        return {"widths": sorted(points_by_width),
-                "per_width": {f"{w}": _result(p) for w, p in points_by_width.items()}}
+def _grid(points_by_width):
+    """A slimmable run's per-width results: {width: {λ: (SA, PGD-20, APGD-CE, worst)}}."""
+    return {"widths": sorted(points_by_width),
+            "per_width": {f"{w}": _result(p) for w, p in points_by_width.items()}}
 
+
+def test_width_report_compares_oats_with_pgd_ats_at_each_width(tmp_path):
     base = _run("pgdats_1.0", _config("ats", "fixed", (1.0,)), _result({1.0: (0.80, 0.7, 0.7, 0.70)}))
-    base["test_eval_widths"] = grid({0.5: {1.0: (0.75, 0.6, 0.6, 0.60)}, 1.0: {1.0: (0.80, 0.7, 0.7, 0.70)}})
+    base["test_eval_widths"] = _grid({0.5: {1.0: (0.75, 0.6, 0.6, 0.60)}, 1.0: {1.0: (0.80, 0.7, 0.7, 0.70)}})
     oats = _run("oats", _config("oats"), _result({0.0: (0.9, 0, 0, 0), 1.0: (0.81, 0.7, 0.7, 0.69)}))
-    oats["test_eval_widths"] = grid({
+    oats["test_eval_widths"] = _grid({
         0.5: {0.0: (0.85, 0, 0, 0), 1.0: (0.76, 0.62, 0.62, 0.62)},
         1.0: {0.0: (0.9, 0, 0, 0), 1.0: (0.81, 0.7, 0.7, 0.69)},
     })
@@ -187,6 +189,100 @@ def test_width_report_compares_oats_with_pgd_ats_at_each_width(tmp_path):
     assert "| 0.5 | 1 | oats | +1.0 | +2.0 |" in text
     assert "| 1 | 1 | oats | +1.0 | -1.0 |" in text
     assert os.path.isfile(tmp_path / "ra_vs_sa_per_width.png")
+
+
+def _with_seed(run, seed, shift):
+    """A repeat of `run` with another seed: every accuracy moved by `shift`."""
+    repeat = copy.deepcopy(run)
+    for table in (repeat["test_eval"]["clean_accuracy"], repeat["test_eval"]["worst_case_accuracy"]):
+        for key in table:
+            table[key] = round(min(max(table[key] + shift, 0.0), 1.0), 6)
+    repeat["config"]["train"]["seed"] = seed
+    repeat.update(name=f"{run['name']}_seed{seed}", repeat_of=run["name"], seed=seed, wall_seconds=60.0)
+    return repeat
+
+
+def test_seed_spread_of_the_oat_headline_pairs_each_seed_with_its_own_frontier(tmp_path):
+    results = _oat_results()
+    for run in results["runs"]:
+        run["config"]["train"]["seed"] = 0
+    base = {run["name"]: run for run in results["runs"]}
+    # Seed 1: OAT 3 points lower everywhere, its frontier unchanged; seed 2: both 1 point higher.
+    results["runs"] += [_with_seed(base["pgdat_0.1"], 1, 0.0), _with_seed(base["oat_dual"], 1, -0.03)]
+    results["runs"] += [_with_seed(base["pgdat_0.1"], 2, 0.01), _with_seed(base["oat_dual"], 2, 0.01)]
+    results["total_wall_seconds"] = 450.0 + 4 * 60.0
+    text = study_report.render_study_report(results, "r", str(tmp_path))
+    first_seed = study_report.render_study_report(_oat_results(), "r", str(tmp_path))
+    # The single-seed sections are unchanged by the repeats.
+    section = text.split("## The SA-RA frontier")[1].split("## Spread over seeds")[0]
+    assert section.rstrip("\n") == first_seed.split("## The SA-RA frontier")[1].rstrip("\n")
+    spread = text.split("## Spread over seeds")[1]
+    assert "seeds 0, 1, 2" in spread and "cost 4.0 min of the study's 11.5 min" in spread
+    # λ = 0.1: PGD-AT SA 88/88/89 and RA 50/50/51; OAT SA 86/83/87 and RA 51/48/52;
+    # per seed SA −2/−5/−2 and RA +1/−2/+1.
+    assert (
+        "| 0.1 | 88.3 (88.0–89.0) | 50.3 (50.0–51.0) | 85.3 (83.0–87.0) | 50.3 (48.0–52.0) "
+        "| -3.0 (-5.0–-2.0) | +0.0 (-2.0–+1.0) |"
+    ) in spread
+    # Only the repeated PGD-AT model (λ = 0.1) is a baseline: at λ = 0 OAT stands alone
+    # (SA 89.5/86.5/90.5, RA 0/0/1).
+    assert "| 0 | – | – | 88.8 (86.5–90.5) | 0.3 (0.0–1.0) | – | – |" in spread
+    # λ = 0.1 is the one compared S1 λ, short by 2 SA points or more on every seed.
+    assert "seed 0: 0/1, seed 1: 0/1, seed 2: 0/1." in spread
+
+
+def test_seed_spread_text():
+    assert study_report.spread_text([0.5, 0.6, 0.7]) == "60.0 (50.0–70.0)"
+    assert study_report.spread_text([-0.01, 0.02], signed=True) == "+0.5 (-1.0–+2.0)"
+    assert study_report.spread_text([None, 0.25]) == "25.0 (25.0–25.0), 1 seeds"
+    assert study_report.spread_text([None]) == "–"
+
+
+def test_seed_spread_of_the_mixture_claims(tmp_path):
+    results = _mixture_results()
+    for run in results["runs"]:
+        run["config"]["train"]["seed"] = 0
+    repeated = [run for run in results["runs"] if run["config"]["model"]["architecture"] == "resnet10"
+                and run["config"]["train"]["clean_fraction"] != 1.0]
+    # Seed 1: every RA 2 points lower, the batch-statistics evaluation too.
+    for run in repeated:
+        repeat = _with_seed(run, 1, -0.02)
+        for evaluation in repeat["evaluations"]:
+            table = evaluation["results"]["worst_case_accuracy"]
+            for key in table:
+                table[key] = round(table[key] - 0.02, 6)
+        results["runs"].append(repeat)
+    text = study_report.render_study_report(results, "r", str(tmp_path))
+    spread = text.split("## Spread over seeds")[1]
+    # (1) 40 − 30 on both seeds; (3) batch 45 − mixture 41 on both.
+    assert "| (1) clean fraction 0 − 0.5 (single BN) | +10.0, +10.0 | +10.0 (+10.0–+10.0) |" in spread
+    assert "| (3) batch − moving statistics (mixture BN) | +4.0, +4.0 | +4.0 (+4.0–+4.0) |" in spread
+    # The evaluation's SA was left as it was (79), its RA moved (45, 43).
+    assert "| mixture_bn_f0.5_resnet10/batch_stats | 1 | 79.0 (79.0–79.0) | 44.0 (43.0–45.0) |" in spread
+
+
+def test_seed_spread_of_oats_against_pgd_ats_per_width(tmp_path):
+    base = _run("pgdats_1.0", _config("ats", "fixed", (1.0,)), _result({1.0: (0.80, 0.7, 0.7, 0.70)}))
+    base["test_eval_widths"] = _grid({0.5: {1.0: (0.75, 0.6, 0.6, 0.60)}})
+    oats = _run("oats", _config("oats"), _result({1.0: (0.81, 0.7, 0.7, 0.69)}))
+    oats["test_eval_widths"] = _grid({0.5: {1.0: (0.76, 0.62, 0.62, 0.62)}})
+    runs = [base, oats]
+    for run in runs:
+        run["config"]["train"]["seed"] = 0
+    repeats = []
+    for run, ra in ((base, 0.58), (oats, 0.63)):
+        repeat = copy.deepcopy(run)
+        repeat["config"]["train"]["seed"] = 5
+        repeat["test_eval_widths"]["per_width"]["0.5"]["worst_case_accuracy"]["1.0"] = ra
+        repeat.update(name=f"{run['name']}_seed5", repeat_of=run["name"], seed=5)
+        repeats.append(repeat)
+    results = _oat_results()
+    results.update(report="width", runs=runs + repeats)
+    text = study_report.render_study_report(results, "r", str(tmp_path))
+    spread = text.split("## Spread over seeds")[1]
+    # RA differences: 62 − 60 = +2 (seed 0), 63 − 58 = +5 (seed 5).
+    assert "| 0.5 | 1 | oats | 76.0 (76.0–76.0) | 62.5 (62.0–63.0) | +1.0 (+1.0–+1.0) | +3.5 (+2.0–+5.0) |" in spread
+    assert "| 0.5 | 1 | pgdats_1.0 | 75.0 (75.0–75.0) | 59.0 (58.0–60.0) | – | – |" in spread
 
 
 def _report_kind(path):
