@@ -259,6 +259,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.")
     flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+    flags.DEFINE_enum(
+        "onednn", "auto", ["auto", "on", "off"],
+        "TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, set before TensorFlow loads): "
+        "auto turns them on for x86-64 CPUs with AVX2 unless the environment sets the variable; "
+        "see oat_tf.cpu_kernels.",
+    )
     flags.DEFINE_bool(
         "deterministic", True,
         "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",

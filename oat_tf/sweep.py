@@ -70,6 +70,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cpu_kernels
 from oat_tf import run_directory
 from oat_tf.evaluation import results as results_lib
 
@@ -416,41 +417,6 @@ def plan_jobs(
     return jobs
 
 
-def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> Dict[str, Any]:
-    """The CPU model and its widest vector instructions, from /proc/cpuinfo.
-
-    Speed and the last bits of float results depend on them (AVX-512 and
-    AVX2-only machines of the same kind round differently).
-
-    Args:
-        cpuinfo_path: str, the file to read (Linux's /proc/cpuinfo).
-
-    Returns:
-        dict with `cpu` (the model name, "unknown" when unreadable) and
-        `cpu_vector_extensions` ("avx512", "avx2", "other" or "unknown").
-    """
-    try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return {"cpu": "unknown", "cpu_vector_extensions": "unknown"}
-    model, flags_line = "unknown", ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == "unknown":
-            model = value.strip()
-        elif key.strip() == "flags" and not flags_line:
-            flags_line = value
-    cpu_flags = set(flags_line.split())
-    if "avx512f" in cpu_flags:
-        extensions = "avx512"
-    elif "avx2" in cpu_flags:
-        extensions = "avx2"
-    else:
-        extensions = "other" if cpu_flags else "unknown"
-    return {"cpu": model, "cpu_vector_extensions": extensions}
-
-
 def machine_description() -> Dict[str, Any]:
     """The machine and software a job ran on (recorded with its wall time)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -459,7 +425,7 @@ def machine_description() -> Dict[str, Any]:
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        **cpu_description(),
+        **cpu_kernels.describe(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,

@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from oat_tf import config as config_lib
+from oat_tf import cpu_kernels
 from oat_tf import flags as oat_flags
 from oat_tf import run_directory
 
@@ -35,6 +36,11 @@ def main(argv):
         logging.info("Flags and output paths of %s are valid (--check_only: nothing run).", config.name)
         return
 
+    try:
+        cpu_kernels.configure(FLAGS.onednn)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    logging.info("CPU kernels: %s.", cpu_kernels.describe()["onednn_reason"])
     from oat_tf.training import determinism  # Heavy imports after flag checks.
     from oat_tf.training import experiment
 

@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+
+import oat_tf  # noqa: F401  Chooses TensorFlow's CPU kernels before it loads, as the CLIs do.
 import tensorflow as tf
 
 _cpus = tf.config.list_physical_devices("CPU")

@@ -315,16 +315,3 @@ def test_bad_inner_flags_fail_the_sweep_before_any_run(tmp_path):
         assert "bad:" in result.stderr and "num_train_examples" in result.stderr
         assert "nothing was run" in result.stderr
         assert not (tmp_path / "runs").exists()
-
-
-def test_cpu_description_names_the_model_and_vector_extensions(tmp_path):
-    def describe(flags):
-        path = tmp_path / "cpuinfo"
-        path.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        return sweep.cpu_description(str(path))
-
-    assert describe("fpu sse2 avx avx2 fma") == {"cpu": "AMD EPYC", "cpu_vector_extensions": "avx2"}
-    assert describe("avx2 avx512f avx512bw")["cpu_vector_extensions"] == "avx512"
-    assert describe("fpu sse2")["cpu_vector_extensions"] == "other"
-    assert sweep.cpu_description(str(tmp_path / "missing")) == {
-        "cpu": "unknown", "cpu_vector_extensions": "unknown"}

@@ -149,7 +149,11 @@ def test_pgd_ats_uses_a_fixed_lambda_and_no_clean_pass():
 
 def test_a_few_steps_lower_the_training_loss_of_every_width():
     images, labels = _data(24)
-    trainer = _oats(_network(), attack=ATTACK, lr=0.05, momentum=0.9, run_eagerly=False)
+    # Channels 8/16 and 16 hidden units: at width 0.5 (4/8 channels, 8 units) the loss falls
+    # from 1.09 to about 0.5 in 25 steps with either CPU kernel family (oneDNN or Eigen); the
+    # 2/4-channel half-width of the 4/8 network hardly learns and passed or failed by rounding.
+    trainer = _oats(_network(filters=(8, 16), hidden_units=16), attack=ATTACK, lr=0.05, momentum=0.9,
+                    run_eagerly=False)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     first = trainer.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0).history
     trainer.fit(dataset, epochs=1, steps_per_epoch=19, verbose=0)
