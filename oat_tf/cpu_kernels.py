@@ -188,3 +188,20 @@ def describe() -> Dict[str, Any]:
         "onednn": state,
         "onednn_reason": os.environ.get(_REASON_ENV, "not configured by oat_tf"),
     }
+
+
+def kernels_text(machine: Dict[str, Any]) -> str:
+    """" CPU kernels: …." for a page's machine line, from a record with `describe()`'s keys.
+
+    Args:
+        machine: dict, a run's machine record (sweep results); records made
+            before the choice was recorded lack `onednn`.
+
+    Returns:
+        str, "" for such an old record, else the sentence with a leading space.
+    """
+    state = machine.get("onednn")
+    if state is None:
+        return ""
+    names = {"on": "oneDNN", "off": "TensorFlow's Eigen kernels (oneDNN off)", "default": "TensorFlow's default"}
+    return f" CPU kernels: {names.get(state, state)}."

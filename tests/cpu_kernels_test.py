@@ -81,3 +81,9 @@ def test_a_forced_mode_after_tensorflow_loaded_is_refused(monkeypatch):
     # Asking for what is in effect is fine.
     assert cpu_kernels.configure("on") == "1"
     assert cpu_kernels.describe()["onednn"] == "on"
+
+
+def test_kernels_text_names_the_choice_and_is_empty_for_old_records():
+    assert cpu_kernels.kernels_text({"cpu": "AMD EPYC"}) == ""
+    assert cpu_kernels.kernels_text({"onednn": "on"}) == " CPU kernels: oneDNN."
+    assert "Eigen" in cpu_kernels.kernels_text({"onednn": "off"})

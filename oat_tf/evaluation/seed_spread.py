@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
 
 WORST_CASE = "worst case"
@@ -195,7 +196,7 @@ def format_page(results: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         "",
         f"Machine: {machine.get('cpu', 'unknown CPU')} ({machine.get('cpu_vector_extensions', '?')}), "
         f"{machine.get('cpu_count', '?')} cores; TensorFlow {machine.get('tensorflow', '?')}, "
-        f"Keras {machine.get('keras', '?')}.",
+        f"Keras {machine.get('keras', '?')}.{cpu_kernels.kernels_text(machine)}",
         "",
     ]
     if walls:

@@ -50,6 +50,7 @@ from absl import flags
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
+from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
 
 WITHIN_POINTS = 1.5
@@ -195,7 +196,7 @@ def _header(results: Dict[str, Any], results_path: str) -> List[str]:
         f"`python -m oat_tf.evaluation.study_report --results={results_path}`.",
         f"- Machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPU cores, "
         f"{machine.get('gpus', 0)} GPUs; TensorFlow {machine.get('tensorflow', '?')}, "
-        f"Keras {machine.get('keras', '?')}.",
+        f"Keras {machine.get('keras', '?')}.{cpu_kernels.kernels_text(machine)}",
         f"- Wall time of the whole study: {total / 3600.0:.2f} h ({_minutes(total)} min, training "
         "and evaluation of every run, summed).",
         "- Accuracies in percent. RA is the per-sample worst case over the evaluated attacks "
