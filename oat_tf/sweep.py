@@ -379,12 +379,15 @@ def plan_jobs(
         )
     base_jobs = list(jobs)
     repeated = _repeated_names(repeat_runs, [job.name for job in base_jobs if job.kind == "train"])
+    own_seeds = {}  # The seed each repeated run trains with: its last --seed, else train's default.
+    for job in base_jobs:
+        if job.kind == "train" and job.name in repeated:
+            values = [w.split("=", 1)[1].strip() for w in job.flags if _flag_name(w) == "seed" and "=" in w]
+            own_seeds[job.name] = values[-1] if values else str(DEFAULT_TRAIN_SEED)
     for seed in repeat_seeds:
         for name in repeated:
             new_name = f"{name}_seed{seed}"
-            base_flags = next(job.flags for job in base_jobs if job.kind == "train" and job.name == name)
-            base_seed = [w.split("=", 1)[1] for w in base_flags if _flag_name(w) == "seed" and "=" in w]
-            if str(seed) == (base_seed[-1].strip() if base_seed else str(DEFAULT_TRAIN_SEED)):
+            if str(seed) == own_seeds[name]:
                 raise ValueError(
                     f"`--repeat_seeds` must differ from the seed run {name!r} already trains with. "
                     f"Received: seed {seed}, the same as its --seed"

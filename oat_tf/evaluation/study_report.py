@@ -508,6 +508,25 @@ def _find(rows, **criteria) -> Optional[Dict[str, Any]]:
     return None
 
 
+def _claim_rows(rows):
+    """The rows claims (1)-(3) compare, at the shallowest depth with moving statistics.
+
+    Returns:
+        (single BN clean fraction 0, single BN clean fraction 0.5, mixture BN
+        with adversarial BN at test, the same with batch statistics); None
+        where the study lacks that run or evaluation.
+    """
+    base = min((r["depth"] for r in rows if r["depth"]), default=None)
+    moving = dict(bn_statistics="moving")
+    mixture = dict(variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial")
+    return (
+        _find(rows, variant="plain", clean_fraction=0.0, depth=base, **moving),
+        _find(rows, variant="plain", clean_fraction=0.5, depth=base, **moving),
+        _find(rows, **mixture, **moving),
+        _find(rows, **mixture, bn_statistics="batch"),
+    )
+
+
 def _comparison_line(claim: str, better, worse, metric: str = "RA") -> str:
     if better is None or worse is None:
         return f"| {claim} | – | – | – | not run |"
@@ -539,14 +558,7 @@ def _mixture_sections(results: Dict[str, Any], plot_dir: str, plot_prefix: str) 
             + f" | {_pct(accuracy(result, lam, 'RA'))} |"
         )
     lines.append("")
-    base = min((r["depth"] for r in rows if r["depth"]), default=None)
-    moving = dict(bn_statistics="moving")
-    single_half = _find(rows, variant="plain", clean_fraction=0.5, depth=base, **moving)
-    single_zero = _find(rows, variant="plain", clean_fraction=0.0, depth=base, **moving)
-    mixture = _find(rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", **moving)
-    mixture_batch = _find(
-        rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", bn_statistics="batch"
-    )
+    single_zero, single_half, mixture, mixture_batch = _claim_rows(rows)
     lines += [
         "## The paper's claims at this scale",
         "",
@@ -892,12 +904,7 @@ def _mixture_seed_rows(replicas: Dict[int, Dict[str, Any]]) -> List[str]:
     lines.append("")
     claims = []
     for rows in rows_per_seed:
-        base = min((r["depth"] for r in rows if r["depth"]), default=None)
-        moving = dict(bn_statistics="moving")
-        single_half = _find(rows, variant="plain", clean_fraction=0.5, depth=base, **moving)
-        single_zero = _find(rows, variant="plain", clean_fraction=0.0, depth=base, **moving)
-        mixture = _find(rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", **moving)
-        batch = _find(rows, variant="mixture_bn", clean_fraction=0.5, depth=base, test_bn="adversarial", bn_statistics="batch")
+        single_zero, single_half, mixture, batch = _claim_rows(rows)
         claims.append([(single_zero, single_half), (mixture, single_half), (batch, mixture)])
     labels = (
         "(1) clean fraction 0 − 0.5 (single BN)",
