@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import keras
 import numpy as np
@@ -58,6 +58,56 @@ def define_flags() -> None:
     )
 
 
+def benchmark_trainer(
+    architecture: str,
+    *,
+    variant: str = "oat",
+    batch_size: int = 128,
+    attack_steps: int = 7,
+    seed: int = 0,
+    run_eagerly: bool = False,
+    jit_compile: bool = False,
+) -> Tuple[oat_model.OATTrainer, np.ndarray, np.ndarray]:
+    """A compiled `OATTrainer` on a fresh network, and one batch of random data.
+
+    Args:
+        architecture: str, a key of `INPUT_SHAPES`.
+        variant: str, model variant.
+        batch_size: int, images in the batch.
+        attack_steps: int, PGD steps (ε = 8/255, step 2/255, random start).
+        seed: int, seed of data, weights and λ.
+        run_eagerly: bool, compile for eager execution.
+        jit_compile: bool, compile the step with XLA.
+
+    Returns:
+        (trainer, images [N, H, W, C] float32 in [0, 1], labels [N] int32).
+    """
+    shape = INPUT_SHAPES.get(architecture)
+    if shape is None:
+        raise ValueError(
+            f"`architecture` must be one of {sorted(INPUT_SHAPES)}. Received: architecture={architecture!r}"
+        )
+    keras.utils.set_random_seed(seed)
+    network = models.build_model(
+        config_lib.ModelConfig(architecture=architecture, variant=variant, input_shape=shape)
+    )
+    trainer = oat_model.OATTrainer(
+        network,
+        sampling=config_lib.LambdaSamplingConfig(),
+        attack=config_lib.AttackConfig(num_steps=attack_steps),
+        seed=seed,
+    )
+    trainer.compile(
+        optimizer=optimizers.SGDWithL2(learning_rate=0.01, momentum=0.9),
+        run_eagerly=run_eagerly,
+        jit_compile=jit_compile,
+    )
+    rng = np.random.RandomState(seed)
+    images = rng.uniform(size=(batch_size, *shape)).astype("float32")
+    labels = rng.randint(0, 10, size=batch_size).astype("int32")
+    return trainer, images, labels
+
+
 def time_train_step(
     architecture: str,
     mode: str,
@@ -86,29 +136,10 @@ def time_train_step(
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-    shape = INPUT_SHAPES.get(architecture)
-    if shape is None:
-        raise ValueError(
-            f"`architecture` must be one of {sorted(INPUT_SHAPES)}. Received: architecture={architecture!r}"
-        )
-    keras.utils.set_random_seed(seed)
-    network = models.build_model(
-        config_lib.ModelConfig(architecture=architecture, variant=variant, input_shape=shape)
+    trainer, images, labels = benchmark_trainer(
+        architecture, variant=variant, batch_size=batch_size, attack_steps=attack_steps,
+        seed=seed, run_eagerly=mode == "eager", jit_compile=mode == "xla",
     )
-    trainer = oat_model.OATTrainer(
-        network,
-        sampling=config_lib.LambdaSamplingConfig(),
-        attack=config_lib.AttackConfig(num_steps=attack_steps),
-        seed=seed,
-    )
-    trainer.compile(
-        optimizer=optimizers.SGDWithL2(learning_rate=0.01, momentum=0.9),
-        run_eagerly=mode == "eager",
-        jit_compile=mode == "xla",
-    )
-    rng = np.random.RandomState(seed)
-    images = rng.uniform(size=(batch_size, *shape)).astype("float32")
-    labels = rng.randint(0, 10, size=batch_size).astype("int32")
     start = time.perf_counter()
     for _ in range(max(1, warmup)):
         trainer.train_on_batch(images, labels)

@@ -1,0 +1,90 @@
+"""The side-by-side benchmark's schedule, ratios and argument checks (no timing is asserted)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from oat_tf.bench import versus_torch
+
+_COUNTS = {"rounds": 2, "steps": 2, "attack_steps": 7, "apgd_steps": 100, "warmup": 1,
+           "apgd_warmup": 1, "threads": 0}
+
+
+def _check(**overrides):
+    arguments = dict(models=["small_cnn"], batch_sizes=["32", "128"], measures=["train"],
+                     variants=["oat"], counts=dict(_COUNTS), output=None, torch_installed=True)
+    arguments.update(overrides)
+    return versus_torch.check_arguments(**arguments)
+
+
+def test_schedule_alternates_which_framework_goes_first_every_round():
+    jobs = versus_torch.schedule(["small_cnn"], [32], ["train"], ["oat", "plain"], rounds=3)
+    assert len(jobs) == 3 * 2 * 2
+    firsts = [[j for j in jobs if j["round"] == r][0]["framework"] for r in range(3)]
+    assert firsts == ["oat_tf", "torch", "oat_tf"]
+    # Every round times both frameworks on both variants.
+    for r in range(3):
+        pairs = {(j["framework"], j["variant"]) for j in jobs if j["round"] == r}
+        assert pairs == {(f, v) for f in versus_torch.FRAMEWORKS for v in ("oat", "plain")}
+
+
+def test_ratio_rows_pair_the_frameworks_round_by_round():
+    results = []
+    for round_index, (ours, theirs) in enumerate([(2.0, 3.0), (4.0, 4.0), (1.0, 5.0)]):
+        base = {"model": "resnet34", "batch_size": 32, "measure": "train", "variant": "oat",
+                "round": round_index}
+        results += [{**base, "framework": "oat_tf", "seconds": ours},
+                    {**base, "framework": "torch", "seconds": theirs}]
+    (row,) = versus_torch.ratio_rows(results)
+    assert row["ratios"] == pytest.approx([1.5, 1.0, 5.0])
+    assert row["median_ratio"] == pytest.approx(1.5)
+    assert row["oat_tf_images_per_second"] == pytest.approx(32 / 2.0)
+    assert row["torch_images_per_second"] == pytest.approx(32 / 4.0)
+    table = versus_torch.markdown([row], "header")
+    assert table.startswith("header\n")
+    assert "| resnet34 | 32 | train | oat | 2.00 / 4.00 / 1.00 | 3.00 / 4.00 / 5.00 |" in table
+    assert "**1.50×** (1.50 / 1.00 / 5.00)" in table
+
+
+def test_a_round_timed_by_one_framework_only_gives_no_ratio():
+    base = {"model": "small_cnn", "batch_size": 8, "measure": "apgd_ce", "variant": "plain"}
+    results = [{**base, "framework": "oat_tf", "round": 0, "seconds": 1.0},
+               {**base, "framework": "torch", "round": 1, "seconds": 1.0}]
+    assert versus_torch.ratio_rows(results) == []
+
+
+def test_arguments_are_checked_before_any_work(tmp_path):
+    assert _check() == [32, 128]
+    with pytest.raises(ValueError, match=r"--models.*Received: --models=vgg16"):
+        _check(models=["vgg16"])
+    with pytest.raises(ValueError, match=r"--measures"):
+        _check(measures=[])
+    with pytest.raises(ValueError, match=r"--batch_sizes.*Received: --batch_sizes=32,0"):
+        _check(batch_sizes=["32", "0"])
+    with pytest.raises(ValueError, match=r"--batch_sizes"):
+        _check(batch_sizes=["big"])
+    with pytest.raises(ValueError, match=r"--rounds must|`--rounds` must be >= 1. Received: --rounds=0"):
+        _check(counts={**_COUNTS, "rounds": 0})
+    with pytest.raises(ValueError, match=r"`--threads` must be >= 0"):
+        _check(counts={**_COUNTS, "threads": -1})
+    existing = tmp_path / "results.json"
+    existing.write_text("mine")
+    with pytest.raises(ValueError, match="--output.*not overwritten"):
+        _check(output=str(existing))
+    assert existing.read_text() == "mine"
+    with pytest.raises(ValueError, match="writable directory"):
+        _check(output=str(tmp_path / "missing" / "results.json"))
+    with pytest.raises(ImportError, match="requirements-bench.txt"):
+        _check(torch_installed=False)
+
+
+def test_the_command_line_refuses_bad_flags_with_the_flag_named():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    completed = subprocess.run(
+        [sys.executable, "-m", "oat_tf.bench.versus_torch", "--models=vgg16"],
+        capture_output=True, text=True, cwd=repo, check=False,
+    )
+    assert completed.returncode != 0
+    assert "--models" in completed.stderr and "vgg16" in completed.stderr
