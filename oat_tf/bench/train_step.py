@@ -51,6 +51,14 @@ def define_flags() -> None:
         "Time with TensorFlow op determinism on (the CLIs' default; see "
         "oat_tf.training.determinism): run with and without to see its cost.",
     )
+    flags.DEFINE_integer(
+        "intra_op_threads", 0,
+        "TensorFlow's intra-op thread pool (threads per op); 0 keeps its default (the cores).",
+    )
+    flags.DEFINE_integer(
+        "inter_op_threads", 0,
+        "TensorFlow's inter-op thread pool (ops run at once); 0 keeps its default.",
+    )
     flags.DEFINE_bool(
         "isolate", True,
         "Time each model and mode in its own process (an XLA run can slow later "
@@ -167,6 +175,8 @@ def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
         f"--attack_steps={FLAGS.attack_steps}", f"--steps={FLAGS.steps}",
         f"--warmup={FLAGS.warmup}", f"--seed={FLAGS.seed}", "--noisolate",
         "--deterministic" if FLAGS.deterministic else "--nodeterministic",
+        f"--intra_op_threads={FLAGS.intra_op_threads}",
+        f"--inter_op_threads={FLAGS.inter_op_threads}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -180,7 +190,15 @@ def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
 def main(argv) -> None:
     del argv
     configurations = [(a, m) for a in FLAGS.models for m in FLAGS.modes]
+    if min(FLAGS.intra_op_threads, FLAGS.inter_op_threads) < 0:
+        raise ValueError(
+            "`--intra_op_threads` and `--inter_op_threads` must be >= 0 (0: TensorFlow's default). "
+            f"Received: --intra_op_threads={FLAGS.intra_op_threads} "
+            f"--inter_op_threads={FLAGS.inter_op_threads}"
+        )
     if not FLAGS.isolate:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
         determinism.configure(FLAGS.deterministic)
         for architecture, mode in configurations:
             result = time_train_step(
@@ -192,7 +210,9 @@ def main(argv) -> None:
         return
     rows: List[str] = [
         f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}, "
-        f"op determinism {'on' if FLAGS.deterministic else 'off'}; "
+        f"op determinism {'on' if FLAGS.deterministic else 'off'}, "
+        f"intra-op threads {FLAGS.intra_op_threads or 'default'}, "
+        f"inter-op threads {FLAGS.inter_op_threads or 'default'}; "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
         f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
         f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",

@@ -18,3 +18,17 @@ def test_unknown_mode_and_model_are_rejected():
         train_step.time_train_step("small_cnn", "graph")
     with pytest.raises(ValueError, match="architecture"):
         train_step.time_train_step("vgg16", "function")
+
+
+def test_negative_thread_pools_are_refused_with_the_flag_named():
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    completed = subprocess.run(
+        [sys.executable, "-m", "oat_tf.bench", "--models=small_cnn", "--inter_op_threads=-1"],
+        capture_output=True, text=True, cwd=repo, check=False,
+    )
+    assert completed.returncode != 0
+    assert "--inter_op_threads=-1" in completed.stderr
