@@ -32,6 +32,8 @@ ENCODING_SCHEMES = ("rand", "dct", "onehot", "none")
 MODEL_VARIANTS = (
     "plain", "oat", "oat_single_bn", "mixture_bn", "oats", "oats_single_bn", "ats"
 )
+# The variants whose normalisations are followed by FiLM layers.
+FILM_VARIANTS = ("oat", "oat_single_bn", "oats", "oats_single_bn")
 # Slimmable networks (OATS, paper §3.3): the width is chosen per call from
 # `ModelConfig.widths`; "ats" is the PGD-ATS baseline (no λ conditioning).
 SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
@@ -484,12 +486,16 @@ class EncoderConfig:
         scheme: str, one of "rand" (random orthogonal), "dct", "onehot", "none".
         dim: int, code dimension d (ignored for "none", whose code is λ itself).
         seed: int, seed of the random orthogonal matrix.
+        film_hidden_multiplier: int >= 1, the hidden layer of every FiLM
+            generator has this many times 2C units (1: the reference code; a
+            wider generator is one of issue 17's method changes).
     """
 
     lambda_values: Tuple[float, ...] = S1
     scheme: str = "rand"
     dim: int = 128
     seed: int = 0
+    film_hidden_multiplier: int = 1
 
     def __post_init__(self):
         object.__setattr__(
@@ -498,6 +504,13 @@ class EncoderConfig:
         _check(
             self.scheme in ENCODING_SCHEMES,
             f"`scheme` must be one of {ENCODING_SCHEMES}. Received: scheme={self.scheme!r}",
+        )
+        _check(
+            isinstance(self.film_hidden_multiplier, int)
+            and not isinstance(self.film_hidden_multiplier, bool)
+            and self.film_hidden_multiplier >= 1,
+            "`film_hidden_multiplier` must be a positive int. "
+            f"Received: film_hidden_multiplier={self.film_hidden_multiplier!r}",
         )
         if self.scheme != "none":
             _check(

@@ -230,6 +230,11 @@ def define_flags() -> None:
     flags.DEFINE_enum("encoding", "rand", list(config_lib.ENCODING_SCHEMES), "λ encoding scheme.")
     flags.DEFINE_integer("encoding_dim", 128, "λ code dimension d.")
     flags.DEFINE_integer("encoding_seed", 0, "Seed of the random orthogonal encoding matrix.")
+    flags.DEFINE_integer(
+        "film_hidden_multiplier", 1,
+        "Hidden units of every FiLM generator, in units of 2C (1: the reference code).",
+        lower_bound=1,
+    )
     # λ sampling.
     flags.DEFINE_enum(
         "lambda_sampling", "element_wise", list(config_lib.LAMBDA_SAMPLINGS),
@@ -399,6 +404,12 @@ def define_flags() -> None:
         lambda f: f["encoding"] == "none" or f["encoding_dim"] >= len(set(f["lambda_values"])),
         message="--encoding_dim must be at least the number of --lambda_values.",
     )
+    flags.register_multi_flags_validator(
+        ["film_hidden_multiplier", "variant"],
+        lambda f: f["film_hidden_multiplier"] == 1 or f["variant"] in config_lib.FILM_VARIANTS,
+        message="--film_hidden_multiplier other than 1 needs a variant with FiLM "
+        f"({', '.join(config_lib.FILM_VARIANTS)}).",
+    )
     flags.register_validator(
         "clean_fraction", _never_raises(lambda v: config_lib.check_clean_fraction(v) >= 0.0),
         message="--clean_fraction must be in [0, 1] (0: adversarial images only).",
@@ -533,6 +544,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
                 scheme=f.encoding,
                 dim=f.encoding_dim,
                 seed=f.encoding_seed,
+                film_hidden_multiplier=f.film_hidden_multiplier,
             ),
         ),
         lambda_sampling=sampling,

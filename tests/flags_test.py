@@ -407,3 +407,13 @@ def test_the_sweep_knows_the_default_training_seed():
     from oat_tf import sweep
 
     assert _parse().train.seed == sweep.DEFAULT_TRAIN_SEED
+
+
+def test_film_hidden_multiplier_reaches_the_model_config_and_needs_film():
+    assert _parse().model.encoder.film_hidden_multiplier == 1
+    wide = _parse("--variant=oat", "--film_hidden_multiplier=4")
+    assert wide.model.encoder.film_hidden_multiplier == 4
+    with pytest.raises(flags.IllegalFlagValueError, match="film_hidden_multiplier other than 1 needs"):
+        _parse("--variant=plain", "--film_hidden_multiplier=2")
+    with pytest.raises(flags.IllegalFlagValueError, match="film_hidden_multiplier"):
+        _parse("--film_hidden_multiplier=0")

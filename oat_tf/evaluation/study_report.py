@@ -134,9 +134,11 @@ def _encoding(run: Dict[str, Any]) -> str:
         return "–"
     encoder = model["encoder"]
     names = {"rand": "RO", "dct": "DCT", "onehot": "one-hot"}
+    multiplier = encoder.get("film_hidden_multiplier", 1)
+    film = "" if multiplier == 1 else f", FiLM hidden ×{multiplier}"
     if encoder["scheme"] == "none":
-        return "none"
-    return f"{names.get(encoder['scheme'], encoder['scheme'])}-{encoder['dim']}"
+        return "none" + film
+    return f"{names.get(encoder['scheme'], encoder['scheme'])}-{encoder['dim']}{film}"
 
 
 def _lambda_text(run: Dict[str, Any]) -> str:

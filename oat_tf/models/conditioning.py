@@ -119,15 +119,23 @@ def model_inputs(image_shape: Sequence[int]) -> Dict[str, keras.KerasTensor]:
     }
 
 
+# The width of the FiLM generators' hidden layer rides with the λ encoding (it
+# is how λ enters the network) but is not a `LambdaEncoder` argument.
+FILM_HIDDEN_MULTIPLIER_KEY = "film_hidden_multiplier"
+
+
 def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
-    """Returns `LambdaEncoder` keyword arguments as a JSON-friendly dict.
+    """Returns the λ-conditioning settings as a JSON-friendly dict.
 
     Args:
-        encoder: None (the `LambdaEncoder` defaults), a mapping of its keyword
-            arguments, or a dataclass with those fields (`EncoderConfig`).
+        encoder: None (the defaults), a mapping of `LambdaEncoder` keyword
+            arguments (and optionally `film_hidden_multiplier`), or a
+            dataclass with those fields (`EncoderConfig`).
 
     Returns:
-        Dict with keys among `lambda_values`, `scheme`, `dim`, `seed`.
+        Dict with keys among `lambda_values`, `scheme`, `dim`, `seed` and,
+        when it is not the reference's 1, `film_hidden_multiplier` (so the
+        configs of networks with the reference FiLM are unchanged).
     """
     if encoder is None:
         return {}
@@ -141,7 +149,28 @@ def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
     kwargs = dict(encoder)
     if "lambda_values" in kwargs:
         kwargs["lambda_values"] = [float(v) for v in kwargs["lambda_values"]]
+    if FILM_HIDDEN_MULTIPLIER_KEY in kwargs:
+        multiplier = kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY)
+        if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
+            raise ValueError(
+                "`film_hidden_multiplier` must be a positive int. "
+                f"Received: film_hidden_multiplier={multiplier!r}"
+            )
+        if multiplier != 1:
+            kwargs[FILM_HIDDEN_MULTIPLIER_KEY] = multiplier
     return kwargs
+
+
+def lambda_encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
+    """The `LambdaEncoder` keyword arguments of an `encoder_kwargs` input."""
+    kwargs = encoder_kwargs(encoder)
+    kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY, None)
+    return kwargs
+
+
+def film_hidden_multiplier(encoder: Optional[Any]) -> int:
+    """The FiLM generators' hidden width in units of 2C (1, the reference, by default)."""
+    return int(encoder_kwargs(encoder).get(FILM_HIDDEN_MULTIPLIER_KEY, 1))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -160,6 +189,7 @@ class Conditioning:
     variant: str
     code: Optional[keras.KerasTensor] = None
     clean: Optional[keras.KerasTensor] = None
+    film_hidden_multiplier: int = 1
 
     @property
     def use_film(self) -> bool:
@@ -197,13 +227,15 @@ def apply_lambda_conditioning(
         # λ is the domain indicator: 0 = clean image, otherwise adversarial.
         clean = lambda_encoding.CleanRoute(name="clean_route")(lambda_input)
         return Conditioning(variant, clean=clean)
-    code = lambda_encoding.LambdaEncoder(**encoder_kwargs(encoder), name="lambda_encoder")(
-        lambda_input
-    )
+    code = lambda_encoding.LambdaEncoder(
+        **lambda_encoder_kwargs(encoder), name="lambda_encoder"
+    )(lambda_input)
     clean = None
     if variant == "oat":
         clean = lambda_encoding.CleanRoute(name="clean_route")(lambda_input)
-    return Conditioning(variant, code=code, clean=clean)
+    return Conditioning(
+        variant, code=code, clean=clean, film_hidden_multiplier=film_hidden_multiplier(encoder)
+    )
 
 
 def apply_normalization(
@@ -241,7 +273,9 @@ def apply_normalization(
             momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=norm_name
         )(x)
     if film_name is not None and conditioning.use_film:
-        x = film.FiLM(name=film_name)(x, conditioning.code)
+        x = film.FiLM(hidden_multiplier=conditioning.film_hidden_multiplier, name=film_name)(
+            x, conditioning.code
+        )
     return x
 
 

@@ -186,7 +186,9 @@ class SlimmableNetwork(keras.Model):
         if self.use_film:
             code = self._sublayer(
                 "lambda_encoder",
-                lambda: lambda_encoding.LambdaEncoder(**self.encoder, name="lambda_encoder"),
+                lambda: lambda_encoding.LambdaEncoder(
+                    **conditioning_lib.lambda_encoder_kwargs(self.encoder), name="lambda_encoder"
+                ),
             )(lambdas)
         if self.use_dual_bn:
             clean = self._sublayer(
@@ -243,7 +245,11 @@ class SlimmableNetwork(keras.Model):
         if film_name is not None and self.use_film:
             film = self._sublayer(
                 film_name,
-                lambda: slimmable_film.SlimmableFiLM(widths=self.widths, name=film_name),
+                lambda: slimmable_film.SlimmableFiLM(
+                    widths=self.widths,
+                    hidden_multiplier=conditioning_lib.film_hidden_multiplier(self.encoder),
+                    name=film_name,
+                ),
             )
             x = film(x, conditioning.code, width=width)
         return x

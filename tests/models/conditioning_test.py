@@ -90,3 +90,46 @@ def test_strided_conv_pads_symmetrically_like_pytorch(size):
     assert out.shape == (-(-size // 2),) * 2
     assert out[0, 0] == 4.0
     assert out[1, 1] == 9.0
+
+
+def test_a_wider_film_generator_is_recorded_only_when_it_differs_from_the_reference():
+    from oat_tf import config as config_lib
+
+    default = conditioning.encoder_kwargs(config_lib.EncoderConfig(dim=16))
+    assert conditioning.FILM_HIDDEN_MULTIPLIER_KEY not in default
+    wide = conditioning.encoder_kwargs(config_lib.EncoderConfig(dim=16, film_hidden_multiplier=3))
+    assert wide[conditioning.FILM_HIDDEN_MULTIPLIER_KEY] == 3
+    assert conditioning.film_hidden_multiplier(wide) == 3
+    assert conditioning.film_hidden_multiplier(default) == 1
+    assert conditioning.FILM_HIDDEN_MULTIPLIER_KEY not in conditioning.lambda_encoder_kwargs(wide)
+    # A config written before the setting existed builds the reference FiLM.
+    assert conditioning.film_hidden_multiplier({"dim": 16}) == 1
+
+
+@pytest.mark.parametrize("multiplier", [0, -1, 1.5, True, "2"])
+def test_a_bad_film_hidden_multiplier_names_the_argument(multiplier):
+    with pytest.raises(ValueError, match=r"`film_hidden_multiplier` must be a positive int"):
+        conditioning.encoder_kwargs({"dim": 16, "film_hidden_multiplier": multiplier})
+
+
+def test_film_hidden_multiplier_sets_every_generator_hidden_width():
+    inputs = conditioning.model_inputs((4, 4, 2))
+    cond = conditioning.apply_lambda_conditioning(
+        inputs["lambda"], "oat", {"dim": 8, "film_hidden_multiplier": 3}
+    )
+    outputs = conditioning.apply_normalization(inputs["image"], cond, norm_name="bn", film_name="film")
+    model = keras.Model(inputs, outputs)
+    layer = model.get_layer("film")
+    # code (8) -> 3 · 2C hidden units (C = 2) -> 2C.
+    assert tuple(layer.hidden_kernel.shape) == (8, 12)
+    assert tuple(layer.output_kernel.shape) == (12, 4)
+    out = model({"image": np.ones((3, 4, 4, 2), "float32"), "lambda": np.array([0.0, 0.5, 1.0], "float32")})
+    assert out.shape == (3, 4, 4, 2)
+
+
+@pytest.mark.parametrize("multiplier", [0, 2.0, False])
+def test_encoder_config_refuses_a_bad_film_hidden_multiplier(multiplier):
+    from oat_tf import config as config_lib
+
+    with pytest.raises(ValueError, match=r"`film_hidden_multiplier` must be a positive int"):
+        config_lib.EncoderConfig(film_hidden_multiplier=multiplier)

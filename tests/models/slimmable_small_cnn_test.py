@@ -179,3 +179,15 @@ def test_xla_call_matches_eager():
         np.testing.assert_allclose(
             compiled.numpy(), network(inputs, training=False, width=width).numpy(), atol=1e-5
         )
+
+
+def test_a_wider_film_generator_survives_the_config_round_trip():
+    encoder = {**model_testing.TINY_ENCODER, "film_hidden_multiplier": 2}
+    network = slimmable_small_cnn.SlimmableSmallCNN(
+        variant="oats", encoder=encoder, filters=(4, 8), hidden_units=8, image_shape=(20, 20, 1),
+        widths=(0.5, 1.0),
+    )
+    # code -> 2 · 2C hidden units at full width (C = 4 in block 1).
+    assert network.block1_film1.hidden_kernel.shape[1] == 2 * 2 * 4
+    rebuilt = testing.assert_config_round_trip(network)
+    assert rebuilt.block1_film1.hidden_kernel.shape == network.block1_film1.hidden_kernel.shape

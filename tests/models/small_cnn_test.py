@@ -89,3 +89,14 @@ def test_bad_options_name_the_argument():
         small_cnn.SmallCNN(hidden_units=0)
     with pytest.raises(ValueError, match="`dropout`"):
         small_cnn.SmallCNN(dropout=-0.1)
+
+
+def test_a_wider_film_generator_survives_the_config_round_trip():
+    encoder = {**model_testing.TINY_ENCODER, "film_hidden_multiplier": 3}
+    network = small_cnn.SmallCNN(
+        variant="oat", encoder=encoder, filters=(4, 8), hidden_units=8, image_shape=(20, 20, 1)
+    )
+    film = network.get_layer("block1_film1")
+    assert film.hidden_kernel.shape[1] == 3 * 2 * 4
+    rebuilt = testing.assert_config_round_trip(network)
+    assert rebuilt.get_layer("block1_film1").hidden_kernel.shape == film.hidden_kernel.shape
