@@ -417,3 +417,45 @@ def test_film_hidden_multiplier_reaches_the_model_config_and_needs_film():
         _parse("--variant=plain", "--film_hidden_multiplier=2")
     with pytest.raises(flags.IllegalFlagValueError, match="film_hidden_multiplier"):
         _parse("--film_hidden_multiplier=0")
+
+
+GRID_FLAGFILES = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "experiments", "where_oat_holds", "*.flags")))
+
+
+@pytest.mark.parametrize("path", GRID_FLAGFILES, ids=os.path.basename)
+def test_every_run_of_the_where_oat_holds_grid_gives_a_valid_config(path, tmp_path):
+    from oat_tf import sweep
+
+    entries = {"common": [], "run": []}
+    study = None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            for key in entries:
+                if line.startswith(f"--{key}="):
+                    entries[key].append(line[len(key) + 3:])
+            if line.startswith("--study="):
+                study = line[len("--study="):]
+    jobs = sweep.plan_jobs(study, str(tmp_path), entries["common"], entries["run"])
+    names = [job.name for job in jobs]
+    assert [n for n in names if n.startswith("pgdat_")] == [
+        "pgdat_0.0", "pgdat_0.1", "pgdat_0.2", "pgdat_0.3", "pgdat_0.4", "pgdat_1.0"]
+    assert "oat_dual_ro128" in names
+    cell = os.path.basename(path)[: -len(".flags")]
+    epochs = int(cell.split("_e")[1])
+    for job in jobs:
+        flagfile = tmp_path / f"{job.name}.flags"
+        flagfile.write_text(job.flagfile_text)
+        config = _parse(f"--flagfile={flagfile}")
+        assert config.train.epochs == epochs
+        assert config.train_attack.epsilon == pytest.approx(0.1)
+        assert config.data.num_train_examples == 10000 and config.data.num_eval_examples == 1000
+        if job.name.startswith("pgdat_"):
+            assert config.model.variant == "plain"
+            assert config.lambda_sampling.values == (float(job.name.split("_")[1]),)
+        else:
+            assert config.model.variant == "oat" and config.lambda_sampling.sampling == "element_wise"
+        if job.name == "oat_zero50":
+            assert config.lambda_sampling.zero_probability == 0.5
+        if job.name == "oat_film4":
+            assert config.model.encoder.film_hidden_multiplier == 4

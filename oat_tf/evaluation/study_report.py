@@ -52,6 +52,7 @@ from matplotlib.backends import backend_agg
 
 from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import pages
 
 WITHIN_POINTS = 1.5
 S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
@@ -1017,24 +1018,13 @@ def write_study_report(results_path: str, check: bool = False) -> str:
     markdown_path, plot_dir = report_paths(results_path)
     # The path the sweep wrote (relative to where it ran): the same text from any directory.
     shown = results.get("results_path") or results_path
-    if check:
-        import tempfile  # pylint: disable=import-outside-toplevel
-
-        with tempfile.TemporaryDirectory() as scratch:
-            scratch_dir = os.path.join(scratch, os.path.basename(plot_dir))
-            os.makedirs(scratch_dir)
-            text = render_study_report(results, shown, scratch_dir)
-        existing = open(markdown_path, encoding="utf-8").read() if os.path.isfile(markdown_path) else None
-        if existing != text:
-            raise ValueError(
-                f"{markdown_path} differs from the report regenerated from {results_path}. "
-                "Expected identical Markdown; rerun without --check to rewrite it."
-            )
-        return markdown_path
-    os.makedirs(plot_dir, exist_ok=True)
-    text = render_study_report(results, shown, plot_dir)
-    atomic_files.write_text(markdown_path, text)
-    return markdown_path
+    return pages.write_or_check(
+        markdown_path,
+        plot_dir,
+        lambda directory: render_study_report(results, shown, directory),
+        source=results_path,
+        check=check,
+    )
 
 
 def main(argv) -> None:

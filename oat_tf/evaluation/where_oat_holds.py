@@ -1,0 +1,353 @@
+"""Where OAT holds: one OAT model against the PGD-AT frontier over a capacity × budget grid.
+
+    python -m oat_tf.evaluation.where_oat_holds \
+        --cells='docs/results/where_oat_holds/cells/*/results.json' \
+        --output=docs/results/where_oat_holds/results.json
+    python -m oat_tf.evaluation.where_oat_holds \
+        --results=docs/results/where_oat_holds/results.json --check
+
+Each cell of the grid is one sweep study (`python -m oat_tf.sweep`, `--report=oat`):
+PGD-AT models at the λ values of S1 (the frontier) and λ-conditioned runs
+(the baseline dual-BN OAT, and method changes) with the same network, data
+and training budget. `collect` reads the cells' results.json files and keeps,
+per cell, what the page needs: the capacity (architecture, channel widths,
+MACs per image of the plain network), the budget (epochs, training images),
+and per S1 λ the SA and RA of the frontier and of every conditioned run. That
+summary is this page's own results.json; `render` writes the page and its
+summary figure from it, so `--check` regenerates the Markdown byte for byte.
+
+The page gives, for every cell and conditioned run, the SA and RA gaps to the
+frontier at each S1 λ and how many of the 6 are within 1.5 points (in SA and
+in RA, being above counts as within), a table of the baseline's count over
+capacity × budget, and a figure of that count against MACs, one line per
+budget. The RA-vs-SA plot of each cell is the cell's own study page's.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from matplotlib import figure as figure_lib
+
+from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import pages
+from oat_tf.evaluation import study_report
+
+BASELINE_RUN = "oat_dual_ro128"
+SUMMARY_VERSION = 1
+
+
+def _mac_count(model: Dict[str, Any]) -> int:
+    """MACs per image of the plain network of a run's model config."""
+    from oat_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf import models  # pylint: disable=import-outside-toplevel
+    from oat_tf.models import flops  # pylint: disable=import-outside-toplevel
+
+    network = models.build_model(config_lib.ModelConfig(
+        architecture=model["architecture"], variant="plain", num_classes=model["num_classes"],
+        input_shape=tuple(model["input_shape"]), filters=tuple(model.get("filters", ())),
+        hidden_units=model.get("hidden_units", 0),
+    ))
+    return int(flops.count_flops(network)["macs"])
+
+
+def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int] = None) -> Dict[str, Any]:
+    """What the page needs of one cell (a sweep study with the "oat" report).
+
+    Args:
+        results: dict, the cell's results.json (`oat_tf.sweep`).
+        results_path: str, where it was read, for the page's link to the cell.
+        macs: int or None, MACs per image of the cell's plain network; None
+            builds the network to count them.
+
+    Returns:
+        dict with `study`, `results_path`, `architecture`, `filters`,
+        `hidden_units`, `macs`, `epochs`, `train_examples`, `frontier`
+        ({λ: {SA, RA}}) and `runs` (name -> {variant, per λ {SA, RA}}).
+
+    Raises:
+        ValueError: if the cell is not an "oat" study, has no frontier, or
+            mixes networks or budgets.
+    """
+    if results.get("report") != "oat":
+        raise ValueError(
+            f"A cell must be a sweep study with --report=oat. Received: report="
+            f"{results.get('report')!r} in {results_path}"
+        )
+    runs = [run for run in results["runs"] if not run.get("repeat_of")]
+    frontier = study_report.frontier_points(results)
+    if not frontier:
+        raise ValueError(f"A cell needs PGD-AT runs (the frontier). None in {results_path}")
+    shapes = {json.dumps({k: run["config"]["model"].get(k) for k in (
+        "architecture", "filters", "hidden_units", "input_shape")}, sort_keys=True) for run in runs}
+    budgets = {(run["config"]["train"]["epochs"], run["config"]["data"].get("num_train_examples"))
+               for run in runs}
+    if len(shapes) != 1 or len(budgets) != 1:
+        raise ValueError(
+            "A cell's runs must share the network and the budget (epochs, training images). "
+            f"Received {len(shapes)} networks and budgets {sorted(budgets, key=str)} in {results_path}"
+        )
+    model = runs[0]["config"]["model"]
+    epochs, examples = budgets.pop()
+
+    def point(result, lam):
+        return {"SA": study_report.accuracy(result, lam, "SA"),
+                "RA": study_report.accuracy(result, lam, "RA")}
+
+    conditioned = {}
+    for run in runs:
+        if study_report.is_frontier_run(run):
+            continue
+        conditioned[run["name"]] = {
+            "variant": run["config"]["model"]["variant"],
+            "lambdas": {f"{lam:g}": point(run["test_eval"], lam) for lam in study_report.S1},
+        }
+    return {
+        "study": results["study"],
+        "results_path": results.get("results_path") or results_path,
+        "architecture": model["architecture"],
+        "filters": list(model.get("filters") or []),
+        "hidden_units": model.get("hidden_units", 0),
+        "macs": _mac_count(model) if macs is None else int(macs),
+        "epochs": int(epochs),
+        "train_examples": examples,
+        "frontier": {f"{lam:g}": point(result, lam) for lam, result in frontier.items()
+                     if lam in study_report.S1},
+        "runs": conditioned,
+    }
+
+
+def within_count(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
+    """How a conditioned run of a cell compares with the frontier at the S1 λ.
+
+    Args:
+        cell: one entry of the summary's `cells`.
+        run_name: str, a key of `cell["runs"]`.
+
+    Returns:
+        dict with `compared` and `within` (lists of λ keys), and `gaps`
+        ({λ key: (SA − frontier SA, RA − frontier RA)}, fractions).
+    """
+    gaps, within = {}, []
+    for key, ours in cell["runs"][run_name]["lambdas"].items():
+        ref = cell["frontier"].get(key)
+        if ref is None or None in (ours["SA"], ours["RA"], ref["SA"], ref["RA"]):
+            continue
+        gaps[key] = (ours["SA"] - ref["SA"], ours["RA"] - ref["RA"])
+        if min(gaps[key]) >= -study_report.WITHIN_POINTS / 100.0 - 1e-9:
+            within.append(key)
+    return {"compared": list(gaps), "within": within, "gaps": gaps}
+
+
+def collect(cell_paths: Sequence[str], command: str) -> Dict[str, Any]:
+    """Reads the cells and returns the page's summary (its results.json).
+
+    Args:
+        cell_paths: paths of the cells' results.json.
+        command: str, the command that collected them (shown on the page).
+
+    Returns:
+        dict with `version`, `command` and `cells` (sorted by MACs, then epochs).
+    """
+    if not cell_paths:
+        raise ValueError("`cells` must name at least one results.json. Received none.")
+    cells = []
+    for path in cell_paths:
+        with open(path, encoding="utf-8") as f:
+            cells.append(cell_summary(json.load(f), path))
+    cells.sort(key=lambda c: (c["macs"], c["epochs"], c["study"]))
+    return {"version": SUMMARY_VERSION, "command": command, "cells": cells}
+
+
+def _capacity(cell: Dict[str, Any]) -> str:
+    widths = "/".join(str(f) for f in cell["filters"]) or "default widths"
+    dense = f", dense {cell['hidden_units']}" if cell["hidden_units"] else ""
+    return f"{cell['architecture']} {widths}{dense}"
+
+
+def _budget(cell: Dict[str, Any]) -> str:
+    images = "all" if cell["train_examples"] is None else f"{cell['train_examples']:,}"
+    return f"{cell['epochs']} epochs × {images} images"
+
+
+def render(summary: Dict[str, Any], plot_dir: str) -> str:
+    """The page's Markdown; writes its summary figure into `plot_dir`.
+
+    Args:
+        summary: dict, `collect`'s result.
+        plot_dir: str, existing directory for the figure; the page links it
+            as `<basename(plot_dir)>/within_vs_macs.png`.
+
+    Returns:
+        str, the Markdown.
+    """
+    cells = summary["cells"]
+    lines = [
+        "# Where OAT holds",
+        "",
+        f"Collected by `{summary['command']}` from {len(cells)} cell(s), each a sweep study "
+        "(its own page has the runs' commands, seeds, machine and RA-vs-SA plot).",
+        f"\"Within\" means at most {study_report.WITHIN_POINTS:g} points below the PGD-AT model "
+        "trained at that λ, in SA and in RA (being above counts as within); RA is each study's "
+        "per-sample worst case over its attacks.",
+        "",
+        f"## The baseline (`{BASELINE_RUN}`): S1 λ within {study_report.WITHIN_POINTS:g} points",
+        "",
+    ]
+    capacities = sorted({(c["macs"], _capacity(c)) for c in cells})
+    budgets = sorted({(c["epochs"], c["train_examples"] or 0, _budget(c)) for c in cells})
+    lines += ["| capacity | MACs/image | " + " | ".join(b[2] for b in budgets) + " |",
+              "|---|---:|" + "---:|" * len(budgets)]
+    for macs, capacity in capacities:
+        row = []
+        for epochs, examples, _ in budgets:
+            match = [c for c in cells if c["macs"] == macs and _capacity(c) == capacity
+                     and c["epochs"] == epochs and (c["train_examples"] or 0) == examples]
+            if match and BASELINE_RUN in match[0]["runs"]:
+                count = within_count(match[0], BASELINE_RUN)
+                row.append(f"{len(count['within'])}/{len(count['compared'])}")
+            else:
+                row.append("–")
+        lines.append(f"| {capacity} | {macs / 1e6:,.1f} M | " + " | ".join(row) + " |")
+    lines.append("")
+    best = None
+    for cell in cells:
+        for name in cell["runs"]:
+            count = len(within_count(cell, name)["within"])
+            if best is None or count > best[0]:
+                best = (count, cell, name)
+    if best is not None:
+        holds = [f"{c['study']}" for c in cells if BASELINE_RUN in c["runs"]
+                 and len(within_count(c, BASELINE_RUN)["within"]) == len(study_report.S1)]
+        lines += [
+            f"Best: `{best[2]}` in {best[1]['study']} ({_capacity(best[1])}, {_budget(best[1])}) "
+            f"with {best[0]} of {len(study_report.S1)} S1 λ within. "
+            + (f"The baseline holds at every S1 λ in: {', '.join(holds)}." if holds
+               else "The baseline holds at every S1 λ in no cell."),
+            "",
+        ]
+    lines += ["## Every cell", ""]
+    for cell in cells:
+        page = os.path.splitext(os.path.dirname(cell["results_path"]))[0] + ".md"
+        lines += [f"### {cell['study']}: {_capacity(cell)}, {_budget(cell)}", "",
+                  f"[the cell's page]({os.path.relpath(page, 'docs/results')})", "",
+                  "| run | variant | within | " + " | ".join(
+                      f"λ={k} SA / RA gap" for k in sorted(cell["frontier"], key=float)) + " |",
+                  "|---|---|---:|" + "---|" * len(cell["frontier"])]
+        for name in sorted(cell["runs"], key=lambda n: (n != BASELINE_RUN, n)):
+            count = within_count(cell, name)
+            gaps = [count["gaps"].get(k) for k in sorted(cell["frontier"], key=float)]
+            lines.append(
+                f"| {name} | {cell['runs'][name]['variant']} | "
+                f"{len(count['within'])}/{len(count['compared'])} | "
+                + " | ".join("–" if g is None else f"{100 * g[0]:+.1f} / {100 * g[1]:+.1f}" for g in gaps)
+                + " |"
+            )
+        lines.append("")
+    name = "within_vs_macs.png"
+    _save(_within_figure(cells), os.path.join(plot_dir, name))
+    lines += ["## Summary figure", "",
+              f"![S1 λ within {study_report.WITHIN_POINTS:g} points against MACs, one line per budget]"
+              f"({os.path.basename(plot_dir)}/{name})", ""]
+    return "\n".join(lines)
+
+
+def _within_figure(cells: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
+    fig = figure_lib.Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    by_budget: Dict[str, List[tuple]] = {}
+    for cell in cells:
+        if BASELINE_RUN in cell["runs"]:
+            by_budget.setdefault(_budget(cell), []).append(
+                (cell["macs"], len(within_count(cell, BASELINE_RUN)["within"])))
+    for label, points in sorted(by_budget.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (plain network)")
+    ax.set_ylabel(f"S1 λ within {study_report.WITHIN_POINTS:g} points")
+    ax.set_ylim(-0.2, len(study_report.S1) + 0.2)
+    if by_budget:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: figure_lib.Figure, path: str) -> None:
+    atomic_files.write_figure(path, fig)
+
+
+def write(summary_path: str, check: bool = False) -> str:
+    """Writes (or, with `check`, compares) the page of a summary file.
+
+    Args:
+        summary_path: str, `<dir>/results.json` written by `collect` (via `main`).
+        check: bool, compare the Markdown with the existing `<dir>.md` instead.
+
+    Returns:
+        str, the Markdown path.
+
+    Raises:
+        FileNotFoundError: if `summary_path` does not exist.
+        ValueError: if it is not a summary, or with `check` if the page differs.
+    """
+    if not os.path.isfile(summary_path):
+        raise FileNotFoundError(f"`results` must be an existing results.json. Received: {summary_path!r}")
+    with open(summary_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    if summary.get("version") != SUMMARY_VERSION or "cells" not in summary:
+        raise ValueError(
+            f"`results` must be a where-OAT-holds summary (version {SUMMARY_VERSION}). "
+            f"Received keys {sorted(summary)} in {summary_path}"
+        )
+    markdown_path, plot_dir = study_report.report_paths(summary_path)
+    return pages.write_or_check(
+        markdown_path, plot_dir, lambda directory: render(summary, directory),
+        source=summary_path, check=check,
+    )
+
+
+def define_flags() -> None:
+    """Defines the command's flags."""
+    flags.DEFINE_list("cells", None, "Globs of the cells' results.json (sweep studies, --report=oat).")
+    flags.DEFINE_string("output", None, "The summary results.json to write (its page is <dir>.md).")
+    flags.DEFINE_string("results", None, "An existing summary results.json to regenerate the page from.")
+    flags.DEFINE_bool("check", False, "With --results: compare the regenerated page instead of writing it.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        if f.results is not None:
+            if f.cells or f.output:
+                raise ValueError("Give either --results (regenerate) or --cells with --output (collect).")
+            path = write(f.results, check=f.check)
+        else:
+            if not f.cells or not f.output or f.check:
+                raise ValueError(
+                    "`--cells` and `--output` are needed to collect a grid (or --results to "
+                    f"regenerate a page). Received: --cells={f.cells} --output={f.output}"
+                )
+            paths = sorted({p for pattern in f.cells for p in glob.glob(pattern)})
+            if not paths:
+                raise ValueError(f"`--cells` matched no results.json. Received: --cells={','.join(f.cells)}")
+            command = ("python -m oat_tf.evaluation.where_oat_holds "
+                       f"--cells={','.join(f.cells)} --output={f.output}")
+            atomic_files.write_json(f.output, collect(paths, command))
+            path = write(f.output)
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from None
+    sys.stdout.write(f"{'Checked' if f.check else 'Wrote'} {path}\n")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,130 @@
+"""The where-OAT-holds page: cell summaries, counts against the frontier, regeneration."""
+
+import json
+import os
+
+import pytest
+
+from oat_tf.evaluation import where_oat_holds
+
+S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+
+
+def _result(points):
+    """A λ-grid result with SA and worst-case RA per λ."""
+    return {
+        "clean_accuracy": {f"{lam:.1f}": sa for lam, (sa, _) in points.items()},
+        "worst_case_accuracy": {f"{lam:.1f}": ra for lam, (_, ra) in points.items()},
+    }
+
+
+def _run(name, variant, sampling, values, points, *, filters=(4, 8), epochs=5, repeat_of=None):
+    run = {
+        "name": name,
+        "config": {
+            "model": {"architecture": "small_cnn", "variant": variant, "filters": list(filters),
+                      "hidden_units": 16, "input_shape": [28, 28, 1], "num_classes": 10,
+                      "encoder": {"dim": 128, "scheme": "rand", "seed": 0, "lambda_values": list(values)}},
+            "lambda_sampling": {"sampling": sampling, "values": list(values), "zero_probability": None},
+            "train": {"epochs": epochs},
+            "data": {"num_train_examples": 10000},
+        },
+        "test_eval": _result(points),
+    }
+    if repeat_of:
+        run["repeat_of"] = repeat_of
+    return run
+
+
+def _cell(study, oat_gaps, *, filters=(4, 8), epochs=5):
+    """A cell whose frontier has SA 0.9 − λ/2 and RA 0.2 + λ/2; OAT is off by `oat_gaps[λ]` (SA, RA)."""
+    runs = [
+        _run(f"pgdat_{lam:g}", "plain", "fixed", [lam],
+             {lam: (0.9 - lam / 2, 0.2 + lam / 2)}, filters=filters, epochs=epochs)
+        for lam in S1
+    ]
+    oat_points = {lam: (0.9 - lam / 2 + d_sa, 0.2 + lam / 2 + d_ra)
+                  for lam, (d_sa, d_ra) in zip(S1, oat_gaps)}
+    runs.append(_run("oat_dual_ro128", "oat", "element_wise", S1, oat_points, filters=filters, epochs=epochs))
+    # A seed repeat is not part of the grid's single-seed cells.
+    runs.append(_run("oat_dual_ro128_seed1", "oat", "element_wise", S1, {lam: (0.0, 0.0) for lam in S1},
+                     filters=filters, epochs=epochs, repeat_of="oat_dual_ro128"))
+    return {"study": study, "report": "oat", "runs": runs, "command": "sweep",
+            "results_path": f"docs/results/where_oat_holds/cells/{study}/results.json"}
+
+
+def test_counts_within_one_and_a_half_points_of_the_frontier():
+    # λ = 0: SA 1.4 below (within); λ = 0.1: RA 1.6 below (not); above counts as within.
+    gaps = [(-0.014, 0.0), (0.0, -0.016), (0.05, 0.05), (-0.02, 0.0), (0.0, 0.0), (0.0, -0.015)]
+    cell = where_oat_holds.cell_summary(_cell("c1", gaps), "c1/results.json", macs=1000)
+    count = where_oat_holds.within_count(cell, "oat_dual_ro128")
+    assert sorted(count["within"], key=float) == ["0", "0.2", "0.4", "1"]
+    assert count["gaps"]["0.1"] == pytest.approx((0.0, -0.016))
+    assert len(count["compared"]) == 6
+    assert set(cell["runs"]) == {"oat_dual_ro128"}  # the seed repeat is left out
+    assert cell["epochs"] == 5 and cell["train_examples"] == 10000 and cell["macs"] == 1000
+
+
+def test_a_cell_must_be_one_network_and_budget_with_a_frontier():
+    mixed = _cell("c", [(0, 0)] * 6)
+    mixed["runs"][0]["config"]["train"]["epochs"] = 15
+    with pytest.raises(ValueError, match="share the network and the budget"):
+        where_oat_holds.cell_summary(mixed, "c/results.json", macs=1)
+    no_frontier = _cell("c", [(0, 0)] * 6)
+    no_frontier["runs"] = [r for r in no_frontier["runs"] if r["name"].startswith("oat_")]
+    with pytest.raises(ValueError, match="frontier"):
+        where_oat_holds.cell_summary(no_frontier, "c/results.json", macs=1)
+    with pytest.raises(ValueError, match="--report=oat"):
+        where_oat_holds.cell_summary({**_cell("c", [(0, 0)] * 6), "report": "width"}, "c", macs=1)
+
+
+def test_the_page_regenerates_byte_for_byte_and_names_the_best_cell(tmp_path):
+    paths = []
+    for study, filters, epochs, gaps in [
+        ("small_e5", (4, 8), 5, [(-0.1, 0.0)] * 6),
+        ("small_e15", (4, 8), 15, [(-0.1, 0.0)] * 3 + [(0.0, 0.0)] * 3),
+        ("wide_e5", (8, 16), 5, [(0.0, 0.0)] * 6),
+    ]:
+        directory = tmp_path / "cells" / study
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(
+            json.dumps(_cell(study, gaps, filters=filters, epochs=epochs)))
+        paths.append(str(directory / "results.json"))
+    summary = where_oat_holds.collect(paths, "collect")
+    # Sorted by MACs: the wider network last; the counts as built.
+    assert [c["study"] for c in summary["cells"]][-1] == "wide_e5"
+    assert summary["cells"][0]["macs"] < summary["cells"][-1]["macs"]
+    output = tmp_path / "where_oat_holds" / "results.json"
+    output.parent.mkdir()
+    output.write_text(json.dumps(summary))
+    page_path = where_oat_holds.write(str(output))
+    page = open(page_path, encoding="utf-8").read()
+    assert "Best: `oat_dual_ro128` in wide_e5" in page and "6 of 6" in page
+    assert "The baseline holds at every S1 λ in: wide_e5." in page
+    assert "| 0/6 | 3/6 |" in page  # the small network's row: 5 and 15 epochs
+    assert os.path.isfile(tmp_path / "where_oat_holds" / "within_vs_macs.png")
+    assert where_oat_holds.write(str(output), check=True) == page_path
+    with open(page_path, "a", encoding="utf-8") as f:
+        f.write("edited\n")
+    with pytest.raises(ValueError, match="differs"):
+        where_oat_holds.write(str(output), check=True)
+
+
+def test_collect_needs_cells():
+    with pytest.raises(ValueError, match="at least one"):
+        where_oat_holds.collect([], "collect")
+
+
+def test_the_command_needs_cells_and_output_or_results(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    completed = subprocess.run(
+        [sys.executable, "-m", "oat_tf.evaluation.where_oat_holds", f"--cells={tmp_path}/none/*.json",
+         f"--output={tmp_path}/out/results.json"],
+        capture_output=True, text=True, cwd=repo, check=False,
+    )
+    assert completed.returncode != 0
+    assert "--cells` matched no results.json" in completed.stderr
+    assert not os.path.exists(tmp_path / "out")
