@@ -206,6 +206,22 @@ def check_widths(name: str, values: Any) -> Tuple[float, ...]:
     return ordered[:-1] + (1.0,)
 
 
+def check_film_hidden_multiplier(multiplier: Any) -> int:
+    """Validates the width of the FiLM generators' hidden layer, in units of 2C.
+
+    Args:
+        multiplier: expected a positive int (not a bool, not a float).
+
+    Returns:
+        The value.
+    """
+    _check(
+        isinstance(multiplier, int) and not isinstance(multiplier, bool) and multiplier >= 1,
+        f"`film_hidden_multiplier` must be a positive int. Received: film_hidden_multiplier={multiplier!r}",
+    )
+    return multiplier
+
+
 def check_clean_fraction(clean_fraction: Any) -> float:
     """Validates the clean share of a mixed training batch.
 
@@ -505,13 +521,7 @@ class EncoderConfig:
             self.scheme in ENCODING_SCHEMES,
             f"`scheme` must be one of {ENCODING_SCHEMES}. Received: scheme={self.scheme!r}",
         )
-        _check(
-            isinstance(self.film_hidden_multiplier, int)
-            and not isinstance(self.film_hidden_multiplier, bool)
-            and self.film_hidden_multiplier >= 1,
-            "`film_hidden_multiplier` must be a positive int. "
-            f"Received: film_hidden_multiplier={self.film_hidden_multiplier!r}",
-        )
+        check_film_hidden_multiplier(self.film_hidden_multiplier)
         if self.scheme != "none":
             _check(
                 self.dim >= len(self.lambda_values),

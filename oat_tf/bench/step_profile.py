@@ -224,10 +224,10 @@ def _profile_tensorflow() -> Tuple[List[Tuple[str, str, float]], float, str]:
 
 
 def _profile_torch() -> Tuple[List[Tuple[str, str, float]], float, str]:
-    import numpy as np
     import torch
     from torch import profiler as torch_profiler
 
+    from oat_tf.bench import random_batch
     from oat_tf.bench import torch_reference
 
     torch.manual_seed(FLAGS.seed)
@@ -241,11 +241,9 @@ def _profile_torch() -> Tuple[List[Tuple[str, str, float]], float, str]:
             lambda m, args: setattr(m, "_record", torch_profiler.record_function("norm").__enter__())
         )
         module.register_forward_hook(lambda m, args, out: m._record.__exit__(None, None, None))
-    channels, height, width = torch_reference.INPUT_SHAPES[FLAGS.model]
-    rng = np.random.RandomState(FLAGS.seed)
-    images = rng.uniform(size=(FLAGS.batch_size, height, width, channels)).astype("float32")
-    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    labels = torch.from_numpy(rng.randint(0, 10, size=FLAGS.batch_size).astype("int64"))
+    images, labels = torch_reference.from_nhwc(
+        *random_batch.random_batch(FLAGS.model, FLAGS.batch_size, FLAGS.seed)
+    )
     step = torch_reference.OATStep(model, attack_steps=FLAGS.attack_steps, seed=FLAGS.seed)
     for _ in range(max(1, FLAGS.warmup)):
         step(images, labels)

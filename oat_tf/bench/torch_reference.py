@@ -41,7 +41,6 @@ from torch import nn
 S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 VARIANTS = ("plain", "oat")
 ARCHITECTURES = ("small_cnn", "resnet34")
-INPUT_SHAPES = {"small_cnn": (1, 28, 28), "resnet34": (3, 32, 32)}
 
 
 def encoding_matrix(num_values: int, dim: int = 128, seed: int = 0) -> np.ndarray:
@@ -238,6 +237,12 @@ def build(architecture: str, variant: str) -> nn.Module:
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
     return ResNet34(variant) if architecture == "resnet34" else SmallCNN(variant)
+
+
+def from_nhwc(images: np.ndarray, labels: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    """oat_tf's batch (NHWC images, int labels) as PyTorch tensors (NCHW images, int64 labels)."""
+    return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+            torch.from_numpy(labels.astype("int64")))
 
 
 def num_zeros(batch_size: int, values: Sequence[float] = S1) -> int:

@@ -25,14 +25,13 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import models
+from oat_tf.bench import random_batch
 from oat_tf.training import determinism
 from oat_tf.training import oat_model
 from oat_tf.training import optimizers
 
 FLAGS = flags.FLAGS
 
-INPUT_SHAPES = {"small_cnn": (28, 28, 1), "resnet34": (32, 32, 3), "resnet18": (32, 32, 3),
-                "wrn16_8": (32, 32, 3), "wrn40_2": (96, 96, 3)}
 MODES = ("eager", "function", "xla")
 
 
@@ -79,7 +78,7 @@ def benchmark_trainer(
     """A compiled `OATTrainer` on a fresh network, and one batch of random data.
 
     Args:
-        architecture: str, a key of `INPUT_SHAPES`.
+        architecture: str, a key of `random_batch.INPUT_SHAPES`.
         variant: str, model variant.
         batch_size: int, images in the batch.
         attack_steps: int, PGD steps (ε = 8/255, step 2/255, random start).
@@ -90,11 +89,7 @@ def benchmark_trainer(
     Returns:
         (trainer, images [N, H, W, C] float32 in [0, 1], labels [N] int32).
     """
-    shape = INPUT_SHAPES.get(architecture)
-    if shape is None:
-        raise ValueError(
-            f"`architecture` must be one of {sorted(INPUT_SHAPES)}. Received: architecture={architecture!r}"
-        )
+    shape = random_batch.input_shape(architecture)
     keras.utils.set_random_seed(seed)
     network = models.build_model(
         config_lib.ModelConfig(architecture=architecture, variant=variant, input_shape=shape)
@@ -110,9 +105,7 @@ def benchmark_trainer(
         run_eagerly=run_eagerly,
         jit_compile=jit_compile,
     )
-    rng = np.random.RandomState(seed)
-    images = rng.uniform(size=(batch_size, *shape)).astype("float32")
-    labels = rng.randint(0, 10, size=batch_size).astype("int32")
+    images, labels = random_batch.random_batch(architecture, batch_size, seed)
     return trainer, images, labels
 
 

@@ -279,9 +279,9 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _time_torch(job: Dict[str, Any]) -> Dict[str, Any]:
-    import numpy as np
     import torch
 
+    from oat_tf.bench import random_batch
     from oat_tf.bench import torch_reference
 
     if FLAGS.threads:
@@ -294,12 +294,10 @@ def _time_torch(job: Dict[str, Any]) -> Dict[str, Any]:
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
     }
     model = torch_reference.build(job["model"], job["variant"])
-    channels, height, width = torch_reference.INPUT_SHAPES[job["model"]]
-    rng = np.random.RandomState(FLAGS.seed)
-    # The oat_tf benchmark's data (NHWC), transposed to NCHW.
-    images = rng.uniform(size=(job["batch_size"], height, width, channels)).astype("float32")
-    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    labels = torch.from_numpy(rng.randint(0, 10, size=job["batch_size"]).astype("int64"))
+    # The oat_tf benchmark's batch, as NCHW tensors.
+    images, labels = torch_reference.from_nhwc(
+        *random_batch.random_batch(job["model"], job["batch_size"], FLAGS.seed)
+    )
     if job["measure"] == "train":
         step = torch_reference.OATStep(model, attack_steps=FLAGS.attack_steps, seed=FLAGS.seed)
         for _ in range(max(1, FLAGS.warmup)):

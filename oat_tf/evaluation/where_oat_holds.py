@@ -188,6 +188,8 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
         str, the Markdown.
     """
     cells = summary["cells"]
+    # within_count of every conditioned run, once: [cell index][run name].
+    counts = [{name: within_count(cell, name) for name in cell["runs"]} for cell in cells]
     lines = [
         "# Where OAT holds",
         "",
@@ -207,24 +209,23 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
     for macs, capacity in capacities:
         row = []
         for epochs, examples, _ in budgets:
-            match = [c for c in cells if c["macs"] == macs and _capacity(c) == capacity
+            match = [i for i, c in enumerate(cells) if c["macs"] == macs and _capacity(c) == capacity
                      and c["epochs"] == epochs and (c["train_examples"] or 0) == examples]
-            if match and BASELINE_RUN in match[0]["runs"]:
-                count = within_count(match[0], BASELINE_RUN)
+            if match and BASELINE_RUN in counts[match[0]]:
+                count = counts[match[0]][BASELINE_RUN]
                 row.append(f"{len(count['within'])}/{len(count['compared'])}")
             else:
                 row.append("–")
         lines.append(f"| {capacity} | {macs / 1e6:,.1f} M | " + " | ".join(row) + " |")
     lines.append("")
     best = None
-    for cell in cells:
-        for name in cell["runs"]:
-            count = len(within_count(cell, name)["within"])
-            if best is None or count > best[0]:
-                best = (count, cell, name)
+    for cell, cell_counts in zip(cells, counts):
+        for name, count in cell_counts.items():
+            if best is None or len(count["within"]) > best[0]:
+                best = (len(count["within"]), cell, name)
     if best is not None:
-        holds = [f"{c['study']}" for c in cells if BASELINE_RUN in c["runs"]
-                 and len(within_count(c, BASELINE_RUN)["within"]) == len(study_report.S1)]
+        holds = [c["study"] for c, cell_counts in zip(cells, counts) if BASELINE_RUN in cell_counts
+                 and len(cell_counts[BASELINE_RUN]["within"]) == len(study_report.S1)]
         lines += [
             f"Best: `{best[2]}` in {best[1]['study']} ({_capacity(best[1])}, {_budget(best[1])}) "
             f"with {best[0]} of {len(study_report.S1)} S1 λ within. "
@@ -233,7 +234,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
             "",
         ]
     lines += ["## Every cell", ""]
-    for cell in cells:
+    for cell, cell_counts in zip(cells, counts):
         page = os.path.splitext(os.path.dirname(cell["results_path"]))[0] + ".md"
         lines += [f"### {cell['study']}: {_capacity(cell)}, {_budget(cell)}", "",
                   f"[the cell's page]({os.path.relpath(page, 'docs/results')})", "",
@@ -241,7 +242,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
                       f"λ={k} SA / RA gap" for k in sorted(cell["frontier"], key=float)) + " |",
                   "|---|---|---:|" + "---|" * len(cell["frontier"])]
         for name in sorted(cell["runs"], key=lambda n: (n != BASELINE_RUN, n)):
-            count = within_count(cell, name)
+            count = cell_counts[name]
             gaps = [count["gaps"].get(k) for k in sorted(cell["frontier"], key=float)]
             lines.append(
                 f"| {name} | {cell['runs'][name]['variant']} | "
@@ -251,21 +252,21 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
             )
         lines.append("")
     name = "within_vs_macs.png"
-    _save(_within_figure(cells), os.path.join(plot_dir, name))
+    atomic_files.write_figure(os.path.join(plot_dir, name), _within_figure(cells, counts))
     lines += ["## Summary figure", "",
               f"![S1 λ within {study_report.WITHIN_POINTS:g} points against MACs, one line per budget]"
               f"({os.path.basename(plot_dir)}/{name})", ""]
     return "\n".join(lines)
 
 
-def _within_figure(cells: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
+def _within_figure(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
     fig = figure_lib.Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot(1, 1, 1)
     by_budget: Dict[str, List[tuple]] = {}
-    for cell in cells:
-        if BASELINE_RUN in cell["runs"]:
+    for cell, cell_counts in zip(cells, counts):
+        if BASELINE_RUN in cell_counts:
             by_budget.setdefault(_budget(cell), []).append(
-                (cell["macs"], len(within_count(cell, BASELINE_RUN)["within"])))
+                (cell["macs"], len(cell_counts[BASELINE_RUN]["within"])))
     for label, points in sorted(by_budget.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
@@ -277,10 +278,6 @@ def _within_figure(cells: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def _save(fig: figure_lib.Figure, path: str) -> None:
-    atomic_files.write_figure(path, fig)
 
 
 def write(summary_path: str, check: bool = False) -> str:

@@ -40,6 +40,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import keras
 
+from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.layers import lambda_encoding
@@ -150,12 +151,7 @@ def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
     if "lambda_values" in kwargs:
         kwargs["lambda_values"] = [float(v) for v in kwargs["lambda_values"]]
     if FILM_HIDDEN_MULTIPLIER_KEY in kwargs:
-        multiplier = kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY)
-        if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
-            raise ValueError(
-                "`film_hidden_multiplier` must be a positive int. "
-                f"Received: film_hidden_multiplier={multiplier!r}"
-            )
+        multiplier = config_lib.check_film_hidden_multiplier(kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY))
         if multiplier != 1:
             kwargs[FILM_HIDDEN_MULTIPLIER_KEY] = multiplier
     return kwargs

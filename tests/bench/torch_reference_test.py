@@ -110,3 +110,13 @@ def test_a_few_oat_steps_lower_the_loss_on_a_fixed_batch():
     labels = torch.randint(0, 10, (32,))
     losses = [step(images, labels) for _ in range(15)]
     assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3])
+
+
+def test_the_benchmark_batch_reaches_pytorch_transposed_to_nchw():
+    from oat_tf.bench import random_batch
+
+    images, labels = random_batch.random_batch("resnet34", 3, seed=0)
+    torch_images, torch_labels = torch_reference.from_nhwc(images, labels)
+    assert tuple(torch_images.shape) == (3, 3, 32, 32) and torch_labels.dtype == torch.int64
+    np.testing.assert_array_equal(torch_images.numpy(), images.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(torch_labels.numpy(), labels)
