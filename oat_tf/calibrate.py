@@ -75,6 +75,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import evaluate as evaluate_lib
 from oat_tf import flags as oat_flags
@@ -384,6 +385,7 @@ def calibrate(
     from oat_tf import data
     from oat_tf import evaluation
     from oat_tf import export
+    from oat_tf.evaluation import atomic_files
     from oat_tf.evaluation import calibration
     from oat_tf.evaluation import loading
     from oat_tf.training import experiment
@@ -486,8 +488,9 @@ def calibrate(
         **width_fields,
         "accuracy": "fractions in [0, 1]",
     }
+    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, CALIBRATION_FILENAME)
-    experiment.write_json_atomic(path, {**record, "export_dir": None})
+    atomic_files.write_json(path, {**record, "export_dir": None}, sort_keys=True)
     card_entry = dict(record)
     record["export_dir"] = None
     if export_dir is None or not choice["feasible"]:
@@ -521,7 +524,7 @@ def calibrate(
             saved_model, export_dir, calibration.add_calibration(card, card_entry)
         )
     record["export_dir"] = os.path.abspath(export_dir)
-    experiment.write_json_atomic(path, record)
+    atomic_files.write_json(path, record, sort_keys=True)
     return record
 
 
@@ -631,6 +634,15 @@ def main(argv) -> None:
         sys.exit(EXIT_INFEASIBLE)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-calibrate` console script; `python -m oat_tf.calibrate` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 
 FLAGS = flags.FLAGS
@@ -133,6 +134,15 @@ def main(argv) -> None:
     logging.info("Done.")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-calibrate-exits` console script; `python -m oat_tf.calibrate_exits` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -505,6 +505,12 @@ class EncoderConfig:
         film_hidden_multiplier: int >= 1, the hidden layer of every FiLM
             generator has this many times 2C units (1: the reference code; a
             wider generator is one of issue 17's method changes).
+        fused_normalization: bool, a dual BN followed by FiLM hands FiLM its
+            per-sample scale and shift, and FiLM normalises and modulates in
+            one pass over the features. The same function up to float
+            rounding (the products are grouped differently); off by default,
+            so that trained numbers stay bit for bit those of the unfused
+            layers. The weights are the same either way.
     """
 
     lambda_values: Tuple[float, ...] = S1
@@ -512,6 +518,7 @@ class EncoderConfig:
     dim: int = 128
     seed: int = 0
     film_hidden_multiplier: int = 1
+    fused_normalization: bool = False
 
     def __post_init__(self):
         object.__setattr__(
@@ -522,6 +529,11 @@ class EncoderConfig:
             f"`scheme` must be one of {ENCODING_SCHEMES}. Received: scheme={self.scheme!r}",
         )
         check_film_hidden_multiplier(self.film_hidden_multiplier)
+        _check(
+            isinstance(self.fused_normalization, bool),
+            "`fused_normalization` must be a bool. "
+            f"Received: fused_normalization={self.fused_normalization!r}",
+        )
         if self.scheme != "none":
             _check(
                 self.dim >= len(self.lambda_values),

@@ -72,6 +72,7 @@ from absl import flags
 from absl import logging
 
 from oat_tf import checkpoint_state
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
 from oat_tf import output_paths
@@ -556,10 +557,10 @@ def evaluate_width(
     import tqdm  # pylint: disable=import-outside-toplevel
 
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel
-    from oat_tf.training import experiment  # pylint: disable=import-outside-toplevel
 
     os.makedirs(output_dir, exist_ok=True)
     if width is not None:
@@ -577,7 +578,7 @@ def evaluate_width(
             model, dataset, [lam], attack_list, seed=FLAGS.seed, show_progress=True
         )
         state["per_lambda"][evaluation.lambda_key(lam)] = part
-        experiment.write_json_atomic(state_path, state)
+        atomic_files.write_json(state_path, state, sort_keys=True)
     result = merge_results([state["per_lambda"][evaluation.lambda_key(l)] for l in lambdas])
 
     checks: List[Dict[str, Any]] = []
@@ -784,6 +785,15 @@ def run_masking_checks(model, split, result, attack_list, lambdas, masking_check
     return checks
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-evaluate` console script; `python -m oat_tf.evaluate` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -235,6 +235,11 @@ def define_flags() -> None:
         "Hidden units of every FiLM generator, in units of 2C (1: the reference code).",
         lower_bound=1,
     )
+    flags.DEFINE_bool(
+        "fused_normalization", False,
+        "Dual BN + FiLM as one per-sample scale and shift (one pass over the features; "
+        "equal up to float rounding). Off: the numbers of the unfused layers, bit for bit.",
+    )
     # λ sampling.
     flags.DEFINE_enum(
         "lambda_sampling", "element_wise", list(config_lib.LAMBDA_SAMPLINGS),
@@ -545,6 +550,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
                 dim=f.encoding_dim,
                 seed=f.encoding_seed,
                 film_hidden_multiplier=f.film_hidden_multiplier,
+                fused_normalization=f.fused_normalization,
             ),
         ),
         lambda_sampling=sampling,

@@ -70,6 +70,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import cpu_kernels
 from oat_tf import run_directory
 from oat_tf.evaluation import results as results_lib
@@ -790,7 +791,16 @@ def main(argv) -> None:
         sys.stdout.write(f"\nReport: {report_path}\nResults: {results_path}\n")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-sweep` console script; `python -m oat_tf.sweep` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
     flags.mark_flag_as_required("study")
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

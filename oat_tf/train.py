@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import cpu_kernels
 from oat_tf import flags as oat_flags
@@ -66,6 +67,15 @@ def main(argv):
     logging.info("Done.")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-train` console script; `python -m oat_tf.train` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     oat_flags.define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -15,6 +15,7 @@ from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import evaluate
 from oat_tf import export
+from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import calibration
 from oat_tf.evaluation import robust_eval
 from oat_tf.training import experiment
@@ -214,7 +215,8 @@ def test_worst_case_name_matches_the_library():
 def _bare_run_dir(tmp_path, **data_fields):
     config = config_lib.ExperimentConfig(data=config_lib.DataConfig(**data_fields), train_attack=ATTACK)
     run_dir = tmp_path / "run"
-    experiment.write_json_atomic(str(run_dir / "config.json"), config_lib.to_dict(config))
+    run_dir.mkdir()
+    atomic_files.write_json(str(run_dir / "config.json"), config_lib.to_dict(config), sort_keys=True)
     return str(run_dir)
 
 

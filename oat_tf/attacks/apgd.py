@@ -8,7 +8,7 @@ Written from the paper; the parts shared with PGD come from
 
 One run, per sample, with the projection P onto the ε-ball ∩ [0, 1]:
 
-* Start: x⁰ is a uniform point of the ε-ball (`pgd.linf_random_start`, from
+* Start: x⁰ is a uniform point of the ε-ball (`core.linf_random_start`, from
   the stateless seed); the step size starts at η = 2ε.
 * First step: x¹ = P(x⁰ + η·sign(∇f(x⁰))).
 * Momentum steps, k ≥ 1: z = P(xᵏ + η·sign(∇f(xᵏ))),
@@ -38,7 +38,7 @@ loss wins. The clean image is a candidate too, so a sample that the model
 already misclassifies (or that any iterate of any restart misclassifies)
 always comes back misclassified, as in AutoAttack; a sample that nothing
 misclassifies comes back at its highest-loss point. Restart r starts from the
-seed of `pgd.restart_seeds` (restart 0 from `seed` itself) and the restarts
+seed of `core.restart_seeds` (restart 0 from `seed` itself) and the restarts
 are merged with the same rule, so more restarts never do worse than one.
 
 Implementation. The batch is processed at once (per-sample step sizes and
@@ -46,7 +46,7 @@ counters are [N] tensors, no Python loop over samples); the checkpoints are
 computed in Python from `num_steps` and looked up in a constant table, so
 shapes are static and the attack runs eagerly, in a `tf.function` and under
 `jit_compile=True` (steps are a `tf.while_loop`, unrolled under XLA up to
-`pgd.MAX_UNROLLED_STEPS_UNDER_XLA` steps, see `pgd.repeat`). A run of N steps
+`core.MAX_UNROLLED_STEPS_UNDER_XLA` steps, see `core.repeat`). A run of N steps
 evaluates the model's loss and input gradient N + 1 times (x⁰ … x^N), plus
 one forward pass on the clean images per call. The model is reached only
 through `logits_fn`; the result carries no gradient, lies in [0, 1] and within
@@ -85,8 +85,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from oat_tf.attacks import core
 from oat_tf.attacks import losses
-from oat_tf.attacks import pgd
 
 LOSS_NAMES = ("ce", "dlr")
 
@@ -192,7 +192,7 @@ def checkpoints(num_steps: int) -> List[int]:
         List of ints, starting with 0 and ending at most at `num_steps`
         (for N = 100: [0, 22, 41, 57, 70, 80, 87, 93, 99]).
     """
-    pgd._check_int("num_steps", num_steps)
+    core.check_int("num_steps", num_steps)
     fractions = [0, _FIRST_CHECKPOINT]  # hundredths
     while True:
         gap = max(fractions[-1] - fractions[-2] - _GAP_DECREMENT, _MIN_GAP)
@@ -234,7 +234,7 @@ class _RunState(NamedTuple):
 
 
 def apgd(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
@@ -242,7 +242,7 @@ def apgd(
     num_steps: int = 100,
     loss: str = "ce",
     num_restarts: int = 1,
-    seed: Optional[pgd.Seed] = None,
+    seed: Optional[core.Seed] = None,
     rho: float = 0.75,
     alpha: float = 0.75,
 ) -> tf.Tensor:
@@ -274,10 +274,10 @@ def apgd(
         tf.Tensor of shape [N, H, W, C], float32, without gradient: the
         adversarial images, in [0, 1] and within ε of `images`.
     """
-    images, labels = pgd._check_inputs(images, labels, False, None)
-    pgd._check_number("epsilon", epsilon)
-    pgd._check_int("num_steps", num_steps)
-    pgd._check_int("num_restarts", num_restarts)
+    images, labels = core.check_inputs(images, labels, False, None)
+    core.check_number("epsilon", epsilon)
+    core.check_int("num_steps", num_steps)
+    core.check_int("num_restarts", num_restarts)
     _check_unit_interval("rho", rho)
     _check_unit_interval("alpha", alpha)
     if loss not in LOSS_NAMES:
@@ -287,7 +287,7 @@ def apgd(
             "`seed` must be a shape [2] integer tensor or a pair of ints (the "
             "random starts always take an explicit seed). Received: seed=None"
         )
-    seeds = pgd.restart_seeds(seed, num_restarts)
+    seeds = core.restart_seeds(seed, num_restarts)
     logging.vlog(
         1,
         "apgd: loss=%s epsilon=%g num_steps=%d num_restarts=%d rho=%g alpha=%g "
@@ -313,7 +313,7 @@ def apgd(
     )
 
     def restart_body(r, *best_values):
-        start = pgd.linf_random_start(images, epsilon, tf.gather(seeds, r))
+        start = core.linf_random_start(images, epsilon, tf.gather(seeds, r))
         run = _single_run(
             evaluate,
             images,
@@ -328,12 +328,12 @@ def apgd(
             best_values, (run.x_adv, run.adv_misclassified, run.adv_loss)
         )
 
-    x_adv, _, _ = pgd.repeat(restart_body, num_restarts, best)
-    return pgd._finish(x_adv, images, epsilon)
+    x_adv, _, _ = core.repeat(restart_body, num_restarts, best)
+    return core.finish(x_adv, images, epsilon)
 
 
 def apgd_targeted(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
@@ -341,7 +341,7 @@ def apgd_targeted(
     num_steps: int = 100,
     num_target_classes: int = 9,
     num_restarts: int = 1,
-    seed: Optional[pgd.Seed] = None,
+    seed: Optional[core.Seed] = None,
     rho: float = 0.75,
     alpha: float = 0.75,
 ) -> tf.Tensor:
@@ -353,7 +353,7 @@ def apgd_targeted(
     the clean image. Per sample the most adversarial point over all runs and
     the clean image is returned (misclassified first, then the higher loss),
     so a sample counts as broken as soon as one target run misclassifies it.
-    Run (k, r) starts from the seed `pgd.restart_seeds(seed, T·R)[(k − 2)·R
+    Run (k, r) starts from the seed `core.restart_seeds(seed, T·R)[(k − 2)·R
     + r]` (T targets, R restarts). Standard AutoAttack uses 100 steps, 9
     target classes and 1 restart; the reference code runs each target only on
     the samples still classified correctly, which changes the cost, not the
@@ -378,11 +378,11 @@ def apgd_targeted(
         tf.Tensor of shape [N, H, W, C], float32, without gradient: the
         adversarial images, in [0, 1] and within ε of `images`.
     """
-    images, labels = pgd._check_inputs(images, labels, False, None)
-    pgd._check_number("epsilon", epsilon)
-    pgd._check_int("num_steps", num_steps)
-    pgd._check_int("num_target_classes", num_target_classes)
-    pgd._check_int("num_restarts", num_restarts)
+    images, labels = core.check_inputs(images, labels, False, None)
+    core.check_number("epsilon", epsilon)
+    core.check_int("num_steps", num_steps)
+    core.check_int("num_target_classes", num_target_classes)
+    core.check_int("num_restarts", num_restarts)
     _check_unit_interval("rho", rho)
     _check_unit_interval("alpha", alpha)
     if seed is None:
@@ -399,7 +399,7 @@ def apgd_targeted(
             f"num_target_classes={num_target_classes} for logits with {num_classes} classes"
         )
     num_runs = num_target_classes * num_restarts
-    seeds = pgd.restart_seeds(seed, num_runs)
+    seeds = core.restart_seeds(seed, num_runs)
     logging.vlog(
         1,
         "apgd_targeted: epsilon=%g num_steps=%d num_target_classes=%d "
@@ -426,7 +426,7 @@ def apgd_targeted(
         def loss_fn(logits: tf.Tensor, true_labels: tf.Tensor) -> tf.Tensor:
             return targeted_dlr_loss(logits, true_labels, target)
 
-        start = pgd.linf_random_start(images, epsilon, tf.gather(seeds, j))
+        start = core.linf_random_start(images, epsilon, tf.gather(seeds, j))
         run = _single_run(
             _make_evaluate(logits_fn, loss_fn, labels),
             images,
@@ -441,14 +441,14 @@ def apgd_targeted(
             best_values, (run.x_adv, run.adv_misclassified, run.adv_loss)
         )
 
-    x_adv, _, _ = pgd.repeat(run_body, num_runs, best)
-    return pgd._finish(x_adv, images, epsilon)
+    x_adv, _, _ = core.repeat(run_body, num_runs, best)
+    return core.finish(x_adv, images, epsilon)
 
 
 # === Parts of a run ===
 
 
-def _make_evaluate(logits_fn: pgd.LogitsFn, loss_fn: losses.LossFn, labels: tf.Tensor):
+def _make_evaluate(logits_fn: core.LogitsFn, loss_fn: losses.LossFn, labels: tf.Tensor):
     """Returns x -> (∇f(x), f(x), misclassified(x)) with one forward pass."""
 
     def evaluate(x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -459,7 +459,7 @@ def _make_evaluate(logits_fn: pgd.LogitsFn, loss_fn: losses.LossFn, labels: tf.T
             captured["logits"] = logits
             return tf.cast(loss_fn(logits, labels), tf.float32)
 
-        grad, loss = pgd.input_gradient(objective_fn, x)
+        grad, loss = core.input_gradient(objective_fn, x)
         return grad, loss, _misclassified(captured["logits"], labels)
 
     return evaluate
@@ -500,10 +500,10 @@ def _single_run(
         s = _RunState(*values)
         # Step i goes from xⁱ to xⁱ⁺¹; the first step has no momentum.
         momentum = tf.where(tf.equal(i, 0), 1.0, alpha)
-        z = pgd.project_linf(
-            pgd.sign_step(s.x, s.grad, _per_sample(s.step_size)), images, epsilon
+        z = core.project_linf(
+            core.sign_step(s.x, s.grad, _per_sample(s.step_size)), images, epsilon
         )
-        x_new = pgd.project_linf(
+        x_new = core.project_linf(
             s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev),
             images,
             epsilon,
@@ -545,7 +545,7 @@ def _single_run(
             adv_loss=adv_loss,
         )
 
-    return _RunState(*pgd.repeat(body, num_steps, tuple(initial)))
+    return _RunState(*core.repeat(body, num_steps, tuple(initial)))
 
 
 def _keep_more_adversarial(

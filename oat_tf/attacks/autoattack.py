@@ -45,7 +45,8 @@ import tensorflow as tf
 from absl import logging
 
 from oat_tf import config as config_lib
-from oat_tf.attacks import pgd
+from oat_tf.attacks import core
+from oat_tf.attacks import registry
 
 # The presets live in the config (`config.autoattack_configs`), so that flag
 # parsing needs no TensorFlow; the names are repeated here for callers.
@@ -55,17 +56,17 @@ attack_configs = config_lib.autoattack_configs
 
 
 def autoattack(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
     epsilon: float,
     version: str = "standard",
-    seed: pgd.Seed,
+    seed: core.Seed,
 ) -> Tuple[tf.Tensor, Dict[str, np.ndarray]]:
     """Runs AutoAttack on one batch, eagerly, each attack on the survivors only.
 
-    Attack i runs with the seed `pgd.restart_seeds(seed, n)[i]` on the samples
+    Attack i runs with the seed `core.restart_seeds(seed, n)[i]` on the samples
     classified correctly on the clean image and under every earlier attack.
 
     Args:
@@ -87,7 +88,7 @@ def autoattack(
     configs = attack_configs(version, epsilon)
     images = tf.convert_to_tensor(images, tf.float32)
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    seeds = pgd.restart_seeds(seed, len(configs))
+    seeds = core.restart_seeds(seed, len(configs))
     x_adv = images.numpy().copy()
     robust = _correct(logits_fn(images), labels)
     results: Dict[str, np.ndarray] = {}
@@ -96,7 +97,7 @@ def autoattack(
         if remaining.size:
             subset_images = tf.gather(images, remaining)
             subset_labels = tf.gather(labels, remaining)
-            adversarial = pgd.run_attack(
+            adversarial = registry.run_attack(
                 attack, logits_fn, subset_images, subset_labels, seed=seeds[index]
             )
             broken = ~_correct(logits_fn(adversarial), subset_labels)

@@ -12,7 +12,7 @@ towards target class t (true label y) starts at x¹ (the clean image, or a
 random start) and repeats `num_steps` times, per sample:
 
 * Linearise f = z_t − z_y at x¹: f(x) ≈ f(x¹) + ∇f(x¹)·(x − x¹), one
-  forward and one backward pass (`pgd.input_gradient` of the batch sum of f).
+  forward and one backward pass (`core.input_gradient` of the batch sum of f).
   Its zero set is the hyperplane w·x = b with w = ∇f(x¹),
   b = −f(x¹) + w·x¹.
 * Project both the iterate and the clean image onto that hyperplane inside
@@ -50,9 +50,9 @@ is already misclassified counts, at norm 0); it is returned where its norm
 is ≤ ε, and the clean image is returned otherwise, so the result always lies
 in [0, 1] and within ε of the images. With T target classes and R
 restarts, restart r of the k-th target (both counted from 0) draws u from the
-stateless seed `pgd.restart_seeds(seed, T·R)[k·R + r]`, so the random starts
+stateless seed `core.restart_seeds(seed, T·R)[k·R + r]`, so the random starts
 of different targets differ and the same seed gives the same result; u is
-built from raw Philox bits (as in `pgd.linf_random_start`), so eager, graph
+built from raw Philox bits (as in `core.linf_random_start`), so eager, graph
 and XLA runs draw the same start.
 
 Cost: one clean forward pass, then per run `num_steps` forward+backward
@@ -62,14 +62,14 @@ passes and `num_steps` forward passes; FAB-T with the defaults makes 9 runs,
 Implementation. The batch is processed at once: the iterate, best point and
 best norm are per-sample tensors; the projection sorts each row and uses
 cumulative sums (no binary search, no Python loop over samples); the steps
-are a `pgd.repeat` loop (a `tf.while_loop`, unrolled under XLA up to
-`pgd.MAX_UNROLLED_STEPS_UNDER_XLA` steps) and the T·R runs a
+are a `core.repeat` loop (a `tf.while_loop`, unrolled under XLA up to
+`core.MAX_UNROLLED_STEPS_UNDER_XLA` steps) and the T·R runs a
 `tf.while_loop` that stays rolled under XLA too (a run is a long loop
 itself; unrolling the runs multiplied the compile time: 9.0 s instead of
 2.4 s for FAB-T's nine 100-step runs on a linear model, on CPU). Shapes are
 static apart from the batch, so the attack runs eagerly, inside a
 `tf.function` with an unknown batch size and under `jit_compile=True`.
-Results carry no gradient; `fab_targeted` ends with `pgd.project_linf` as a
+Results carry no gradient; `fab_targeted` ends with `core.project_linf` as a
 safety clip, like the other attacks (the kept points are within ε already;
 the reference has no such clip).
 
@@ -120,11 +120,12 @@ from typing import Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
-from oat_tf.attacks import pgd
+from oat_tf.attacks import core
+
 
 # Floor of the projection norms a₁, a₂ in the step (as in the reference).
 _MIN_PROJECTION_NORM = 1e-8
-# Philox raw bits, as `pgd.linf_random_start`: the same start in eager, graph
+# Philox raw bits, as `core.linf_random_start`: the same start in eager, graph
 # and XLA runs.
 _RNG_ALG = "philox"
 
@@ -183,7 +184,7 @@ def projection_linf(points: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 
 def minimal_adversarial_targeted(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     target_labels: tf.Tensor,
@@ -263,7 +264,7 @@ def minimal_adversarial_targeted(
 
 
 def fab_targeted(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
@@ -271,7 +272,7 @@ def fab_targeted(
     num_steps: int = 100,
     num_target_classes: int = 9,
     num_restarts: int = 1,
-    seed: Optional[pgd.Seed] = None,
+    seed: Optional[core.Seed] = None,
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
@@ -326,7 +327,7 @@ def fab_targeted(
         )
     num_runs = num_target_classes * num_restarts
     # Checks `seed` also where it is unused.
-    seeds = pgd.restart_seeds(seed, num_runs) if seed is not None else None
+    seeds = core.restart_seeds(seed, num_runs) if seed is not None else None
 
     clean_logits = _check_logits(logits_fn(images))
     num_classes = clean_logits.shape[1]
@@ -374,7 +375,7 @@ def fab_targeted(
         closer = norm < best_norm
         return _select(closer, x, best_x), tf.where(closer, norm, best_norm)
 
-    # A rolled loop even under XLA (unlike `pgd.repeat`): a run is itself a
+    # A rolled loop even under XLA (unlike `core.repeat`): a run is itself a
     # long loop, so unrolling the runs would only multiply the compile time.
     _, best_x, best_norm = tf.while_loop(
         lambda i, *_: i < num_runs,
@@ -384,14 +385,14 @@ def fab_targeted(
     )
     x_adv = _select(best_norm <= epsilon, best_x, images)
     # The last projection guards the bounds of the returned tensor.
-    return tf.stop_gradient(pgd.project_linf(x_adv, images, epsilon))
+    return tf.stop_gradient(core.project_linf(x_adv, images, epsilon))
 
 
 # === Parts of a run ===
 
 
 def _single_run(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     target_labels: tf.Tensor,
@@ -415,7 +416,7 @@ def _single_run(
 
     def body(i, x, best_x, best_norm):
         del i  # unused
-        grad, gap = pgd.input_gradient(boundary_gap, x)
+        grad, gap = core.input_gradient(boundary_gap, x)
         w = tf.reshape(grad, [batch, -1])
         flat_x = tf.reshape(x, [batch, -1])
         b = -gap + tf.reduce_sum(w * flat_x, axis=1)
@@ -442,7 +443,7 @@ def _single_run(
         x = _select(misclassified, images + beta * (x - images), x)
         return x, best_x, best_norm
 
-    _, best_x, best_norm = pgd.repeat(
+    _, best_x, best_norm = core.repeat(
         body, num_steps, (start, images, _initial_norm(clean_misclassified))
     )
     return best_x, best_norm

@@ -53,8 +53,10 @@ import tensorflow as tf
 from absl import logging
 
 from oat_tf import config as config_lib
+from oat_tf.attacks import core
 from oat_tf.attacks import losses
 from oat_tf.attacks import pgd
+from oat_tf.models import exit_rule
 
 # images [N, H, W, C] -> {output name: logits [N, K]}.
 MultiLogitsFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
@@ -73,7 +75,7 @@ _RANDOM_FORM_START_FOLD = 1
 # === Seeds and weights ===
 
 
-def output_seeds(seed: pgd.Seed, num_outputs: int) -> tf.Tensor:
+def output_seeds(seed: core.Seed, num_outputs: int) -> tf.Tensor:
     """Seeds of the max-average attack's single attacks, one per output.
 
     Output i uses `stateless_fold_in(seed, i)`.
@@ -85,7 +87,7 @@ def output_seeds(seed: pgd.Seed, num_outputs: int) -> tf.Tensor:
     Returns:
         tf.Tensor of shape [num_outputs, 2] and dtype int64.
     """
-    seed = pgd._check_seed(seed)  # pylint: disable=protected-access
+    seed = core.check_seed(seed)
     _check_positive_int("num_outputs", num_outputs)
     return tf.stack(
         [
@@ -96,7 +98,7 @@ def output_seeds(seed: pgd.Seed, num_outputs: int) -> tf.Tensor:
 
 
 def random_exit_weights(
-    batch_size: tf.Tensor, num_outputs: int, seed: pgd.Seed
+    batch_size: tf.Tensor, num_outputs: int, seed: core.Seed
 ) -> tf.Tensor:
     """Per-sample convex weights over the outputs, uniform on the simplex.
 
@@ -112,7 +114,7 @@ def random_exit_weights(
         tf.Tensor of shape [N, num_outputs], float32: non-negative rows that
         sum to 1.
     """
-    seed = pgd._check_seed(seed)  # pylint: disable=protected-access
+    seed = core.check_seed(seed)
     _check_positive_int("num_outputs", num_outputs)
     shape = tf.stack([tf.cast(batch_size, tf.int32), tf.constant(num_outputs, tf.int32)])
     bits = tf.random.stateless_uniform(
@@ -163,7 +165,7 @@ def multi_exit_attack(
     attack: config_lib.AttackConfig,
     output_names: Sequence[str],
     exit_name: Optional[str] = None,
-    seed: Optional[pgd.Seed],
+    seed: Optional[core.Seed],
 ) -> tf.Tensor:
     """Runs one RDI-Nets attack form on a multi-exit network.
 
@@ -207,15 +209,15 @@ def multi_exit_attack(
             f"of form='single'). Received: exit_name={exit_name!r}"
         )
     if seed is not None:
-        seed = pgd._check_seed(seed)  # pylint: disable=protected-access
+        seed = core.check_seed(seed)
     elif form == "random" or _uses_random_start(attack):
         raise ValueError(
             "`seed` must be a shape [2] integer tensor or a pair of ints for "
             f"form={form!r} with attack={attack.describe()} (random start or "
             "random weights). Received: seed=None"
         )
-    images = pgd._check_images(images)  # pylint: disable=protected-access
-    labels = pgd._check_labels("labels", labels, images)  # pylint: disable=protected-access
+    images = core.check_images(images)
+    labels = core.check_labels("labels", labels, images)
     logging.vlog(
         1,
         "multi_exit_attack: form=%s attack=%s outputs=%s exit_name=%s",
@@ -291,13 +293,13 @@ def delay_exit_attack(
     *,
     attack: config_lib.AttackConfig,
     output_names: Sequence[str],
-    seed: Optional[pgd.Seed],
+    seed: Optional[core.Seed],
 ) -> tf.Tensor:
     """The attack on efficiency: raises the side exits' entropy to delay exiting.
 
     Maximises (1 / M) Σ_{i < M} H(softmax(f_i(x + δ))) over the side exits
     (every output but "final"), with H the entropy of
-    `oat_tf.evaluation.early_exit.entropy`. Higher early-exit entropy means
+    `oat_tf.models.exit_rule.entropy`. Higher early-exit entropy means
     fewer inputs pass the thresholds early, so more of them pay for the full
     network. Labels are not needed.
 
@@ -316,9 +318,6 @@ def delay_exit_attack(
         tf.Tensor of shape [N, H, W, C], float32, without gradient, in [0, 1]
         and within `attack.epsilon` of `images`.
     """
-    # Imported here: `oat_tf.evaluation` imports `oat_tf.attacks`.
-    from oat_tf.evaluation import early_exit  # pylint: disable=import-outside-toplevel
-
     output_names = _check_output_names(output_names)
     side_exits = [name for name in output_names if name != FINAL_NAME]
     if not side_exits:
@@ -328,20 +327,20 @@ def delay_exit_attack(
         )
     _check_attack(attack)
     if seed is not None:
-        seed = pgd._check_seed(seed)  # pylint: disable=protected-access
+        seed = core.check_seed(seed)
     elif _uses_random_start(attack):
         raise ValueError(
             "`seed` must be a shape [2] integer tensor or a pair of ints for "
             f"attack={attack.describe()} with a random start. Received: seed=None"
         )
-    images = pgd._check_images(images)  # pylint: disable=protected-access
+    images = core.check_images(images)
     logging.vlog(
         1, "delay_exit_attack: attack=%s side exits=%s", attack.describe(), side_exits
     )
 
     def objective(x: tf.Tensor) -> tf.Tensor:
         logits = _check_logits(logits_fn(x), output_names)
-        entropies = [early_exit.entropy(logits[name]) for name in side_exits]
+        entropies = [exit_rule.entropy(logits[name]) for name in side_exits]
         return tf.add_n(entropies) / float(len(side_exits))
 
     return _run(attack, objective, images, seed)
@@ -356,7 +355,7 @@ def _uses_random_start(attack: config_lib.AttackConfig) -> bool:
 
 def _run(
     attack: config_lib.AttackConfig,
-    objective_fn: pgd.ObjectiveFn,
+    objective_fn: core.ObjectiveFn,
     images: tf.Tensor,
     seed: Optional[tf.Tensor],
 ) -> tf.Tensor:

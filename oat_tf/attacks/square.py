@@ -70,19 +70,15 @@ from typing import Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
-from oat_tf.attacks import pgd
+from oat_tf.attacks import core
 
-# The argument checks, the final projection and the RNG algorithm are
-# `pgd`'s (raw Philox bits agree between TF kernels and XLA). They are looked up
-# at call time, so `pgd` may import this module (e.g. for `run_attack`).
-# pylint: disable=protected-access
 
 # The iterations of the reference schedule (of 10,000) after which p halves.
 P_SCHEDULE_BOUNDARIES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 # The reference's schedule is written for this many queries.
 _REFERENCE_QUERIES = 10000
 # Random integers are built from the top 24 of 32 Philox bits (see
-# `pgd.linf_random_start`), so eager, graph and XLA runs draw the same values.
+# `core.linf_random_start`), so eager, graph and XLA runs draw the same values.
 _RANDOM_BITS = 24
 
 
@@ -128,7 +124,7 @@ def margin_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 # === Initialiser ===
 
 
-def vertical_stripes(images: tf.Tensor, epsilon: float, seed: pgd.Seed) -> tf.Tensor:
+def vertical_stripes(images: tf.Tensor, epsilon: float, seed: core.Seed) -> tf.Tensor:
     """The Square attack's start: δ = ±ε per column and channel, clipped.
 
     Args:
@@ -198,7 +194,7 @@ def square_proposal(
     x_best: tf.Tensor,
     epsilon: float,
     side: tf.Tensor,
-    seed: pgd.Seed,
+    seed: core.Seed,
 ) -> tf.Tensor:
     """One L∞ Square proposal per sample: δ = ±ε per channel in a random window.
 
@@ -259,14 +255,14 @@ def square_proposal(
 
 
 def square_linf(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
     epsilon: float,
     num_queries: int = 1000,
     p_init: float = 0.05,
-    seed: Optional[pgd.Seed] = None,
+    seed: Optional[core.Seed] = None,
 ) -> tf.Tensor:
     """Untargeted L∞ Square attack (Andriushchenko et al., 2020).
 
@@ -307,14 +303,14 @@ def square_linf(
 
 
 def _square_search(
-    logits_fn: pgd.LogitsFn,
+    logits_fn: core.LogitsFn,
     images: tf.Tensor,
     labels: tf.Tensor,
     *,
     epsilon: float,
     num_queries: int,
     p_init: float,
-    seed: Optional[pgd.Seed],
+    seed: Optional[core.Seed],
     record_margins: bool,
 ) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
     """The Square search; optionally records the margins of every iteration.
@@ -325,9 +321,9 @@ def _square_search(
     row i + 1 the margins of the kept points after iteration i. Otherwise the
     second result is None.
     """
-    images, labels = pgd._check_inputs(images, labels, False, None)
-    pgd._check_number("epsilon", epsilon)
-    pgd._check_int("num_queries", num_queries)
+    images, labels = core.check_inputs(images, labels, False, None)
+    core.check_number("epsilon", epsilon)
+    core.check_int("num_queries", num_queries)
     if (
         isinstance(p_init, bool)
         or not isinstance(p_init, numbers.Real)
@@ -342,7 +338,7 @@ def _square_search(
             "Square attack is random and randomness always takes an explicit "
             "seed). Received: seed=None"
         )
-    seed = pgd._check_seed(seed)
+    seed = core.check_seed(seed)
     logging.vlog(
         1,
         "square_linf: epsilon=%g num_queries=%d p_init=%g",
@@ -369,7 +365,7 @@ def _square_search(
     def body(i, x_best, margin_best, *history):
         side = square_side(square_fraction(p_init, i, num_queries), height, width)
         iteration_seed = tf.random.experimental.stateless_fold_in(
-            seed, i + 1, alg=pgd._RNG_ALG
+            seed, i + 1, alg=core.RNG_ALG
         )
         candidate = square_proposal(images, x_best, epsilon, side, iteration_seed)
         margin = margin_of(candidate)
@@ -403,13 +399,13 @@ def _square_search(
         )
         x_best, history = outputs[1], tuple(outputs[3:])
     margins = history[0].stack() if record_margins else None
-    return pgd._finish(x_best, images, epsilon), margins
+    return core.finish(x_best, images, epsilon), margins
 
 
 # === Random numbers ===
 
 
-def _random_bits(shape: tf.Tensor, seed: pgd.Seed) -> tf.Tensor:
+def _random_bits(shape: tf.Tensor, seed: core.Seed) -> tf.Tensor:
     """Raw Philox bits of `shape`, reduced to their top 24 bits, as int64."""
     bits = tf.random.stateless_uniform(
         shape,
@@ -417,7 +413,7 @@ def _random_bits(shape: tf.Tensor, seed: pgd.Seed) -> tf.Tensor:
         minval=None,
         maxval=None,
         dtype=tf.uint32,
-        alg=pgd._RNG_ALG,
+        alg=core.RNG_ALG,
     )
     bits = tf.bitwise.right_shift(bits, tf.constant(32 - _RANDOM_BITS, tf.uint32))
     return tf.cast(bits, tf.int64)

@@ -38,6 +38,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
 
@@ -192,6 +193,15 @@ def main(argv: Sequence[str]) -> None:
             json.dump({"machine": machine, "rows": rows}, f, indent=2)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-attack-cost` console script; `python -m oat_tf.bench.attack_cost` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

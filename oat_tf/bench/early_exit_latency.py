@@ -40,6 +40,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import export
@@ -217,6 +218,15 @@ def main(argv) -> None:
         atomic_files.write_json(FLAGS.output_json, {"run_dir": FLAGS.run_dir, "machine": machine, "rows": rows})
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-early-exit-latency` console script; `python -m oat_tf.bench.early_exit_latency` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

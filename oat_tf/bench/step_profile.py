@@ -36,9 +36,9 @@ import tempfile
 import time
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-from absl import app
 from absl import flags
 
+from oat_tf import cli
 from oat_tf import cpu_kernels
 
 FLAGS = flags.FLAGS
@@ -304,6 +304,15 @@ def main(argv: Sequence[str]) -> None:
     sys.stdout.write(markdown(summarize(entries, wall), title))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-step-profile` console script; `python -m oat_tf.bench.step_profile` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

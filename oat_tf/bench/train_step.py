@@ -23,11 +23,12 @@ import tensorflow as tf
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import models
 from oat_tf.bench import random_batch
 from oat_tf.training import determinism
-from oat_tf.training import oat_model
+from oat_tf.training import adversarial_trainer
 from oat_tf.training import optimizers
 
 FLAGS = flags.FLAGS
@@ -59,6 +60,10 @@ def define_flags() -> None:
         "TensorFlow's inter-op thread pool (ops run at once); 0 keeps its default.",
     )
     flags.DEFINE_bool(
+        "fused_normalization", False,
+        "Dual BN + FiLM as one per-sample scale and shift (`EncoderConfig.fused_normalization`).",
+    )
+    flags.DEFINE_bool(
         "isolate", True,
         "Time each model and mode in its own process (an XLA run can slow later "
         "runs of the same process).",
@@ -74,7 +79,8 @@ def benchmark_trainer(
     seed: int = 0,
     run_eagerly: bool = False,
     jit_compile: bool = False,
-) -> Tuple[oat_model.OATTrainer, np.ndarray, np.ndarray]:
+    fused_normalization: bool = False,
+) -> Tuple[adversarial_trainer.OATTrainer, np.ndarray, np.ndarray]:
     """A compiled `OATTrainer` on a fresh network, and one batch of random data.
 
     Args:
@@ -85,6 +91,7 @@ def benchmark_trainer(
         seed: int, seed of data, weights and λ.
         run_eagerly: bool, compile for eager execution.
         jit_compile: bool, compile the step with XLA.
+        fused_normalization: bool, build the network with the fused dual BN + FiLM.
 
     Returns:
         (trainer, images [N, H, W, C] float32 in [0, 1], labels [N] int32).
@@ -92,9 +99,14 @@ def benchmark_trainer(
     shape = random_batch.input_shape(architecture)
     keras.utils.set_random_seed(seed)
     network = models.build_model(
-        config_lib.ModelConfig(architecture=architecture, variant=variant, input_shape=shape)
+        config_lib.ModelConfig(
+            architecture=architecture,
+            variant=variant,
+            input_shape=shape,
+            encoder=config_lib.EncoderConfig(fused_normalization=fused_normalization),
+        )
     )
-    trainer = oat_model.OATTrainer(
+    trainer = adversarial_trainer.OATTrainer(
         network,
         sampling=config_lib.LambdaSamplingConfig(),
         attack=config_lib.AttackConfig(num_steps=attack_steps),
@@ -119,6 +131,7 @@ def time_train_step(
     steps: int = 2,
     warmup: int = 1,
     seed: int = 0,
+    fused_normalization: bool = False,
 ) -> Dict[str, float]:
     """Times `OATTrainer.train_step` for one model and execution mode.
 
@@ -131,6 +144,7 @@ def time_train_step(
         steps: int, timed steps.
         warmup: int, untimed steps before timing.
         seed: int, seed of data, weights and λ.
+        fused_normalization: bool, build the network with the fused dual BN + FiLM.
 
     Returns:
         dict with `seconds_per_step`, `images_per_second` and `first_step_seconds`.
@@ -140,6 +154,7 @@ def time_train_step(
     trainer, images, labels = benchmark_trainer(
         architecture, variant=variant, batch_size=batch_size, attack_steps=attack_steps,
         seed=seed, run_eagerly=mode == "eager", jit_compile=mode == "xla",
+        fused_normalization=fused_normalization,
     )
     start = time.perf_counter()
     for _ in range(max(1, warmup)):
@@ -170,6 +185,7 @@ def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
         "--deterministic" if FLAGS.deterministic else "--nodeterministic",
         f"--intra_op_threads={FLAGS.intra_op_threads}",
         f"--inter_op_threads={FLAGS.inter_op_threads}",
+        "--fused_normalization" if FLAGS.fused_normalization else "--nofused_normalization",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -197,12 +213,13 @@ def main(argv) -> None:
             result = time_train_step(
                 architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
                 attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
-                seed=FLAGS.seed,
+                seed=FLAGS.seed, fused_normalization=FLAGS.fused_normalization,
             )
             sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
         return
     rows: List[str] = [
-        f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}, "
+        f"OAT training step, batch {FLAGS.batch_size}, PGD-{FLAGS.attack_steps}, variant {FLAGS.variant}"
+        f"{' (fused normalization)' if FLAGS.fused_normalization else ''}, "
         f"op determinism {'on' if FLAGS.deterministic else 'off'}, "
         f"intra-op threads {FLAGS.intra_op_threads or 'default'}, "
         f"inter-op threads {FLAGS.inter_op_threads or 'default'}; "
@@ -222,3 +239,17 @@ def main(argv) -> None:
         )
         logging.info(rows[-1])
     sys.stdout.write("\n".join(rows) + "\n")
+
+
+def run() -> None:
+    """The `oat-bench` console script; `python -m oat_tf.bench` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
+    define_flags()
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -40,10 +40,10 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import cpu_kernels
 
 FLAGS = flags.FLAGS
@@ -380,6 +380,15 @@ def main(argv: Sequence[str]) -> None:
         atomic_files.write_json(FLAGS.output, {"header": header, "rows": rows, "results": results})
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-versus-torch` console script; `python -m oat_tf.bench.versus_torch` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -209,8 +209,17 @@ def main(argv) -> None:
             json.dump({"source": source, "rows": rows, "macs": macs and {str(k): v for k, v in macs.items()}}, f, indent=2)
 
 
-if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
+def run() -> None:
+    """The `oat-width-latency` console script; `python -m oat_tf.bench.width_latency` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
+    from oat_tf import cli  # pylint: disable=import-outside-toplevel
 
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

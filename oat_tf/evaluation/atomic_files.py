@@ -55,11 +55,18 @@ def write_text(path: str, text: str) -> None:
     write_atomic(path, lambda f: f.write(text), binary=False)
 
 
-def write_json(path: str, payload: Any) -> None:
-    """Writes `payload` as indented JSON (no NaN/Infinity) to `path` atomically."""
+def write_json(path: str, payload: Any, *, sort_keys: bool = False) -> None:
+    """Writes `payload` as indented JSON (no NaN/Infinity) to `path` atomically.
+
+    Args:
+        path: str, the target file; its directory must exist.
+        payload: JSON-serialisable object without NaN or infinities.
+        sort_keys: bool, write object keys sorted (records that are read
+            back and compared, such as a run's config.json).
+    """
 
     def write(f: IO) -> None:
-        json.dump(payload, f, indent=2, allow_nan=False)
+        json.dump(payload, f, indent=2, allow_nan=False, sort_keys=sort_keys)
         f.write("\n")
 
     write_atomic(path, write, binary=False)

@@ -21,7 +21,7 @@ for a plain network, which ignores it):
   exits' entropy, and how much of the saving survives them.
 
 Predictions are computed from the full network's outputs with
-`early_exit.select_exits` (identical to what the adaptive SavedModel returns,
+`exit_rule.select_exits` (identical to what the adaptive SavedModel returns,
 which skips the work); costs come from `models.multi_exit.exit_macs`.
 
 Example:
@@ -46,8 +46,8 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf.attacks import multi_exit as multi_exit_attacks
-from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import robust_eval
+from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
 
 EFFICIENCY_LABEL = "Delay-Exit"
@@ -129,7 +129,7 @@ def _outputs_fn(model, names, lam):
 def _predict(model, names, images, lam, thresholds):
     """(correct-ready prediction logits, exit index, per-output logits) at early exit."""
     outputs = _outputs_fn(model, names, lam)(images)
-    exit_index, chosen = early_exit.select_exits([outputs[n] for n in names], thresholds)
+    exit_index, chosen = exit_rule.select_exits([outputs[n] for n in names], thresholds)
     return chosen, exit_index, outputs
 
 

@@ -244,11 +244,21 @@ def main(argv: Sequence[str]) -> None:
     print(format_comparison_table(results, key=flags.FLAGS.lambda_key), end="")
 
 
-if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
+def run() -> None:
+    """The `oat-multi-exit-report` console script; `python -m oat_tf.evaluation.multi_exit_report` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     from absl import flags as absl_flags  # pylint: disable=import-outside-toplevel
+
+    from oat_tf import cli  # pylint: disable=import-outside-toplevel
 
     absl_flags.DEFINE_list("run_dirs", [], "Multi-exit run directories, one table column each.")
     absl_flags.DEFINE_list("names", [], "Column names (default: the run directories' names).")
     absl_flags.DEFINE_string("lambda_key", None, "λ to show (default: each run's first).")
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

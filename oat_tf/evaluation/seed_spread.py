@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import cli
 from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
 
@@ -262,6 +263,15 @@ def main(argv: Sequence[str]) -> None:
         sys.stdout.write(f"\n{FLAGS.check_run} reproduces the stated spread (margin {FLAGS.margin_se:g} SE).\n")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-seed-spread` console script; `python -m oat_tf.evaluation.seed_spread` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

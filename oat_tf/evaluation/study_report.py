@@ -50,6 +50,7 @@ from absl import flags
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
+from oat_tf import cli
 from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import pages
@@ -1037,8 +1038,17 @@ def main(argv) -> None:
     sys.stdout.write(f"{'Checked' if flags.FLAGS.check else 'Wrote'} {path}\n")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-study-report` console script; `python -m oat_tf.evaluation.study_report` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     flags.DEFINE_string("results", None, "results.json of a study (written by `python -m oat_tf.sweep`).")
     flags.DEFINE_bool("check", False, "Compare the regenerated Markdown with the existing file instead of writing it.")
     flags.mark_flag_as_required("results")
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -35,6 +35,7 @@ from absl import app
 from absl import flags
 from matplotlib import figure as figure_lib
 
+from oat_tf import cli
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import pages
 from oat_tf.evaluation import study_report
@@ -345,6 +346,15 @@ def main(argv: Sequence[str]) -> None:
     sys.stdout.write(f"{'Checked' if f.check else 'Wrote'} {path}\n")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `oat-where-oat-holds` console script; `python -m oat_tf.evaluation.where_oat_holds` runs it too.
+
+    Defines the command's flags and runs `main` through `cli.run_main` (absl's
+    `app.run`), which parses `sys.argv` and exits the process.
+    """
     define_flags()
-    app.run(main)
+    cli.run_main(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -132,15 +132,34 @@ def check_width_grid(grid: Any) -> None:
 
 
 def _attack_of(grid: dict, attack: Optional[str]) -> Optional[str]:
+    """The attack whose RA is shown, or None for the per-sample worst case over all of them."""
     full = grid["per_width"][width_key(grid["widths"][-1])]
     if attack is None:
-        return results_lib.strongest_attack(full)
+        evaluated = list(full["robust_accuracy"])
+        # One attack is its own worst case: name it.
+        return evaluated[0] if len(evaluated) == 1 else None
     if attack not in full["robust_accuracy"]:
         raise ValueError(
             f"`attack` must be one of the evaluated attacks {list(full['robust_accuracy'])}. "
             f"Received: attack={attack!r}"
         )
     return attack
+
+
+def _ra_name(attack: Optional[str]) -> str:
+    if attack is not None:
+        return f"RA {attack}"
+    return "worst-case RA"
+
+
+def _worst_case_caption(grid: dict, attack: Optional[str]) -> str:
+    """A line naming the attacks of a worst-case column (empty for one attack)."""
+    if attack is not None:
+        return ""
+    attacks = list(grid["per_width"][width_key(grid["widths"][-1])]["robust_accuracy"])
+    if not attacks:
+        return "\nNo attack was evaluated: the worst-case RA equals SA.\n"
+    return "\nWorst-case RA: per sample, the worst over " + ", ".join(attacks) + ".\n"
 
 
 def _robust(result: dict, attack: Optional[str]) -> dict:
@@ -153,14 +172,15 @@ def format_width_table(grid: dict, *, attack: Optional[str] = None) -> str:
     Args:
         grid: dict, as returned by `evaluate_width_grid`.
         attack: optional str, the attack label of the RA columns (default:
-            the strongest at full width; the worst case without attacks).
+            the per-sample worst case over every evaluated attack, named in a
+            line under the table; a single attack is named in the header).
 
     Returns:
         str: one row per λ, an SA and an RA column per width, in percent.
     """
     check_width_grid(grid)
     attack = _attack_of(grid, attack)
-    ra_name = f"RA {attack}" if attack is not None else "worst case"
+    ra_name = _ra_name(attack)
     keys = [width_key(w) for w in grid["widths"]]
     header = ["λ"]
     for key in keys:
@@ -177,7 +197,7 @@ def format_width_table(grid: dict, *, attack: Optional[str] = None) -> str:
             row.append(f"{100.0 * result['clean_accuracy'][lam_key]:.2f}")
             row.append(f"{100.0 * _robust(result, attack)[lam_key]:.2f}")
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _worst_case_caption(grid, attack)
 
 
 def width_trade_off_figure(
@@ -187,8 +207,8 @@ def width_trade_off_figure(
 
     Args:
         grid: dict, as returned by `evaluate_width_grid`.
-        attack: optional str, the attack of the RA (default: the strongest
-            at full width; the worst case without attacks).
+        attack: optional str, the attack of the RA (default: the per-sample
+            worst case over every evaluated attack).
         title: optional str, the figure's title.
 
     Returns:
@@ -196,7 +216,7 @@ def width_trade_off_figure(
     """
     check_width_grid(grid)
     attack = _attack_of(grid, attack)
-    ra_name = f"RA {attack}" if attack is not None else "worst case"
+    ra_name = _ra_name(attack)
     fig = figure_lib.Figure(figsize=(11.0, 4.5), dpi=100)
     backend_agg.FigureCanvasAgg(fig)
     by_lambda = fig.add_subplot(1, 2, 1)
@@ -244,7 +264,7 @@ def write_width_report(
         grid: dict, as returned by `evaluate_width_grid` (may hold more keys).
         out_dir: str, local directory, created if missing.
         prefix: str, file name prefix.
-        attack: optional str, the attack of the RA (default: the strongest).
+        attack: optional str, the attack of the RA (default: the per-sample worst case).
         title: optional str, the Markdown page's and the plot's title.
 
     Returns:

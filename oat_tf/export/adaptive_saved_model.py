@@ -3,7 +3,7 @@
 Inference skips work: the network runs stage by stage
 (`oat_tf.models.multi_exit.stage_views`). After each side exit i (0-based,
 i < M) the softmax entropy of its logits, H(p) = −Σ_c p_c log(p_c + ε)
-(`oat_tf.evaluation.early_exit.entropy`, the rule of the evaluation), is
+(`oat_tf.models.exit_rule.entropy`, the rule of the evaluation), is
 compared with the exit's threshold t_i; the samples with H < t_i take that exit, and only the others
 (gathered with `tf.where` + `tf.gather`) go on to the next stage. A stage
 whose remaining set is empty is not run at all (`tf.cond`). The results are
@@ -70,8 +70,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from oat_tf import output_paths
-from oat_tf.evaluation import early_exit
 from oat_tf.export import saved_model
+from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
 
 SIGNATURE_KEY = saved_model.SIGNATURE_KEY
@@ -85,10 +85,6 @@ CLASSES_OUTPUT_NAME = saved_model.CLASSES_OUTPUT_NAME
 EXIT_OUTPUT_NAME = "exit"
 EARLY_EXIT_FILENAME = "early_exit.json"
 
-# The exit rule of the evaluation (`oat_tf.evaluation.early_exit`), so that the
-# export takes the exits that the evaluation measured.
-ENTROPY_EPSILON = early_exit.ENTROPY_EPSILON
-entropy = early_exit.entropy
 
 
 def _check_thresholds(thresholds, num_exits: int, names: Sequence[str]) -> Tuple[float, ...]:
@@ -184,7 +180,7 @@ def adaptive_forward(
                 run_stage,
                 lambda e=empty: (e[0], tf.cast(e[1], tf.float32)),
             )
-            exits_here = entropy(logits) < thresholds[index]
+            exits_here = exit_rule.entropy(logits) < thresholds[index]
             exiting = tf.reshape(tf.where(exits_here), [-1])
             staying = tf.reshape(tf.where(tf.logical_not(exits_here)), [-1])
             taken = tf.gather(positions, exiting)

@@ -3,49 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-from typing import Iterator, Tuple
+from typing import Iterator, Sequence
 
 import keras
 import tensorflow as tf
 
 CLEAN = 0
 ADVERSARIAL = 1
-
-_updates = threading.local()
-
-
-@contextlib.contextmanager
-def moving_statistics_updates(*, clean: bool = True, adversarial: bool = True) -> Iterator[None]:
-    """Chooses which groups' moving statistics training-mode calls update.
-
-    Inside the context, `DualBatchNormalization` layers called with
-    `training=True` still normalise every sample with its group's batch
-    moments, but only the named groups' moving statistics are updated. OAT
-    uses it for its clean pass: the clean images of λ ≠ 0 samples are
-    normalised by the adversarial group and must not pull that group's moving
-    statistics (used by the training attack and at test time) towards clean
-    statistics. The choice is read when the layer is called (at trace time
-    inside `tf.function`) and is local to the calling thread, so each replica
-    of a `tf.distribute` strategy sees its own.
-
-    Args:
-        clean: bool, update the clean group's moving statistics.
-        adversarial: bool, update the adversarial group's moving statistics.
-
-    Yields:
-        None.
-    """
-    previous = _updated_groups()
-    _updates.groups = (bool(clean), bool(adversarial))
-    try:
-        yield
-    finally:
-        _updates.groups = previous
-
-
-def _updated_groups() -> Tuple[bool, bool]:
-    return getattr(_updates, "groups", (True, True))
 
 
 def _all_reduce_sum(tensors):
@@ -67,8 +31,9 @@ class DualBatchNormalization(keras.layers.Layer):
     samples only (one-hot of the route, so shapes stay static and the layer
     compiles with XLA), and each group's moving statistics are updated only
     from its own samples; a group with no sample in the batch keeps its moving
-    statistics unchanged, and so does a group whose updates are switched off
-    by `moving_statistics_updates`. Under a `tf.distribute` strategy with several
+    statistics unchanged, and a call with `update_statistics=False` changes
+    neither group's (`unchanged_moving_statistics` keeps one group's across
+    several passes). Under a `tf.distribute` strategy with several
     replicas the group sums and counts are all-reduced, so the moments are
     those of the global batch and every replica applies the same update.
 
@@ -82,15 +47,24 @@ class DualBatchNormalization(keras.layers.Layer):
         center: bool, learn β per group.
         scale: bool, learn γ per group.
         synchronized: bool, all-reduce the group moments across replicas.
+        return_scale_shift: bool, return `(inputs, scale, shift)` instead of
+            the normalised tensor: per-sample `scale` and `shift` [N, C] with
+            `normalised = inputs · scale + shift` (broadcast over the other
+            axes). A `FiLM` layer given that triple applies normalisation,
+            group affine and modulation as one per-sample scale-and-shift
+            (one pass over the features instead of two).
         **kwargs: base layer keyword arguments.
 
     Call arguments:
         inputs: tensor [N, ..., C], channels last.
         clean: bool tensor [N], True for samples routed to the clean group.
         training: bool, use batch statistics and update the moving ones.
+        update_statistics: bool (static), False to normalise a training call
+            with batch moments without updating any moving statistic.
 
     Returns:
-        tensor shaped like `inputs`.
+        tensor shaped like `inputs`; with `return_scale_shift`, the triple
+        `(inputs, scale, shift)`, scale and shift float32 [N, C].
 
     Reference:
     - Xie et al., Adversarial Examples Improve Image Recognition, CVPR 2020.
@@ -104,6 +78,7 @@ class DualBatchNormalization(keras.layers.Layer):
         center: bool = True,
         scale: bool = True,
         synchronized: bool = True,
+        return_scale_shift: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -118,6 +93,7 @@ class DualBatchNormalization(keras.layers.Layer):
         self.center = bool(center)
         self.scale = bool(scale)
         self.synchronized = bool(synchronized)
+        self.return_scale_shift = bool(return_scale_shift)
 
     def build(self, inputs_shape, clean_shape):
         channels = inputs_shape[-1]
@@ -178,7 +154,7 @@ class DualBatchNormalization(keras.layers.Layer):
         )
         return tf.reshape(values, shape)
 
-    def call(self, inputs, clean, training=None):
+    def call(self, inputs, clean, training=None, update_statistics=True):
         x = tf.cast(inputs, "float32")
         clean = tf.reshape(tf.cast(clean, "bool"), [-1])
         route = tf.where(clean, CLEAN, ADVERSARIAL)
@@ -192,23 +168,8 @@ class DualBatchNormalization(keras.layers.Layer):
                 mean, variance, counts = self._group_moments(
                     x[:, None, :], route_one_hot, [1]
                 )
-            updated = tf.constant([[flag] for flag in _updated_groups()])
-            present = tf.logical_and((counts > 0.0)[:, None], updated)
-            self.moving_mean.assign(
-                tf.where(
-                    present,
-                    self.moving_mean * self.momentum + mean * (1.0 - self.momentum),
-                    self.moving_mean,
-                )
-            )
-            self.moving_variance.assign(
-                tf.where(
-                    present,
-                    self.moving_variance * self.momentum
-                    + variance * (1.0 - self.momentum),
-                    self.moving_variance,
-                )
-            )
+            if update_statistics:
+                self._update_moving_statistics(mean, variance, counts)
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             variance = tf.convert_to_tensor(self.moving_variance)
@@ -219,12 +180,37 @@ class DualBatchNormalization(keras.layers.Layer):
         offset = -mean * inv
         if self.beta is not None:
             offset = offset + tf.cast(self.beta, "float32")
+        if self.return_scale_shift:
+            # Per-sample [N, C]: the caller (FiLM) folds its own affine in first.
+            # A new tensor (not `inputs` itself), so the layer is a node of its own in a graph.
+            return tf.identity(inputs), tf.matmul(route_one_hot, inv), tf.matmul(route_one_hot, offset)
         outputs = x * self._per_sample(inv, route_one_hot, x) + self._per_sample(
             offset, route_one_hot, x
         )
         return tf.cast(outputs, self.compute_dtype)
 
+    def _update_moving_statistics(self, mean, variance, counts):
+        """Moves each group present in the batch towards its batch moments."""
+        present = (counts > 0.0)[:, None]
+        self.moving_mean.assign(
+            tf.where(
+                present,
+                self.moving_mean * self.momentum + mean * (1.0 - self.momentum),
+                self.moving_mean,
+            )
+        )
+        self.moving_variance.assign(
+            tf.where(
+                present,
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum),
+                self.moving_variance,
+            )
+        )
+
     def compute_output_shape(self, inputs_shape, clean_shape):
+        if self.return_scale_shift:
+            per_sample = (inputs_shape[0], inputs_shape[-1])
+            return inputs_shape, per_sample, per_sample
         return inputs_shape
 
     def get_config(self):
@@ -236,6 +222,66 @@ class DualBatchNormalization(keras.layers.Layer):
                 "center": self.center,
                 "scale": self.scale,
                 "synchronized": self.synchronized,
+                "return_scale_shift": self.return_scale_shift,
             }
         )
         return config
+
+
+@contextlib.contextmanager
+def unchanged_moving_statistics(
+    layers: Sequence[DualBatchNormalization], group: int
+) -> Iterator[None]:
+    """Restores one group's moving statistics of `layers` when the block ends.
+
+    The training passes inside the block normalise with batch moments and
+    update the moving statistics as usual; on exit, group `group`'s rows of
+    every layer's moving mean and variance are set back to their values on
+    entry, bit for bit, so the block's passes leave that group's statistics
+    as they were. OAT's clean pass uses it for the adversarial group: the
+    clean images of λ ≠ 0 samples are normalised by the adversarial group but
+    must not pull its moving statistics (used by the training attack and at
+    test time) towards clean statistics. The saving and restoring are
+    ordinary reads and assignments of the layers' variables, in program
+    order, so they hold in eager mode, inside `tf.function`, under XLA and in
+    every replica of a `tf.distribute` strategy.
+
+    Args:
+        layers: the `DualBatchNormalization` layers to guard (see
+            `layers_of`); empty for a network without one.
+        group: CLEAN or ADVERSARIAL.
+
+    Yields:
+        None.
+    """
+    if group not in (CLEAN, ADVERSARIAL):
+        raise ValueError(f"`group` must be CLEAN (0) or ADVERSARIAL (1). Received: group={group!r}")
+    rows = tf.one_hot(group, 2, on_value=True, off_value=False)[:, None]
+    saved = [
+        (layer, tf.identity(layer.moving_mean), tf.identity(layer.moving_variance)) for layer in layers
+    ]
+    yield
+    for layer, mean, variance in saved:
+        layer.moving_mean.assign(tf.where(rows, mean, layer.moving_mean))
+        layer.moving_variance.assign(tf.where(rows, variance, layer.moving_variance))
+
+
+def layers_of(model) -> list:
+    """Every `DualBatchNormalization` in `model`, nested ones (per-width BNs) included.
+
+    Args:
+        model: a Keras model or layer; any other callable has none.
+
+    Returns:
+        list of the built `DualBatchNormalization` layers, each once.
+    """
+    # Keras walks nested layers with `_flatten_layers` itself (`Model.layers`);
+    # it has no public recursive form.
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return [
+        layer
+        for layer in flatten(include_self=True, recursive=True)
+        if isinstance(layer, DualBatchNormalization) and layer.built
+    ]

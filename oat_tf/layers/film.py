@@ -26,7 +26,11 @@ class FiLM(keras.layers.Layer):
         **kwargs: base layer keyword arguments.
 
     Call arguments:
-        inputs: tensor [N, ..., C], the normalised features.
+        inputs: tensor [N, ..., C], the normalised features; or the triple
+            `(features, scale, shift)` of a `DualBatchNormalization` with
+            `return_scale_shift=True` (scale and shift [N, C]), normalised
+            and modulated in one pass: `h · (scale ⊙ γ) + (shift ⊙ γ + β)`,
+            which is `γ ⊙ (h · scale + shift) + β`.
         condition: tensor [N, d], the λ code.
 
     Returns:
@@ -64,6 +68,8 @@ class FiLM(keras.layers.Layer):
         return kernel, bias
 
     def build(self, inputs_shape, condition_shape):
+        if _is_triple(inputs_shape):
+            inputs_shape = inputs_shape[0]
         channels = inputs_shape[-1]
         code_dim = condition_shape[-1]
         if channels is None or code_dim is None:
@@ -94,14 +100,26 @@ class FiLM(keras.layers.Layer):
 
     def call(self, inputs, condition):
         gamma, beta = self.modulation(condition)
+        if isinstance(inputs, (tuple, list)):
+            features, scale, shift = inputs
+            gamma = tf.cast(gamma, "float32")
+            beta = tf.cast(beta, "float32")
+            scale, shift = scale * gamma, shift * gamma + beta
+            x = tf.cast(features, "float32")
+            outputs = x * self._broadcast(scale, x) + self._broadcast(shift, x)
+            return tf.cast(outputs, self.compute_dtype)
+        return inputs * self._broadcast(gamma, inputs) + self._broadcast(beta, inputs)
+
+    def _broadcast(self, values, like):
+        """Reshapes per-sample [N, C] values to [N, 1, …, 1, C] to broadcast over `like`."""
         shape = tf.concat(
-            [tf.shape(gamma)[:1], tf.ones([len(inputs.shape) - 2], "int32"), [self.channels]],
+            [tf.shape(values)[:1], tf.ones([len(like.shape) - 2], "int32"), [self.channels]],
             axis=0,
         )
-        return inputs * tf.reshape(gamma, shape) + tf.reshape(beta, shape)
+        return tf.reshape(values, shape)
 
     def compute_output_shape(self, inputs_shape, condition_shape):
-        return inputs_shape
+        return inputs_shape[0] if _is_triple(inputs_shape) else inputs_shape
 
     def get_config(self):
         config = super().get_config()
@@ -113,3 +131,12 @@ class FiLM(keras.layers.Layer):
             }
         )
         return config
+
+
+def _is_triple(shape) -> bool:
+    """Whether `shape` is the shapes of a `(features, scale, shift)` triple."""
+    return (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 3
+        and all(isinstance(part, (tuple, list, tf.TensorShape)) for part in shape)
+    )

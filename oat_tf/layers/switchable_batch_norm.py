@@ -180,6 +180,8 @@ class SwitchableDualBatchNormalization(_Switchable):
         clean: bool tensor [N], True for samples routed to the clean group.
         width: Python float from `widths` (keyword only), default 1.0.
         training: bool, use batch statistics and update the moving ones.
+        update_statistics: bool (static), False to leave the moving
+            statistics unchanged in a training call.
 
     Returns:
         tensor shaped like `inputs`.
@@ -203,8 +205,10 @@ class SwitchableDualBatchNormalization(_Switchable):
         for width, norm in zip(self.widths, self.norms):
             norm.build(self.width_shape(inputs_shape, width), clean_shape)
 
-    def call(self, inputs, clean, *, width=None, training=None):
-        return self._checked_norm(inputs, width)(inputs, clean, training=training)
+    def call(self, inputs, clean, *, width=None, training=None, update_statistics=True):
+        return self._checked_norm(inputs, width)(
+            inputs, clean, training=training, update_statistics=update_statistics
+        )
 
     def compute_output_shape(self, inputs_shape, clean_shape):
         return inputs_shape

@@ -10,9 +10,9 @@ shares every layer and variable, nothing is copied) in which
   batch it is given (over every axis but the channel one, all-reduced across
   replicas when the layer is `synchronized`), with its own γ, β and ε;
 - every `DualBatchNormalization` normalises each sample with its group's
-  batch moments (the route still comes from λ) while
-  `moving_statistics_updates(clean=False, adversarial=False)` keeps both
-  groups' moving statistics unchanged;
+  batch moments (the route still comes from λ), called with
+  `update_statistics=False` so that neither group's moving statistics
+  change;
 - every other layer runs in inference mode (`training=False`): dropout is off.
 
 So the output equals `network(inputs, training=True)` of a dropout-free
@@ -76,8 +76,7 @@ class BatchStatisticsNormalization(keras.layers.Layer):
                     "`layer` must be trainable: a frozen DualBatchNormalization always "
                     f"uses its moving statistics. Received: layer={layer.name}"
                 )
-            with dual_batch_norm.moving_statistics_updates(clean=False, adversarial=False):
-                return layer(inputs, *args, training=True, **kwargs)
+            return layer(inputs, *args, training=True, update_statistics=False, **kwargs)
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         axis = layer.axis if layer.axis >= 0 else len(x.shape) + layer.axis
         reduce_axes = [i for i in range(len(x.shape)) if i != axis]
@@ -96,6 +95,11 @@ class BatchStatisticsNormalization(keras.layers.Layer):
         return ops.cast(outputs, layer.compute_dtype)
 
     def compute_output_shape(self, inputs_shape, *args, **kwargs):
+        layer = self.layer
+        if isinstance(layer, dual_batch_norm.DualBatchNormalization) and layer.return_scale_shift:
+            # A dual BN feeding FiLM returns the features and per-sample scale and shift.
+            per_sample = (inputs_shape[0], inputs_shape[-1])
+            return inputs_shape, per_sample, per_sample
         return inputs_shape
 
 

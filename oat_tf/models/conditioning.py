@@ -120,9 +120,12 @@ def model_inputs(image_shape: Sequence[int]) -> Dict[str, keras.KerasTensor]:
     }
 
 
-# The width of the FiLM generators' hidden layer rides with the λ encoding (it
-# is how λ enters the network) but is not a `LambdaEncoder` argument.
+# The width of the FiLM generators' hidden layer and whether FiLM fuses the
+# dual BN's affine ride with the λ encoding (it is how λ enters the network)
+# but are not `LambdaEncoder` arguments. Each is recorded only when it differs
+# from the reference (1, False), so the configs of reference networks are unchanged.
 FILM_HIDDEN_MULTIPLIER_KEY = "film_hidden_multiplier"
+FUSED_NORMALIZATION_KEY = "fused_normalization"
 
 
 def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
@@ -154,6 +157,14 @@ def encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
         multiplier = config_lib.check_film_hidden_multiplier(kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY))
         if multiplier != 1:
             kwargs[FILM_HIDDEN_MULTIPLIER_KEY] = multiplier
+    if FUSED_NORMALIZATION_KEY in kwargs:
+        fused = kwargs.pop(FUSED_NORMALIZATION_KEY)
+        if not isinstance(fused, bool):
+            raise ValueError(
+                f"`fused_normalization` must be a bool. Received: fused_normalization={fused!r}"
+            )
+        if fused:
+            kwargs[FUSED_NORMALIZATION_KEY] = True
     return kwargs
 
 
@@ -161,12 +172,18 @@ def lambda_encoder_kwargs(encoder: Optional[Any]) -> Dict[str, Any]:
     """The `LambdaEncoder` keyword arguments of an `encoder_kwargs` input."""
     kwargs = encoder_kwargs(encoder)
     kwargs.pop(FILM_HIDDEN_MULTIPLIER_KEY, None)
+    kwargs.pop(FUSED_NORMALIZATION_KEY, None)
     return kwargs
 
 
 def film_hidden_multiplier(encoder: Optional[Any]) -> int:
     """The FiLM generators' hidden width in units of 2C (1, the reference, by default)."""
     return int(encoder_kwargs(encoder).get(FILM_HIDDEN_MULTIPLIER_KEY, 1))
+
+
+def fused_normalization(encoder: Optional[Any]) -> bool:
+    """Whether a dual BN followed by FiLM runs as one scale and shift (False by default)."""
+    return bool(encoder_kwargs(encoder).get(FUSED_NORMALIZATION_KEY, False))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -180,12 +197,17 @@ class Conditioning:
         clean: KerasTensor bool [N], the dual-BN route (True where λ == 0,
             i.e. the clean domain for "mixture_bn"); None unless the variant
             is "oat" or "mixture_bn".
+        film_hidden_multiplier: int, the FiLM generators' hidden width in
+            units of 2C.
+        fused_normalization: bool, a dual BN followed by FiLM runs as one
+            per-sample scale and shift.
     """
 
     variant: str
     code: Optional[keras.KerasTensor] = None
     clean: Optional[keras.KerasTensor] = None
     film_hidden_multiplier: int = 1
+    fused_normalization: bool = False
 
     @property
     def use_film(self) -> bool:
@@ -230,7 +252,11 @@ def apply_lambda_conditioning(
     if variant == "oat":
         clean = lambda_encoding.CleanRoute(name="clean_route")(lambda_input)
     return Conditioning(
-        variant, code=code, clean=clean, film_hidden_multiplier=film_hidden_multiplier(encoder)
+        variant,
+        code=code,
+        clean=clean,
+        film_hidden_multiplier=film_hidden_multiplier(encoder),
+        fused_normalization=fused_normalization(encoder),
     )
 
 
@@ -258,9 +284,15 @@ def apply_normalization(
     Returns:
         KerasTensor shaped like `x`.
     """
+    modulated = film_name is not None and conditioning.use_film
     if conditioning.use_dual_bn:
+        # Fused: the dual BN hands over its per-sample scale and shift and FiLM
+        # applies both in one pass over the features.
         x = dual_batch_norm.DualBatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=norm_name
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            return_scale_shift=modulated and conditioning.fused_normalization,
+            name=norm_name,
         )(x, conditioning.clean)
     else:
         # Synchronized: under MirroredStrategy the batch moments are those of the
@@ -268,7 +300,7 @@ def apply_normalization(
         x = keras.layers.BatchNormalization(
             momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=norm_name
         )(x)
-    if film_name is not None and conditioning.use_film:
+    if modulated:
         x = film.FiLM(hidden_multiplier=conditioning.film_hidden_multiplier, name=film_name)(
             x, conditioning.code
         )

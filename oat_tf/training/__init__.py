@@ -1,17 +1,25 @@
-"""Training: the OAT, OATS and multi-exit trainers, λ sampling, optimizer, checkpoints, runs."""
+"""Training: one adversarial trainer with the OAT, mixed-batch and multi-exit objectives, λ sampling, optimizer, checkpoints, runs."""
 
+from oat_tf.training.adversarial_trainer import AdversarialTrainer
+from oat_tf.training.adversarial_trainer import MultiExitTrainer
+from oat_tf.training.adversarial_trainer import OATSTrainer
+from oat_tf.training.adversarial_trainer import OATTrainer
 from oat_tf.training.lambda_sampling import LambdaBatch
 from oat_tf.training.lambda_sampling import LambdaSampler
-from oat_tf.training.multi_exit_model import MultiExitTrainer
-from oat_tf.training.oat_model import OATTrainer
-from oat_tf.training.oats_model import OATSTrainer
+from oat_tf.training.objectives import MixedBatchObjective
+from oat_tf.training.objectives import MultiExitHybridObjective
+from oat_tf.training.objectives import OATObjective
 from oat_tf.training.optimizers import SGDWithL2
 from oat_tf.training.optimizers import make_optimizer
 
 __all__ = [
+    "AdversarialTrainer",
     "LambdaBatch",
     "LambdaSampler",
+    "MixedBatchObjective",
+    "MultiExitHybridObjective",
     "MultiExitTrainer",
+    "OATObjective",
     "OATSTrainer",
     "OATTrainer",
     "SGDWithL2",

@@ -42,10 +42,10 @@ from oat_tf.evaluation import masking_checks
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import width_grid
 from oat_tf.models import batch_statistics
+from oat_tf.training import adversarial_trainer
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
-from oat_tf.training import oat_model
-from oat_tf.training import oats_model
+from oat_tf.training import multi_exit_experiment
 from oat_tf.training import optimizers
 
 
@@ -79,18 +79,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON (indented, sorted keys) to `path` atomically, creating its directory."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes text to `path` atomically (`atomic_files.write_text`), creating its directory."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    atomic_files.write_text(path, text)
 
 
 MODEL_CARD_VERSION = 1
@@ -282,6 +270,44 @@ def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
         step = total
 
 
+def build_trainer(
+    config: config_lib.ExperimentConfig, network: keras.Model
+) -> adversarial_trainer.AdversarialTrainer:
+    """The trainer of a run's method: OAT / PGD-AT / Mixture BN, OATS / PGD-ATS, or RDI-Nets.
+
+    Args:
+        config: ExperimentConfig.
+        network: the network `models.build_model(config.model)` built.
+
+    Returns:
+        An uncompiled `AdversarialTrainer` (`OATTrainer`, `OATSTrainer` for
+        slimmable variants, `MultiExitTrainer` for multi-exit architectures).
+    """
+    if config_lib.is_multi_exit_architecture(config.model.architecture):
+        return adversarial_trainer.MultiExitTrainer(
+            network,
+            attack=config.train_attack,
+            defence=config.multi_exit.defence,
+            exit_weights=config.multi_exit.exit_weights or None,
+            sampling=config.lambda_sampling if config.model.variant != "plain" else None,
+            seed=config.train.seed,
+            adversarial_bn_statistics=config.train.adversarial_bn_statistics,
+        )
+    # Slimmable variants (OATS, PGD-ATS) train every width per step (Algorithm 2).
+    trainer_class = (
+        adversarial_trainer.OATSTrainer if config.model.slimmable else adversarial_trainer.OATTrainer
+    )
+    return trainer_class(
+        network,
+        sampling=config.lambda_sampling,
+        attack=config.train_attack,
+        seed=config.train.seed,
+        adversarial_bn_statistics=config.train.adversarial_bn_statistics,
+        objective=config.train.objective,
+        clean_fraction=config.train.clean_fraction,
+    )
+
+
 def run_experiment(
     config: config_lib.ExperimentConfig,
     *,
@@ -336,44 +362,17 @@ def run_experiment(
     if not chief:
         run_dir = tempfile.mkdtemp(prefix="oat_tf_worker_")
     os.makedirs(run_dir, exist_ok=True)
-    write_json_atomic(os.path.join(run_dir, "config.json"), config_lib.to_dict(config))
+    atomic_files.write_json(os.path.join(run_dir, "config.json"), config_lib.to_dict(config), sort_keys=True)
     if flags_text is not None:
-        write_text_atomic(os.path.join(run_dir, "flags.txt"), flags_text)
+        atomic_files.write_text(os.path.join(run_dir, "flags.txt"), flags_text)
 
     steps_per_epoch = data.steps_per_epoch(len(splits.train.labels), config.train.batch_size)
     # Weight initialisation and the layers' own RNGs (dropout) follow the run seed.
     keras.utils.set_random_seed(config.train.seed)
-    if config_lib.is_multi_exit_architecture(config.model.architecture):
-        # RDI-Nets: own trainer, exit calibration, evaluation and export.
-        from oat_tf.training import multi_exit_experiment  # pylint: disable=import-outside-toplevel
-
-        return multi_exit_experiment.run_multi_exit_experiment(
-            config,
-            strategy=strategy,
-            chief=chief,
-            run_dir=run_dir,
-            splits=splits,
-            steps_per_epoch=steps_per_epoch,
-            resume=resume,
-            fit_fn=_fit,
-            base_callbacks=[
-                keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")),
-                *extra_callbacks,
-            ],
-        )
+    multi_exit = config_lib.is_multi_exit_architecture(config.model.architecture)
     with strategy.scope():
         network = models.build_model(config.model)
-        # Slimmable variants (OATS, PGD-ATS) train every width per step (Algorithm 2).
-        trainer_class = oats_model.OATSTrainer if config.model.slimmable else oat_model.OATTrainer
-        trainer = trainer_class(
-            network,
-            sampling=config.lambda_sampling,
-            attack=config.train_attack,
-            seed=config.train.seed,
-            adversarial_bn_statistics=config.train.adversarial_bn_statistics,
-            objective=config.train.objective,
-            clean_fraction=config.train.clean_fraction,
-        )
+        trainer = build_trainer(config, network)
         trainer.compile(
             optimizer=optimizers.make_optimizer(
                 config.optimizer, steps_per_epoch=steps_per_epoch, epochs=config.train.epochs
@@ -382,12 +381,13 @@ def run_experiment(
             run_eagerly=config.train.run_eagerly,
         )
     logging.info(
-        "Run %s: %s/%s on %s, %d train examples, %d steps/epoch, %d epochs, strategy %s "
+        "Run %s: %s/%s on %s (%s), %d train examples, %d steps/epoch, %d epochs, strategy %s "
         "(%d replicas).",
         config.name,
         config.model.architecture,
         config.model.variant,
         config.data.dataset,
+        f"defence {config.multi_exit.defence}" if multi_exit else f"objective {trainer.objective.name}",
         len(splits.train.labels),
         steps_per_epoch,
         config.train.epochs,
@@ -405,7 +405,9 @@ def run_experiment(
         checkpointing.CheckpointCallback(manager, config.train.checkpoint_every_steps),
         keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")),
     ]
-    if config.evaluation.every_epochs and validation is not None:
+    # RDI-Nets calibrate and evaluate their exits after training, not per epoch.
+    periodic = bool(config.evaluation.every_epochs) and not multi_exit
+    if periodic and validation is not None:
         callbacks.append(
             callbacks_lib.LambdaGridEvaluation(
                 data.eval_dataset(validation, batch_size=eval_batch),
@@ -416,7 +418,7 @@ def run_experiment(
                 seed=config.train.seed,
             )
         )
-    elif config.evaluation.every_epochs:
+    elif periodic:
         logging.warning(
             "--eval_every_epochs=%d but %s has no validation split: periodic "
             "evaluation is off (the test split is never used for it). Set "
@@ -426,6 +428,11 @@ def run_experiment(
         )
     callbacks.extend(extra_callbacks)
     _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
+    if multi_exit:
+        # RDI-Nets: exit calibration, the multi-exit evaluation and the adaptive export.
+        return multi_exit_experiment.evaluate_and_export(
+            config, network=network, trainer=trainer, chief=chief, run_dir=run_dir, splits=splits
+        )
 
     # Every width of a slimmable network (OATS, PGD-ATS), the full width of
     # the others; `results` stays the full-width evaluation. Batch statistics

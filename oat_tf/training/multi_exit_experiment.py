@@ -1,28 +1,27 @@
 """One RDI-Nets run: train, calibrate the exits, evaluate, export (SPEC §3).
 
 `python -m oat_tf.train` with a multi-exit architecture ("rdi_small_cnn",
-"rdi_resnet38", "rdi_mobilenet_v2") lands here from
-`experiment.run_experiment`:
+"rdi_resnet38", "rdi_mobilenet_v2") trains in `experiment.run_experiment` like
+any run (a `MultiExitTrainer`: the hybrid loss on every exit, adversarial
+images from `MultiExitConfig.defence`; checkpoints and TensorBoard, resumable),
+then lands here:
 
-1. train with `MultiExitTrainer` (the hybrid loss on every exit, adversarial
-   images from `MultiExitConfig.defence`), checkpoints and TensorBoard as any
-   run, resumable;
-2. calibrate the entropy thresholds on the validation split, never the test
+1. calibrate the entropy thresholds on the validation split, never the test
    split (`early_exit.calibrate_thresholds`; `threshold_target="none"`
    disables early exit, which evaluates the backbone alone), and save them in
    `<run_dir>/exit_thresholds.json`;
-3. evaluate on the test split (`multi_exit_eval.evaluate_multi_exit`): TA,
+2. evaluate on the test split (`multi_exit_eval.evaluate_multi_exit`): TA,
    ATA per attack form, worst case, exit distributions, MFLOPs and the saving,
    and the delay-exit attack; written as `test_eval_multi_exit.{json,md}` and
    the exit-distribution plot;
-4. export the adaptive SavedModel (samples that exit early are not computed
+3. export the adaptive SavedModel (samples that exit early are not computed
    further) with the thresholds and a model card.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import keras
 import numpy as np
@@ -31,15 +30,13 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import data
-from oat_tf import models
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.evaluation import multi_exit_report
+from oat_tf.export import adaptive_saved_model
+from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
-from oat_tf.training import checkpointing
-from oat_tf.training import multi_exit_model
-from oat_tf.training import optimizers
 
 THRESHOLDS_FILE = "exit_thresholds.json"
 
@@ -66,7 +63,7 @@ def validation_entropies(
             {"image": images, "lambda": tf.fill(tf.shape(images)[:1], tf.constant(lam, tf.float32))},
             training=False,
         )
-        return tf.stack([early_exit.entropy(outputs[name]) for name in names[:-1]], axis=1)
+        return tf.stack([exit_rule.entropy(outputs[name]) for name in names[:-1]], axis=1)
 
     parts = [entropies(images).numpy() for images, _ in dataset]
     if not parts:
@@ -118,7 +115,7 @@ def calibrate(
     if target == "flops_budget":
         kwargs["budget"] = float(multi_exit_config.flops_budget) * backbone
     thresholds = early_exit.calibrate_thresholds(entropies, **kwargs)
-    exits = early_exit.assign_exits(entropies, thresholds)
+    exits = exit_rule.assign_exits(entropies, thresholds)
     record["thresholds"] = multi_exit_eval.thresholds_to_json(thresholds)
     record["validation_exit_distribution"] = [
         float(v) for v in early_exit.exit_distribution(exits, len(names))
@@ -133,69 +130,32 @@ def _evaluation_lambda(config: config_lib.ExperimentConfig) -> float:
     return float(config.evaluation.lambdas[-1])
 
 
-def run_multi_exit_experiment(
+def evaluate_and_export(
     config: config_lib.ExperimentConfig,
     *,
-    strategy: tf.distribute.Strategy,
+    network: keras.Model,
+    trainer: keras.Model,
     chief: bool,
     run_dir: str,
     splits: data.DatasetSplits,
-    steps_per_epoch: int,
-    resume: bool,
-    fit_fn,
-    base_callbacks: Sequence[keras.callbacks.Callback],
 ) -> Dict[str, Any]:
-    """Trains, calibrates, evaluates and exports one multi-exit run.
+    """Calibrates the exits, evaluates and exports one trained multi-exit run.
 
-    Called by `experiment.run_experiment`, which has written config.json and
-    flags.txt and loaded the data.
+    Called by `experiment.run_experiment` after training.
 
     Args:
         config: ExperimentConfig with a multi-exit architecture.
-        strategy: the tf.distribute strategy.
+        network: the trained multi-exit network.
+        trainer: its `MultiExitTrainer` (returned to the caller).
         chief: bool, this worker writes results and exports.
         run_dir: str, the run directory.
         splits: DatasetSplits.
-        steps_per_epoch: int.
-        resume: bool, continue from the latest checkpoint.
-        fit_fn: `experiment._fit`.
-        base_callbacks: callbacks besides checkpointing (TensorBoard, extra).
 
     Returns:
         dict as `run_experiment`'s: `run_dir`, `export_dir`, `results` (the
         multi-exit evaluation), `table`, `thresholds`, `network`, `trainer`.
     """
     conditioned = config.model.variant != "plain"
-    with strategy.scope():
-        network = models.build_model(config.model)
-        trainer = multi_exit_model.MultiExitTrainer(
-            network,
-            attack=config.train_attack,
-            defence=config.multi_exit.defence,
-            exit_weights=config.multi_exit.exit_weights or None,
-            sampling=config.lambda_sampling if conditioned else None,
-            seed=config.train.seed,
-            adversarial_bn_statistics=config.train.adversarial_bn_statistics,
-        )
-        trainer.compile(
-            optimizer=optimizers.make_optimizer(
-                config.optimizer, steps_per_epoch=steps_per_epoch, epochs=config.train.epochs
-            ),
-            jit_compile=config.train.jit_compile,
-            run_eagerly=config.train.run_eagerly,
-        )
-    logging.info(
-        "Run %s: multi-exit %s/%s, defence %s, exit weights %s, %d train examples.",
-        config.name, config.model.architecture, config.model.variant, config.multi_exit.defence,
-        config.multi_exit.exit_weights or "all 1", len(splits.train.labels),
-    )
-    manager, start_step = checkpointing.restore_run(
-        trainer, run_dir, resume=resume, max_to_keep=config.train.max_checkpoints
-    )
-    callbacks = [checkpointing.CheckpointCallback(manager, config.train.checkpoint_every_steps)]
-    callbacks.extend(base_callbacks)
-    fit_fn(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
-
     eval_batch = config.evaluation.batch_size
     lam = _evaluation_lambda(config)
     validation = (
@@ -232,8 +192,6 @@ def run_multi_exit_experiment(
         )
         multi_exit_report.write_multi_exit_report(results, run_dir, prefix="test_eval_multi_exit", title=title)
         if config.export_dir:
-            from oat_tf.export import adaptive_saved_model  # pylint: disable=import-outside-toplevel
-
             export_path = adaptive_saved_model.export_adaptive_saved_model(
                 network,
                 os.path.join(config.export_dir, config.name),

@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from oat_tf.attacks import apgd
+from oat_tf.attacks import core
 from oat_tf.attacks import pgd
 from tests import testing
 
@@ -455,7 +456,7 @@ class ReferenceTest(parameterized.TestCase):
         self.assertLen(calls, num_steps + 2)
         np.testing.assert_array_equal(calls[0], images)
         iterates = np.stack(calls[1:])
-        start = pgd.linf_random_start(images, epsilon, seed).numpy()
+        start = core.linf_random_start(images, epsilon, seed).numpy()
         oracle = _tf_oracle(logits_fn)
         paths = []
         for n in range(len(images)):
@@ -673,8 +674,8 @@ class CompileTest(parameterized.TestCase):
         self.assertGreater(np.abs(eager - images).max(), 0.0)
 
     def test_xla_while_loop_matches_eager(self):
-        # More steps than pgd.MAX_UNROLLED_STEPS_UNDER_XLA: a loop under XLA.
-        num_steps = pgd.MAX_UNROLLED_STEPS_UNDER_XLA + 5
+        # More steps than core.MAX_UNROLLED_STEPS_UNDER_XLA: a loop under XLA.
+        num_steps = core.MAX_UNROLLED_STEPS_UNDER_XLA + 5
         images, labels = _images(), _labels()
         attack = lambda x, y: _run(images=x, labels=y, num_steps=num_steps)
         compiled = tf.function(attack, jit_compile=True)(images, labels).numpy()
@@ -791,23 +792,3 @@ class ErrorTest(parameterized.TestCase):
             _run(lambda x: tf.reshape(x, [SHAPE[0], -1])[:, :2], loss="dlr")
         with self.assertRaisesRegex(ValueError, r"`num_steps` must be an int >= 1"):
             apgd.checkpoints(0)
-
-
-def test_run_attack_dispatches_apgd():
-    import numpy as np
-    import tensorflow as tf
-
-    from oat_tf import config as config_lib
-    from oat_tf.attacks import apgd as apgd_module
-    from oat_tf.attacks import pgd
-
-    rng = np.random.RandomState(0)
-    w = rng.randn(16, 3).astype("float32")
-    logits_fn = lambda x: tf.matmul(tf.reshape(x, [-1, 16]), w)  # noqa: E731
-    images = rng.uniform(size=(4, 4, 4, 1)).astype("float32")
-    labels = np.array([0, 1, 2, 0], "int32")
-    for name, loss in (("apgd_ce", "ce"), ("apgd_dlr", "dlr")):
-        config = config_lib.AttackConfig(name=name, epsilon=0.1, num_steps=10)
-        assert config.describe() == f"APGD-{loss.upper()}-10"
-        expected = apgd_module.apgd(logits_fn, images, labels, epsilon=0.1, num_steps=10, loss=loss, seed=[3, 4])
-        np.testing.assert_array_equal(pgd.run_attack(config, logits_fn, images, labels, seed=[3, 4]), expected)

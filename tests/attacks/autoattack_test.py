@@ -7,10 +7,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from oat_tf import config as config_lib
 from oat_tf.attacks import apgd
 from oat_tf.attacks import autoattack
-from oat_tf.attacks import pgd
 from tests import testing
 
 NUM_CLASSES = 10
@@ -212,16 +210,3 @@ class SequenceTest(parameterized.TestCase):
         # Not vacuous: something robust, something broken.
         self.assertGreater(first.sum(), 0)
         self.assertLess(second.sum(), 25)
-
-    def test_run_attack_dispatches_the_new_attacks(self):
-        logits_fn = _linear_logits_fn(seed=11)
-        images = testing.images_with_extremes(SHAPE, 12)
-        labels = _predicted(logits_fn, images)
-        attack = config_lib.AttackConfig(name="apgd_t", epsilon=0.05, num_steps=5, num_target_classes=2)
-        direct = apgd.apgd_targeted(
-            logits_fn, images, labels, epsilon=0.05, num_steps=5, num_target_classes=2, seed=[1, 2]
-        )
-        dispatched = pgd.run_attack(attack, logits_fn, images, labels, seed=[1, 2])
-        np.testing.assert_array_equal(direct.numpy(), dispatched.numpy())
-        with self.assertRaisesRegex(ValueError, "target_labels"):
-            pgd.run_attack(attack, logits_fn, images, labels, seed=[1, 2], target_labels=labels)

@@ -606,7 +606,7 @@ class CompileTest(parameterized.TestCase):
         self.assertEqual(empty.shape, (0,) + IMAGE_SHAPE)
 
     def test_xla_matches_eager(self):
-        # Under XLA the 2 steps are unrolled (pgd.repeat), the 2 runs (clean
+        # Under XLA the 2 steps are unrolled (core.repeat), the 2 runs (clean
         # and random start) are a loop. Short: XLA compiles for seconds.
         images, labels = self.problem[:2]
         seed = tf.constant([7, 8], tf.int64)

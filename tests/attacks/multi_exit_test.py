@@ -7,9 +7,10 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from oat_tf import config as config_lib
+from oat_tf.attacks import core
 from oat_tf.attacks import multi_exit
 from oat_tf.attacks import pgd
-from oat_tf.evaluation import early_exit
+from oat_tf.models import exit_rule
 from tests import testing
 
 EPS = 0.1
@@ -174,7 +175,7 @@ class FormTest(parameterized.TestCase):
         images, labels, heads = _images(), _labels(), _linear_heads()
         seed = [7, 8]
         x_adv = _attack("average", _linear_logits_fn(heads), images, labels, seed=seed).numpy()
-        start = pgd.linf_random_start(tf.constant(images), EPS, seed).numpy()
+        start = core.linf_random_start(tf.constant(images), EPS, seed).numpy()
         uniform = np.full((SHAPE[0], len(NAMES)), 1.0 / len(NAMES))
         expected = _np_sign_ascent(
             images, start, lambda x: _np_weighted_grad(x, heads, labels, uniform),
@@ -188,7 +189,7 @@ class FormTest(parameterized.TestCase):
         seed = [9, 10]
         x_adv = _attack("random", _linear_logits_fn(heads), images, labels, seed=seed).numpy()
         weights = multi_exit.random_exit_weights(SHAPE[0], len(NAMES), seed).numpy()
-        start = pgd.linf_random_start(tf.constant(images), EPS, _fold(seed, 1)).numpy()
+        start = core.linf_random_start(tf.constant(images), EPS, _fold(seed, 1)).numpy()
         expected = _np_sign_ascent(
             images, start,
             lambda x: _np_weighted_grad(x, heads, labels, weights.astype(np.float64)),
@@ -217,7 +218,7 @@ class FormTest(parameterized.TestCase):
             _attack(
                 "average", logits_fn, images, labels, attack=PGD, seed=tuple(s.numpy())
             ).numpy()
-            for s in pgd.restart_seeds([13, 14], 3)
+            for s in core.restart_seeds([13, 14], 3)
         ]
         attack = config_lib.AttackConfig(
             name="pgd", epsilon=EPS, step_size=EPS / 3, num_steps=4, num_restarts=3
@@ -418,7 +419,7 @@ class DelayExitTest(parameterized.TestCase):
     def _side_entropy(self, logits_fn, x):
         logits = logits_fn(tf.constant(x))
         return np.stack(
-            [early_exit.entropy(logits[name]).numpy() for name in NAMES[:-1]], 1
+            [exit_rule.entropy(logits[name]).numpy() for name in NAMES[:-1]], 1
         ).mean(1)
 
     @parameterized.parameters("pgd", "fgsm")
@@ -454,7 +455,7 @@ class DelayExitTest(parameterized.TestCase):
         def objective(x):
             flat = x.reshape(len(x), -1).astype(np.float64)
             return np.mean(
-                [early_exit.entropy_numpy(flat @ w + b) for w, b in heads[:2]], axis=0
+                [exit_rule.entropy_numpy(flat @ w + b) for w, b in heads[:2]], axis=0
             )
 
         flat = images.reshape(len(images), -1).astype(np.float64)

@@ -7,7 +7,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from oat_tf import config as config_lib
+from oat_tf.attacks import core
 from oat_tf.attacks import pgd
+from oat_tf.attacks import registry
 from tests import testing
 
 EPS = 8.0 / 255.0
@@ -169,7 +171,7 @@ class BoundsTest(parameterized.TestCase):
         np.testing.assert_allclose(noise[interior].std(), EPS / np.sqrt(3), rtol=0.2)
         self.assertLessEqual(np.abs(noise).max(), EPS + 1e-6)
         np.testing.assert_array_equal(
-            x_start, pgd.linf_random_start(tf.constant(images), EPS, [5, 6]).numpy()
+            x_start, core.linf_random_start(tf.constant(images), EPS, [5, 6]).numpy()
         )
 
 
@@ -218,7 +220,7 @@ class ClosedFormTest(parameterized.TestCase):
     def test_pgd_with_random_start_matches_numpy_from_same_start(self):
         images, labels = _images(), _labels()
         w, b = _linear_params()
-        start = pgd.linf_random_start(tf.constant(images), EPS, [8, 9]).numpy()
+        start = core.linf_random_start(tf.constant(images), EPS, [8, 9]).numpy()
         x_adv = pgd.pgd_linf(
             _linear_logits_fn(w, b), images, labels, epsilon=EPS, step_size=EPS / 4,
             num_steps=3, seed=[8, 9],
@@ -341,7 +343,7 @@ class ObjectiveTest(parameterized.TestCase):
         self.assertGreater(np.abs(singles[0] - singles[1]).max(), 0.0)
         self.assertGreater(len(set(single_losses.argmax(axis=0))), 1)
         np.testing.assert_array_equal(
-            pgd.restart_seeds(seed, 3).numpy(), np.stack([s.numpy() for s in seeds])
+            core.restart_seeds(seed, 3).numpy(), np.stack([s.numpy() for s in seeds])
         )
 
     def test_restarts_without_random_start_run_once(self):
@@ -508,70 +510,18 @@ class CompileTest(parameterized.TestCase):
         def replica_fn(x, y):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             seed = tf.stack([tf.constant(7), replica])
-            return pgd.run_attack(config, logits_fn, x, y, seed=seed)
+            return registry.run_attack(config, logits_fn, x, y, seed=seed)
 
         x, y = strategy.experimental_distribute_values_from_function(shard)
         result = tf.function(lambda x, y: strategy.run(replica_fn, args=(x, y)))(x, y)
         parts = strategy.experimental_local_results(result)
 
         for i, part in enumerate(parts):
-            expected = pgd.run_attack(
+            expected = registry.run_attack(
                 config, logits_fn, images[i * half:(i + 1) * half],
                 labels[i * half:(i + 1) * half], seed=[7, i],
             )
             np.testing.assert_allclose(part.numpy(), expected.numpy(), rtol=0, atol=1e-6)
-
-
-class RunAttackTest(parameterized.TestCase):
-    def test_dispatch(self):
-        images, labels, logits_fn = _images(), _labels(), _mlp_logits_fn()
-        seed = [31, 32]
-        results = {}
-        for name, direct in (
-            ("pgd", lambda: pgd.pgd_linf(
-                logits_fn, images, labels, epsilon=EPS, step_size=EPS / 5,
-                num_steps=3, num_restarts=2, seed=seed)),
-            ("fgsm", lambda: pgd.fgsm(logits_fn, images, labels, epsilon=EPS)),
-            ("mi_fgsm", lambda: pgd.mi_fgsm(
-                logits_fn, images, labels, epsilon=EPS, num_steps=3, decay=0.5,
-                step_size=EPS / 5)),
-        ):
-            config = config_lib.AttackConfig(
-                name=name, epsilon=EPS, step_size=EPS / 5, num_steps=3,
-                num_restarts=2, decay=0.5,
-            )
-            results[name] = pgd.run_attack(
-                config, logits_fn, images, labels, seed=seed
-            ).numpy()
-            np.testing.assert_array_equal(results[name], direct().numpy())
-        # Not vacuous: the three attacks give different images.
-        self.assertGreater(np.abs(results["pgd"] - results["fgsm"]).max(), 0)
-        self.assertGreater(np.abs(results["pgd"] - results["mi_fgsm"]).max(), 0)
-
-    def test_mi_fgsm_zero_step_size_means_epsilon_over_steps(self):
-        images, labels, logits_fn = _images(), _labels(), _mlp_logits_fn()
-        config = config_lib.AttackConfig(name="mi_fgsm", epsilon=EPS, step_size=0.0, num_steps=4)
-        np.testing.assert_array_equal(
-            pgd.run_attack(config, logits_fn, images, labels).numpy(),
-            pgd.mi_fgsm(logits_fn, images, labels, epsilon=EPS, num_steps=4,
-                        step_size=EPS / 4).numpy(),
-        )
-
-    def test_targeted_config(self):
-        images, labels = _images(), _labels()
-        w, b = _linear_params()
-        targets = (labels + 2) % NUM_CLASSES
-        config = config_lib.AttackConfig(name="fgsm", epsilon=EPS, targeted=True)
-        x_adv = pgd.run_attack(
-            config, _linear_logits_fn(w, b), images, labels, target_labels=targets
-        ).numpy()
-        self.assertTrue(np.all(_np_ce(x_adv, w, b, targets) < _np_ce(images, w, b, targets)))
-        with self.assertRaisesRegex(ValueError, "`target_labels` must be given"):
-            pgd.run_attack(config, _linear_logits_fn(w, b), images, labels)
-
-    def test_rejects_non_config(self):
-        with self.assertRaisesRegex(ValueError, "`config` must be an AttackConfig"):
-            pgd.run_attack({"name": "pgd"}, _mlp_logits_fn(), _images(), _labels())
 
 
 class ErrorTest(parameterized.TestCase):

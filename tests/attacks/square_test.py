@@ -593,22 +593,3 @@ class ErrorTest(parameterized.TestCase):
             square.square_linf(
                 lambda x: logits_fn(x)[:, :1], _images(), _labels(), **kwargs
             )
-
-
-def test_run_attack_dispatches_square():
-    import numpy as np
-    import tensorflow as tf
-
-    from oat_tf import config as config_lib
-    from oat_tf.attacks import pgd
-    from oat_tf.attacks import square
-
-    rng = np.random.RandomState(0)
-    w = rng.randn(16, 3).astype("float32")
-    logits_fn = lambda x: tf.matmul(tf.reshape(x, [-1, 16]), w)  # noqa: E731
-    images = rng.uniform(size=(4, 4, 4, 1)).astype("float32")
-    labels = np.array([0, 1, 2, 0], "int32")
-    config = config_lib.AttackConfig(name="square", epsilon=0.1, num_queries=20)
-    assert config.describe() == "Square-20"
-    expected = square.square_linf(logits_fn, images, labels, epsilon=0.1, num_queries=20, seed=[1, 2])
-    np.testing.assert_array_equal(pgd.run_attack(config, logits_fn, images, labels, seed=[1, 2]), expected)

@@ -9,9 +9,9 @@ import tensorflow_datasets as tfds
 
 from oat_tf.config import DataConfig
 from oat_tf.data import datasets
+from tests import testing
 
-_REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-_SHARED_MNIST = os.path.join(_REPO, "..", "shared", "data", "mnist.npz")
+_SHARED_MNIST = os.path.join(testing.SHARED_DATA_DIR, "mnist.npz")
 
 
 # === Helpers ===

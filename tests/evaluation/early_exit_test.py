@@ -1,12 +1,12 @@
-"""Tests for oat_tf.evaluation.early_exit: entropy, the exit rule against
-numpy, threshold calibration (equal usage with the middle bonus, FLOPs
-budget, ties) and the usage/cost summaries."""
+"""Tests for oat_tf.evaluation.early_exit: threshold calibration (equal usage
+with the middle bonus, FLOPs budget, ties) and the usage/cost summaries."""
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
 from oat_tf.evaluation import early_exit
+from oat_tf.models import exit_rule
 
 NUM_CLASSES = 10
 
@@ -24,139 +24,13 @@ def _logits(num_outputs, n=200, seed=0, scale=3.0):
     ]
 
 
-def _np_exit_rule(logits_list, thresholds):
-    """The exit rule, a sample at a time: first side exit with H < t, else M."""
-    num_side = len(logits_list) - 1
-    entropies = np.stack([early_exit.entropy_numpy(l) for l in logits_list[:-1]], 1)
-    exits = []
-    for row in entropies:
-        exit_index = num_side
-        for i in range(num_side):
-            if row[i] < thresholds[i]:
-                exit_index = i
-                break
-        exits.append(exit_index)
-    return np.array(exits, np.int32)
-
-
 def _tf_entropies(logits_list):
-    return np.stack([early_exit.entropy(l).numpy() for l in logits_list], 1)
+    return np.stack([exit_rule.entropy(l).numpy() for l in logits_list], 1)
 
 
 def _target_counts(n, fractions):
     cumulative = np.floor(n * np.cumsum(fractions) + 0.5)
     return np.diff(np.concatenate([[0], cumulative]))
-
-
-# === Entropy ===
-
-
-class EntropyTest(parameterized.TestCase):
-    def test_matches_numpy(self):
-        logits = _logits(1, n=64)[0]
-        np.testing.assert_allclose(
-            early_exit.entropy(logits).numpy(), early_exit.entropy_numpy(logits),
-            rtol=1e-5, atol=1e-6,
-        )
-
-    def test_extremes(self):
-        logits = np.zeros((3, NUM_CLASSES), np.float32)
-        logits[1, 3] = 1e4  # One-hot: entropy 0, not NaN.
-        logits[2] = -1e4
-        logits[2, 0] = 1e4
-        values = early_exit.entropy(logits).numpy()
-        self.assertEqual(values.dtype, np.float32)
-        np.testing.assert_allclose(values, [np.log(NUM_CLASSES), 0.0, 0.0], atol=1e-6)
-        self.assertTrue(np.all(np.isfinite(early_exit.entropy_numpy(logits))))
-
-    def test_epsilon_effect_is_tiny(self):
-        logits = _logits(1, n=64, scale=10.0)[0].astype(np.float64)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        exact = -(probs * np.log(np.maximum(probs, 1e-300))).sum(1)
-        difference = exact - early_exit.entropy_numpy(logits)
-        self.assertGreaterEqual(difference.min(), 0.0)
-        self.assertLessEqual(difference.max(), NUM_CLASSES * early_exit.ENTROPY_EPSILON)
-
-    def test_rejects_bad_logits(self):
-        with self.assertRaisesRegex(ValueError, "`logits`"):
-            early_exit.entropy(np.zeros((3,), np.float32))
-        with self.assertRaisesRegex(ValueError, "`logits`"):
-            early_exit.entropy(np.zeros((3, 2), np.int32))
-
-
-# === Exit rule ===
-
-
-class SelectExitsTest(parameterized.TestCase):
-    @parameterized.parameters(
-        (3, "random"), (3, "all_early"), (3, "all_final"), (7, "random"), (2, "random")
-    )
-    def test_matches_numpy_rule(self, num_outputs, kind):
-        logits_list = _logits(num_outputs, seed=num_outputs)
-        num_side = num_outputs - 1
-        rng = np.random.default_rng(1)
-        thresholds = {
-            "random": rng.uniform(0.2, 1.8, size=num_side),
-            "all_early": np.full(num_side, 10.0),
-            "all_final": np.full(num_side, -1.0),
-        }[kind].astype(np.float32)
-        exit_index, chosen = early_exit.select_exits(logits_list, thresholds)
-        expected = _np_exit_rule(logits_list, thresholds)
-        self.assertEqual(exit_index.dtype, tf.int32)
-        np.testing.assert_array_equal(exit_index.numpy(), expected)
-        stacked = np.stack(logits_list, 1)
-        np.testing.assert_array_equal(chosen.numpy(), stacked[np.arange(len(expected)), expected])
-        if kind == "random":
-            self.assertGreater(len(set(expected.tolist())), 1)
-        elif kind == "all_early":
-            self.assertTrue(np.all(expected == 0))
-        else:
-            self.assertTrue(np.all(expected == num_side))
-        np.testing.assert_array_equal(
-            early_exit.assign_exits(_tf_entropies(logits_list[:-1]), thresholds), expected
-        )
-
-    def test_strict_comparison(self):
-        logits_list = _logits(3, n=20)
-        entropies = _tf_entropies(logits_list[:-1])
-        # A threshold equal to a sample's entropy does not let it out.
-        thresholds = np.array([entropies[0, 0], -1.0], np.float32)
-        exit_index, _ = early_exit.select_exits(logits_list, thresholds)
-        self.assertEqual(int(exit_index[0]), 2)
-
-    def test_tf_function_with_unknown_batch_and_threshold_input(self):
-        logits_list = _logits(3, n=30)
-        fn = tf.function(
-            early_exit.select_exits,
-            input_signature=[
-                [tf.TensorSpec([None, NUM_CLASSES], tf.float32)] * 3,
-                tf.TensorSpec([2], tf.float32),
-            ],
-            autograph=False,
-        )
-        thresholds = np.array([0.8, 1.2], np.float32)
-        exit_index, chosen = fn(logits_list, thresholds)
-        eager_index, eager_chosen = early_exit.select_exits(logits_list, thresholds)
-        np.testing.assert_array_equal(exit_index.numpy(), eager_index.numpy())
-        np.testing.assert_array_equal(chosen.numpy(), eager_chosen.numpy())
-        empty = [np.zeros((0, NUM_CLASSES), np.float32)] * 3
-        self.assertEqual(fn(empty, thresholds)[0].shape, (0,))
-
-    def test_final_only(self):
-        logits = _logits(1, n=5)
-        exit_index, chosen = early_exit.select_exits(logits, [])
-        np.testing.assert_array_equal(exit_index.numpy(), np.zeros(5))
-        np.testing.assert_array_equal(chosen.numpy(), logits[0])
-
-    def test_rejects(self):
-        logits_list = _logits(3, n=4)
-        with self.assertRaisesRegex(ValueError, "`thresholds`"):
-            early_exit.select_exits(logits_list, [0.5])
-        with self.assertRaisesRegex(ValueError, "`logits_list`"):
-            early_exit.select_exits({"exit_1": logits_list[0]}, [])
-        with self.assertRaisesRegex(ValueError, "`logits_list`"):
-            early_exit.select_exits([], [])
 
 
 # === Calibration ===
@@ -173,7 +47,7 @@ class CalibrateTest(parameterized.TestCase):
         self.assertEqual(thresholds.shape, (num_side,))
         self.assertEqual(thresholds.dtype, np.float32)
         # Through the TF exit rule on the same logits.
-        exit_index, _ = early_exit.select_exits(logits_list, thresholds)
+        exit_index, _ = exit_rule.select_exits(logits_list, thresholds)
         counts = np.bincount(exit_index.numpy(), minlength=num_side + 1)
         fractions = early_exit.equal_usage_fractions(num_side, bonus)
         self.assertLessEqual(np.abs(counts - n * fractions).max(), 1.0)
@@ -193,7 +67,7 @@ class CalibrateTest(parameterized.TestCase):
         entropies = _tf_entropies(_logits(3, n=1000)[:-1])
         thresholds = early_exit.calibrate_thresholds(entropies)
         usage = early_exit.exit_distribution(
-            early_exit.assign_exits(entropies, thresholds), 3
+            exit_rule.assign_exits(entropies, thresholds), 3
         )
         self.assertGreater(usage[1], usage[0])
         self.assertGreater(usage[1], usage[2])
@@ -206,7 +80,7 @@ class CalibrateTest(parameterized.TestCase):
         entropies[50:, 0] = np.linspace(1.0, 2.0, 50)
         entropies[:, 1] = np.concatenate([np.linspace(0.0, 0.1, 50), np.linspace(0.5, 1.5, 50)])
         thresholds = early_exit.calibrate_thresholds(entropies, middle_bonus=0.0)
-        exits = early_exit.assign_exits(entropies, thresholds)
+        exits = exit_rule.assign_exits(entropies, thresholds)
         np.testing.assert_array_equal(np.bincount(exits, minlength=3), [33, 34, 33])
         # 34 of the 67 remaining: the threshold sits between the 34th and 35th.
         remaining = np.sort(entropies[exits != 0, 1])
@@ -234,7 +108,7 @@ class CalibrateTest(parameterized.TestCase):
     def test_all_equal_entropies(self):
         entropies = np.full((9, 2), 0.3, np.float32)
         thresholds = early_exit.calibrate_thresholds(entropies, middle_bonus=0.0)
-        exits = early_exit.assign_exits(entropies, thresholds)
+        exits = exit_rule.assign_exits(entropies, thresholds)
         self.assertTrue(np.all(np.isfinite(thresholds)))
         self.assertEqual(len(exits), 9)
 
@@ -247,7 +121,7 @@ class CalibrateTest(parameterized.TestCase):
         thresholds = early_exit.calibrate_thresholds(
             entropies, exit_costs=costs, target="flops_budget", budget=budget
         )
-        exit_index, _ = early_exit.select_exits(logits_list, thresholds)
+        exit_index, _ = exit_rule.select_exits(logits_list, thresholds)
         cost = early_exit.average_cost(exit_index, costs)
         self.assertLessEqual(cost, budget + 1e-9)
         # As close as one sample moving one exit later allows.
@@ -257,11 +131,11 @@ class CalibrateTest(parameterized.TestCase):
         costs = np.array([1.0, 2.0, 3.0])
         entropies = _tf_entropies(_logits(3, n=640, seed=5)[:-1])
         equal = early_exit.calibrate_thresholds(entropies, exit_costs=costs)
-        equal_cost = early_exit.average_cost(early_exit.assign_exits(entropies, equal), costs)
+        equal_cost = early_exit.average_cost(exit_rule.assign_exits(entropies, equal), costs)
         budgeted = early_exit.calibrate_thresholds(
             entropies, exit_costs=costs, target="flops_budget", budget=equal_cost
         )
-        usage = early_exit.exit_distribution(early_exit.assign_exits(entropies, budgeted), 3)
+        usage = early_exit.exit_distribution(exit_rule.assign_exits(entropies, budgeted), 3)
         np.testing.assert_allclose(usage, early_exit.equal_usage_fractions(2), atol=2 / 640)
 
     @parameterized.named_parameters(

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from oat_tf import config as config_lib
-from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.evaluation import multi_exit_report
+from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
 from oat_tf.models import rdi_small_cnn
 
@@ -46,7 +46,7 @@ def _outputs(model, images, lam):
 
 def _thresholds_for_mixed_exits(outputs):
     # Medians of each side exit's entropy: some samples leave at every output.
-    entropies = np.stack([early_exit.entropy_numpy(outputs[n]) for n in NAMES[:-1]], axis=1)
+    entropies = np.stack([exit_rule.entropy_numpy(outputs[n]) for n in NAMES[:-1]], axis=1)
     return np.median(entropies, axis=0).astype(np.float32), entropies
 
 

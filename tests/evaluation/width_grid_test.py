@@ -102,3 +102,21 @@ def test_report_writes_json_markdown_and_plot(evaluated, tmp_path):
     assert len(figure.axes[0].lines) == 2 * 3  # SA and RA per width.
     assert len(figure.axes[1].lines) == 3
     assert os.path.basename(paths["plot"]) == "eval_widths.png"
+
+
+def test_table_shows_the_worst_case_over_several_attacks(evaluated):
+    _, _, grid = evaluated
+    grid = json.loads(json.dumps(grid))
+    second = "Square-10"
+    for result in grid["per_width"].values():
+        result["robust_accuracy"][second] = {k: 1.0 for k in result["clean_accuracy"]}
+        # A worst case that is neither attack's own RA, so the table cannot take it from one.
+        result["worst_case_accuracy"] = {k: 0.125 for k in result["clean_accuracy"]}
+    table = width_grid.format_width_table(grid)
+    lines = table.strip().split("\n")
+    assert "worst-case RA α=1.0 (%)" in lines[0] and "RA " + ATTACK.describe() not in lines[0]
+    assert lines[-1] == f"Worst-case RA: per sample, the worst over {ATTACK.describe()}, {second}."
+    cells = lines[2].strip("| ").split(" | ")
+    assert float(cells[2]) == pytest.approx(12.5)
+    named = width_grid.format_width_table(grid, attack=second)
+    assert float(named.strip().split("\n")[2].strip("| ").split(" | ")[2]) == pytest.approx(100.0)

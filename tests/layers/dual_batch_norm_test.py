@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from oat_tf.layers import dual_batch_norm
+from oat_tf.layers import switchable_batch_norm
 from tests import testing
 
 EPS = 1e-5
@@ -178,7 +179,7 @@ def test_config_round_trip_and_errors():
         dual_batch_norm.DualBatchNormalization(epsilon=0.0)
 
 
-def test_switched_off_group_is_normalised_but_keeps_its_moving_statistics():
+def test_guarded_group_is_normalised_but_keeps_its_moving_statistics():
     x = _inputs(n=6)
     clean = np.array([True, True, False, False, False, False])
     reference = dual_batch_norm.DualBatchNormalization()
@@ -189,7 +190,7 @@ def test_switched_off_group_is_normalised_but_keeps_its_moving_statistics():
     adversarial_before = (layer.moving_mean.numpy()[1].copy(), layer.moving_variance.numpy()[1].copy())
 
     expected = reference(x, clean, training=True).numpy()
-    with dual_batch_norm.moving_statistics_updates(adversarial=False):
+    with dual_batch_norm.unchanged_moving_statistics([layer], dual_batch_norm.ADVERSARIAL):
         out = layer(x, clean, training=True).numpy()
     # Outputs still use each group's batch moments.
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
@@ -197,6 +198,50 @@ def test_switched_off_group_is_normalised_but_keeps_its_moving_statistics():
     np.testing.assert_allclose(layer.moving_mean.numpy()[0], reference.moving_mean.numpy()[0], rtol=1e-6)
     np.testing.assert_array_equal(layer.moving_mean.numpy()[1], adversarial_before[0])
     np.testing.assert_array_equal(layer.moving_variance.numpy()[1], adversarial_before[1])
-    # Leaving the context restores the updates.
+    # Outside the block the updates are back.
     layer(x, clean, training=True)
     assert np.all(layer.moving_mean.numpy()[1] != adversarial_before[0])
+
+
+def test_guard_holds_inside_tf_function_and_for_the_clean_group():
+    x = _inputs(n=6)
+    clean = np.array([True, True, False, False, False, False])
+    layer = dual_batch_norm.DualBatchNormalization()
+    layer.build(x.shape, clean.shape)
+    _randomise_parameters(layer)
+    before = layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()
+
+    @tf.function
+    def guarded_pass(x, clean):
+        with dual_batch_norm.unchanged_moving_statistics([layer], dual_batch_norm.CLEAN):
+            return layer(x, clean, training=True)
+
+    guarded_pass(x, clean)
+    np.testing.assert_array_equal(layer.moving_mean.numpy()[0], before[0][0])
+    np.testing.assert_array_equal(layer.moving_variance.numpy()[0], before[1][0])
+    assert np.all(layer.moving_mean.numpy()[1] != before[0][1])
+    with pytest.raises(ValueError, match="`group` must be CLEAN"):
+        with dual_batch_norm.unchanged_moving_statistics([layer], 2):
+            pass
+
+
+def test_update_statistics_false_normalises_without_updating():
+    x = _inputs(n=6)
+    clean = np.array([True, False, True, False, False, False])
+    reference = dual_batch_norm.DualBatchNormalization()
+    layer = dual_batch_norm.DualBatchNormalization()
+    for l in (reference, layer):
+        l.build(x.shape, clean.shape)
+        _randomise_parameters(l)
+    before = layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()
+    out = layer(x, clean, training=True, update_statistics=False).numpy()
+    np.testing.assert_allclose(out, reference(x, clean, training=True).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), before[0])
+    np.testing.assert_array_equal(layer.moving_variance.numpy(), before[1])
+
+
+def test_layers_of_finds_nested_dual_norms():
+    switchable = switchable_batch_norm.SwitchableDualBatchNormalization(widths=(0.5, 1.0))
+    switchable.build((None, 4, 4, 8), (None,))
+    found = dual_batch_norm.layers_of(switchable)
+    assert len(found) == 2 and all(isinstance(l, dual_batch_norm.DualBatchNormalization) for l in found)

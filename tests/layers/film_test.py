@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from tests import testing
 
@@ -68,3 +70,44 @@ def test_config_round_trip_and_errors():
         film.FiLM(hidden_multiplier=0)
     with pytest.raises(ValueError, match="last dimension"):
         film.FiLM().build((2, 3, None), (2, 4))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_scale_shift_equals_dual_bn_then_film(training):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(6, 5, 5, 4)).astype(np.float32) * 2.0 + 0.5)
+    clean = tf.constant([True, False, False, True, False, False])
+    code = tf.constant(rng.normal(size=(6, 8)).astype(np.float32))
+    separate_bn = dual_batch_norm.DualBatchNormalization()
+    fused_bn = dual_batch_norm.DualBatchNormalization(return_scale_shift=True)
+    separate_film, fused_film = film.FiLM(), film.FiLM()
+    separate_bn.build(x.shape, clean.shape)
+    fused_bn.build(x.shape, clean.shape)
+    separate_film.build(x.shape, code.shape)
+    fused_film.build(x.shape, code.shape)
+    for variable in separate_bn.weights + separate_film.weights:
+        variable.assign(rng.uniform(0.5, 1.5, size=variable.shape).astype(np.float32))
+    fused_bn.set_weights(separate_bn.get_weights())
+    fused_film.set_weights(separate_film.get_weights())
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        expected = separate_film(separate_bn(x, clean, training=training), code)
+        features, scale, shift = fused_bn(x, clean, training=training)
+        got = fused_film((features, scale, shift), code)
+    assert scale.shape == (6, 4) and shift.shape == (6, 4)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(got, x).numpy(), tape.gradient(expected, x).numpy(), rtol=1e-4, atol=1e-5
+    )
+    for fused_var, separate_var in zip(fused_film.trainable_weights, separate_film.trainable_weights):
+        np.testing.assert_allclose(
+            tape.gradient(got, fused_var).numpy(), tape.gradient(expected, separate_var).numpy(),
+            rtol=1e-4, atol=1e-4,
+        )
+    # Both updated the same moving statistics.
+    np.testing.assert_allclose(fused_bn.moving_mean.numpy(), separate_bn.moving_mean.numpy(), rtol=1e-6)
+    # The fused pair still computes its output shape as one layer would.
+    assert fused_film.compute_output_shape(
+        fused_bn.compute_output_shape(x.shape, clean.shape), code.shape
+    ) == x.shape

@@ -3,11 +3,15 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.layers import lambda_encoding
 from oat_tf.models import conditioning
+from oat_tf.models import resnet
+from oat_tf.models import small_cnn
 
 
 def _layers_after_normalization(variant, film_name="film"):
@@ -133,3 +137,52 @@ def test_encoder_config_refuses_a_bad_film_hidden_multiplier(multiplier):
 
     with pytest.raises(ValueError, match=r"`film_hidden_multiplier` must be a positive int"):
         config_lib.EncoderConfig(film_hidden_multiplier=multiplier)
+
+
+def test_fused_normalization_is_recorded_only_when_on_and_refuses_non_bools():
+    assert conditioning.FUSED_NORMALIZATION_KEY not in conditioning.encoder_kwargs(config_lib.EncoderConfig())
+    on = conditioning.encoder_kwargs(config_lib.EncoderConfig(fused_normalization=True))
+    assert on[conditioning.FUSED_NORMALIZATION_KEY] is True
+    assert conditioning.FUSED_NORMALIZATION_KEY not in conditioning.lambda_encoder_kwargs(on)
+    assert conditioning.fused_normalization(on) and not conditioning.fused_normalization(None)
+    with pytest.raises(ValueError, match="`fused_normalization` must be a bool"):
+        conditioning.encoder_kwargs({"fused_normalization": 1})
+    with pytest.raises(ValueError, match="`fused_normalization` must be a bool"):
+        config_lib.EncoderConfig(fused_normalization="yes")
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "resnet"])
+def test_fused_network_computes_the_unfused_function_with_the_same_weights(architecture):
+    def build(fused):
+        keras.utils.set_random_seed(0)
+        encoder = {"lambda_values": [0.0, 0.5, 1.0], "dim": 8, "fused_normalization": fused}
+        if architecture == "small_cnn":
+            return small_cnn.SmallCNN(
+                num_classes=3, image_shape=(16, 16, 1), variant="oat", encoder=encoder,
+                filters=(4, 8), hidden_units=8, dropout=0.0,
+            )
+        return resnet.ResNet(depth=10, num_classes=3, image_shape=(16, 16, 3), variant="oat", encoder=encoder)
+
+    unfused, fused = build(False), build(True)
+    assert [w.path for w in unfused.weights] == [w.path for w in fused.weights]
+    fused.set_weights(unfused.get_weights())
+    # The fused graph hands scale and shift over: some dual BN returns three tensors.
+    assert any(
+        isinstance(layer, dual_batch_norm.DualBatchNormalization) and layer.return_scale_shift
+        for layer in fused.layers
+    )
+    rng = np.random.default_rng(1)
+    shape = (16, 16, 1) if architecture == "small_cnn" else (16, 16, 3)
+    images = rng.uniform(size=(6,) + shape).astype(np.float32)
+    inputs = {"image": images, "lambda": np.array([0.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)}
+    for training in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            expected = unfused(inputs, training=training)
+            got = fused(inputs, training=training)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+        for g_fused, g_unfused in zip(
+            tape.gradient(got, fused.trainable_weights), tape.gradient(expected, unfused.trainable_weights)
+        ):
+            np.testing.assert_allclose(g_fused.numpy(), g_unfused.numpy(), rtol=1e-3, atol=1e-4)
+    for a, b in zip(fused.non_trainable_weights, unfused.non_trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -86,15 +86,6 @@ def test_resnet34_macs_and_film_overhead():
     assert oat["macs"] - plain["macs"] == oat["film_macs"]  # dual BN costs as BN
 
 
-def test_markdown_table():
-    table = flops.flops_table(["small_cnn:16"], ["plain", "oat"])
-    lines = table.strip().splitlines()
-    assert lines[0].startswith("| model | variant | input |")
-    assert len(lines) == 4
-    assert lines[2].startswith("| small_cnn | plain | 16×16×1 | 1.0 |")
-    assert lines[3].startswith("| small_cnn | oat |") and lines[3].endswith("% |")
-
-
 @pytest.mark.parametrize("variant", ["oats", "ats"])
 def test_each_width_counts_as_the_small_cnn_of_its_channels(variant):
     network = model_testing.tiny_slimmable_model("small_cnn", variant)
@@ -131,11 +122,3 @@ def test_resnet34_oats_overhead_against_pgd_ats_per_width():
         overhead = (oats[width]["macs"] - ats[width]["macs"]) / ats[width]["macs"]
         assert 0.005 < overhead < 0.03, (width, overhead)
         assert oats[width]["macs"] - ats[width]["macs"] == oats[width]["film_macs"]
-
-
-def test_markdown_table_rows_per_width():
-    table = flops.flops_table(["small_cnn:16", "wrn16_8"], ["ats", "oats"], widths=(0.5, 1.0))
-    lines = table.strip().splitlines()
-    assert len(lines) == 2 + 4  # wrn16_8 has no slimmable network: no rows
-    assert lines[2].startswith("| small_cnn | ats | 16×16×1 | 1.0 |") and lines[2].endswith("+0.00% |")
-    assert lines[5].startswith("| small_cnn | oats | 16×16×1 | 0.5 |")

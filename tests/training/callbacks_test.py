@@ -8,7 +8,7 @@ import tensorflow as tf
 from oat_tf import config as config_lib
 from oat_tf import evaluation
 from oat_tf.training import callbacks
-from tests.training import oat_model_test
+from tests.training import adversarial_trainer_test
 
 
 def _scalars(log_dir):
@@ -22,9 +22,9 @@ def _scalars(log_dir):
 
 
 def test_lambda_grid_evaluation_logs_every_k_epochs(tmp_path):
-    images, labels = oat_model_test._data(16)
-    network = oat_model_test._network()
-    trainer = oat_model_test._trainer(network)
+    images, labels = adversarial_trainer_test._data(16)
+    network = adversarial_trainer_test._network()
+    trainer = adversarial_trainer_test._trainer(network)
     validation = tf.data.Dataset.from_tensor_slices((images[:8], labels[:8])).batch(8)
     attack = config_lib.AttackConfig(epsilon=0.1, step_size=0.05, num_steps=2)
     callback = callbacks.LambdaGridEvaluation(

@@ -11,6 +11,7 @@ from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
+from oat_tf.models import exit_rule
 from oat_tf.training import experiment
 from oat_tf.training import multi_exit_experiment
 
@@ -54,8 +55,8 @@ def test_thresholds_are_calibrated_on_the_validation_split(rdi_run):
     # saved thresholds give the recorded usage, close to the target profile.
     images = splits.validation.images.astype(np.float32) / 255.0
     outputs = summary["network"]({"image": images, "lambda": np.ones([len(images)], np.float32)}, training=False)
-    entropies = np.stack([early_exit.entropy_numpy(np.asarray(outputs[n])) for n in ("exit_1", "exit_2")], 1)
-    exits = early_exit.assign_exits(entropies, multi_exit_eval.thresholds_from_json(calibration["thresholds"]))
+    entropies = np.stack([exit_rule.entropy_numpy(np.asarray(outputs[n])) for n in ("exit_1", "exit_2")], 1)
+    exits = exit_rule.assign_exits(entropies, multi_exit_eval.thresholds_from_json(calibration["thresholds"]))
     usage = np.bincount(exits, minlength=3) / len(exits)
     np.testing.assert_allclose(usage, calibration["validation_exit_distribution"], atol=1e-9)
     np.testing.assert_allclose(usage, early_exit.equal_usage_fractions(2, 0.2), atol=2.5 / len(exits))
@@ -83,7 +84,7 @@ def test_adaptive_export_matches_the_evaluation_rule(rdi_run):
     served = serve(image=tf.constant(images), **{_lambda_input(serve): tf.ones([10], tf.float32)})
     outputs = summary["network"]({"image": images, "lambda": np.ones([10], np.float32)}, training=False)
     thresholds = multi_exit_eval.thresholds_from_json(summary["thresholds"])
-    exit_index, chosen = early_exit.select_exits([outputs[n] for n in ("exit_1", "exit_2", "final")], thresholds)
+    exit_index, chosen = exit_rule.select_exits([outputs[n] for n in ("exit_1", "exit_2", "final")], thresholds)
     np.testing.assert_array_equal(served["exit"].numpy(), exit_index.numpy())
     np.testing.assert_allclose(served["logits"].numpy(), chosen.numpy(), rtol=1e-4, atol=1e-4)
 

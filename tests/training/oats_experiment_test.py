@@ -12,7 +12,7 @@ from oat_tf import config as config_lib
 from oat_tf import export
 from oat_tf.models import slimmable_small_cnn
 from oat_tf.training import experiment
-from oat_tf.training import oats_model
+from oat_tf.training import adversarial_trainer
 
 ATTACK = config_lib.AttackConfig(epsilon=0.3, step_size=0.1, num_steps=2)
 
@@ -62,7 +62,7 @@ def test_oats_run_trains_every_width_and_evaluates_the_full_width(uninterrupted)
     summary, root = uninterrupted
     network, trainer = summary["network"], summary["trainer"]
     assert isinstance(network, slimmable_small_cnn.SlimmableSmallCNN)
-    assert isinstance(trainer, oats_model.OATSTrainer)
+    assert isinstance(trainer, adversarial_trainer.OATSTrainer)
     assert int(trainer.optimizer.iterations.numpy()) == 6
     results = summary["results"]
     assert set(results["clean_accuracy"]) == {"0.0", "1.0"}

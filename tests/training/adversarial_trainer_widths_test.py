@@ -10,8 +10,7 @@ from oat_tf import config as config_lib
 from oat_tf.layers import switchable_batch_norm
 from oat_tf.models import slimmable_small_cnn
 from oat_tf.models import small_cnn
-from oat_tf.training import oat_model
-from oat_tf.training import oats_model
+from oat_tf.training import adversarial_trainer
 from oat_tf.training import optimizers
 from tests import testing
 
@@ -49,7 +48,7 @@ def _compile(trainer, lr=0.1, momentum=0.0, l2=0.0, run_eagerly=True):
 
 
 def _oats(network, sampling=ELEMENT_WISE, attack=DETERMINISTIC_ATTACK, **compile_kwargs):
-    trainer = oats_model.OATSTrainer(network, sampling=sampling, attack=attack, seed=3)
+    trainer = adversarial_trainer.OATSTrainer(network, sampling=sampling, attack=attack, seed=3)
     return _compile(trainer, **compile_kwargs)
 
 
@@ -68,7 +67,7 @@ def test_one_step_applies_the_sum_of_the_per_width_oat_steps(variant, sampling):
     deltas = []
     for width in network.widths:
         network.set_weights(initial)
-        trainer = oat_model.OATTrainer(
+        trainer = adversarial_trainer.OATTrainer(
             network.width_model(width), sampling=sampling, attack=DETERMINISTIC_ATTACK, seed=3
         )
         _compile(trainer).train_on_batch(images, labels)
@@ -96,7 +95,7 @@ def test_logged_loss_is_the_sum_of_the_width_losses():
     logs = trainer.train_on_batch(images, labels, return_dict=True)
     widths = (1.0, 0.75, 0.5)
     assert trainer.widths == widths
-    per_width = [float(logs[oats_model.width_metric_name("loss", w)]) for w in widths]
+    per_width = [float(logs[adversarial_trainer.width_metric_name("loss", w)]) for w in widths]
     assert float(logs["loss"]) == pytest.approx(sum(per_width), rel=1e-5)
     for name in ("clean_accuracy", "adversarial_accuracy"):
         for width in widths:
@@ -120,8 +119,7 @@ def test_each_width_attacks_with_its_own_sub_network_and_seed(monkeypatch):
     seeds = trainer._width_seeds(attack_seed)
     for index, width in enumerate(trainer.widths):
         adversarial = trainer._craft(
-            tf.constant(images), tf.constant(labels), drawn, seeds[index],
-            forward=trainer.width_forward(width),
+            tf.constant(images), tf.constant(labels), drawn, seeds[index], width=width,
         )
         # The attack's logits are those of this width, in inference mode.
         logits_fn = calls[-1][0]
@@ -142,9 +140,9 @@ def test_pgd_ats_uses_a_fixed_lambda_and_no_clean_pass():
     trainer = _oats(network, sampling=FIXED_ONE)
     logs = trainer.train_on_batch(images, labels, return_dict=True)
     for width in trainer.widths:
-        assert float(logs[oats_model.width_metric_name("clean_accuracy", width)]) == 0.0
-    assert all(m.count.numpy() == 0 for m in trainer.width_clean_accuracies)
-    assert all(m.count.numpy() == 8 for m in trainer.width_adversarial_accuracies)
+        assert float(logs[adversarial_trainer.width_metric_name("clean_accuracy", width)]) == 0.0
+    assert all(m.clean[0].count.numpy() == 0 for m in trainer.pass_metrics)
+    assert all(m.adversarial[0].count.numpy() == 8 for m in trainer.pass_metrics)
 
 
 def test_a_few_steps_lower_the_training_loss_of_every_width():
@@ -159,7 +157,7 @@ def test_a_few_steps_lower_the_training_loss_of_every_width():
     trainer.fit(dataset, epochs=1, steps_per_epoch=19, verbose=0)
     last = trainer.fit(dataset, epochs=1, steps_per_epoch=5, verbose=0).history
     for width in trainer.widths:
-        key = oats_model.width_metric_name("loss", width)
+        key = adversarial_trainer.width_metric_name("loss", width)
         assert last[key][0] < 0.8 * first[key][0], (key, first[key], last[key])
 
 
@@ -191,12 +189,12 @@ def test_mirrored_strategy_step_equals_single_device_step():
 
 
 def test_config_round_trip():
-    trainer = oats_model.OATSTrainer(
+    trainer = adversarial_trainer.OATSTrainer(
         _network(), sampling=config_lib.LambdaSamplingConfig(sampling="uniform"), attack=ATTACK, seed=9,
         adversarial_bn_statistics="mixed",
     )
-    rebuilt = oats_model.OATSTrainer.from_config(trainer.get_config())
-    assert type(rebuilt) is oats_model.OATSTrainer
+    rebuilt = adversarial_trainer.OATSTrainer.from_config(trainer.get_config())
+    assert type(rebuilt) is adversarial_trainer.OATSTrainer
     assert rebuilt.sampling == trainer.sampling and rebuilt.attack == ATTACK and rebuilt.seed == 9
     assert rebuilt.adversarial_bn_statistics == "mixed"
     assert rebuilt.widths == (1.0, 0.75, 0.5) and rebuilt.network.get_config() == trainer.network.get_config()
@@ -205,4 +203,4 @@ def test_config_round_trip():
 def test_a_non_slimmable_network_is_rejected():
     network = small_cnn.SmallCNN(variant="oat", encoder=ENCODER, filters=(4, 8), hidden_units=8, image_shape=(16, 16, 1))
     with pytest.raises(ValueError, match="slimmable network.*Received: network=SmallCNN"):
-        oats_model.OATSTrainer(network, sampling=ELEMENT_WISE, attack=ATTACK)
+        adversarial_trainer.OATSTrainer(network, sampling=ELEMENT_WISE, attack=ATTACK)

@@ -9,7 +9,8 @@ from oat_tf import attacks
 from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
 from oat_tf.models import small_cnn
-from oat_tf.training import oat_model
+from oat_tf.training import adversarial_trainer
+from oat_tf.training import objectives
 from oat_tf.training import optimizers
 from tests import testing
 
@@ -38,7 +39,7 @@ def _data(n=8, seed=0):
 
 
 def _trainer(network, sampling=None, attack=ATTACK, lr=0.05, momentum=0.9, l2=0.0, jit_compile=False):
-    trainer = oat_model.OATTrainer(
+    trainer = adversarial_trainer.OATTrainer(
         network, sampling=sampling or config_lib.LambdaSamplingConfig(), attack=attack, seed=3
     )
     trainer.compile(
@@ -161,10 +162,10 @@ def test_mirrored_strategy_step_equals_single_device_step(variant):
 
 
 def test_config_round_trip():
-    trainer = oat_model.OATTrainer(
+    trainer = adversarial_trainer.OATTrainer(
         _network(), sampling=config_lib.LambdaSamplingConfig(sampling="uniform"), attack=ATTACK, seed=9
     )
-    rebuilt = oat_model.OATTrainer.from_config(trainer.get_config())
+    rebuilt = adversarial_trainer.OATTrainer.from_config(trainer.get_config())
     assert rebuilt.sampling == trainer.sampling and rebuilt.attack == ATTACK and rebuilt.seed == 9
     assert rebuilt.adversarial_bn_statistics == "adversarial"
 
@@ -216,7 +217,7 @@ def test_clean_pass_updates_the_adversarial_bn_only_in_mixed_mode(mode):
     features = keras.Model(network.inputs, conv.output)
     start_mean = bn.moving_mean.numpy()[1].copy()
 
-    trainer = oat_model.OATTrainer(
+    trainer = adversarial_trainer.OATTrainer(
         network, sampling=sampling, attack=DETERMINISTIC_ATTACK, seed=3, adversarial_bn_statistics=mode
     )
     trainer.compile(optimizer=optimizers.SGDWithL2(l2=0.0, learning_rate=0.05, momentum=0.9))
@@ -238,7 +239,7 @@ def test_clean_pass_updates_the_adversarial_bn_only_in_mixed_mode(mode):
 
 def test_unknown_adversarial_bn_statistics_is_rejected():
     with pytest.raises(ValueError, match="adversarial_bn_statistics.*Received: adversarial_bn_statistics='both'"):
-        oat_model.OATTrainer(
+        adversarial_trainer.OATTrainer(
             _network(), sampling=config_lib.LambdaSamplingConfig(), attack=ATTACK, adversarial_bn_statistics="both"
         )
 
@@ -247,7 +248,7 @@ def test_unknown_adversarial_bn_statistics_is_rejected():
 
 
 def _mixed_trainer(network, clean_fraction=0.5, attack=DETERMINISTIC_ATTACK, lr=0.05, momentum=0.9):
-    trainer = oat_model.OATTrainer(
+    trainer = adversarial_trainer.OATTrainer(
         network,
         sampling=config_lib.LambdaSamplingConfig(),
         attack=attack,
@@ -262,14 +263,6 @@ def _mixed_trainer(network, clean_fraction=0.5, attack=DETERMINISTIC_ATTACK, lr=
 def _ce(logits, y):
     logits = logits - logits.max(axis=1, keepdims=True)
     return np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]
-
-
-@pytest.mark.parametrize(
-    "batch, fraction, expected",
-    [(8, 0.5, 4), (7, 0.5, 4), (10, 0.25, 3), (8, 0.0, 0), (8, 1.0, 8), (3, 0.1, 0)],
-)
-def test_mixed_batch_clean_count_rounds_half_up(batch, fraction, expected):
-    assert oat_model.mixed_batch_clean_count(batch, fraction) == expected
 
 
 @pytest.mark.parametrize("variant", ["plain", "mixture_bn"])
@@ -359,10 +352,12 @@ def test_domain_route_sends_adversarial_images_to_adversarial_statistics():
 
 def test_mixed_batch_config_round_trip_and_errors():
     trainer = _mixed_trainer(_network("mixture_bn"), clean_fraction=0.25)
-    rebuilt = oat_model.OATTrainer.from_config(trainer.get_config())
-    assert rebuilt.objective == "mixed_batch" and rebuilt.clean_fraction == 0.25
+    rebuilt = adversarial_trainer.OATTrainer.from_config(trainer.get_config())
+    assert isinstance(rebuilt.objective, objectives.MixedBatchObjective)
+    assert rebuilt.objective.name == "mixed_batch" and rebuilt.objective.clean_fraction == 0.25
+    assert rebuilt.objective_name == "mixed_batch" and rebuilt.clean_fraction == 0.25
     sampling = config_lib.LambdaSamplingConfig()
     with pytest.raises(ValueError, match="`objective` must be one of.*Received: objective='madry'"):
-        oat_model.OATTrainer(_network(), sampling=sampling, attack=ATTACK, objective="madry")
+        adversarial_trainer.OATTrainer(_network(), sampling=sampling, attack=ATTACK, objective="madry")
     with pytest.raises(ValueError, match="`clean_fraction` must be.*Received: clean_fraction=1.5"):
-        oat_model.OATTrainer(_network(), sampling=sampling, attack=ATTACK, clean_fraction=1.5)
+        adversarial_trainer.OATTrainer(_network(), sampling=sampling, attack=ATTACK, clean_fraction=1.5)

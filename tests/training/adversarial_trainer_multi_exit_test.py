@@ -9,7 +9,7 @@ from oat_tf import config as config_lib
 from oat_tf.attacks import multi_exit as multi_exit_attacks
 from oat_tf.layers import dual_batch_norm
 from oat_tf.models import conditioning
-from oat_tf.training import multi_exit_model
+from oat_tf.training import adversarial_trainer
 from oat_tf.training import optimizers
 from tests import testing
 
@@ -72,7 +72,7 @@ def _trainer(
     l2=0.0,
     **kwargs,
 ):
-    trainer = multi_exit_model.MultiExitTrainer(
+    trainer = adversarial_trainer.MultiExitTrainer(
         network,
         attack=attack,
         defence=defence,
@@ -226,7 +226,9 @@ def test_one_step_equals_manual_sgd_on_the_loss(variant, defence, sampling):
     reference.set_weights(network.get_weights())
     ce = keras.losses.sparse_categorical_crossentropy
     with tf.GradientTape() as tape:
-        with dual_batch_norm.moving_statistics_updates(adversarial=False):
+        with dual_batch_norm.unchanged_moving_statistics(
+            dual_batch_norm.layers_of(reference), dual_batch_norm.ADVERSARIAL
+        ):
             clean = reference({"image": images_t, "lambda": clean_lam}, training=True)
         adv = reference({"image": adversarial, "lambda": adv_lam}, training=True)
         loss = 0.0
@@ -321,17 +323,17 @@ def test_checkpoint_round_trip_resumes_the_same_run(tmp_path):
 )
 def test_config_round_trip(defence, sampling):
     variant = "plain" if sampling is None else "oat"
-    trainer = multi_exit_model.MultiExitTrainer(
+    trainer = adversarial_trainer.MultiExitTrainer(
         _network(variant), attack=ATTACK, defence=defence, exit_weights=WEIGHTS,
         sampling=sampling, seed=9, adversarial_bn_statistics="mixed",
     )
-    rebuilt = multi_exit_model.MultiExitTrainer.from_config(trainer.get_config())
+    rebuilt = adversarial_trainer.MultiExitTrainer.from_config(trainer.get_config())
     assert rebuilt.defence == defence and rebuilt.sampling == sampling
     assert rebuilt.attack == ATTACK and rebuilt.seed == 9 and rebuilt.exit_weights == WEIGHTS
     assert rebuilt.adversarial_bn_statistics == "mixed" and rebuilt.output_keys == NAMES
     serialized = keras.saving.serialize_keras_object(trainer)
     deserialized = keras.saving.deserialize_keras_object(serialized)
-    assert isinstance(deserialized, multi_exit_model.MultiExitTrainer)
+    assert isinstance(deserialized, adversarial_trainer.MultiExitTrainer)
     assert deserialized.get_config() == trainer.get_config()
 
 
@@ -374,14 +376,14 @@ def test_dynamic_batch_size_is_rejected():
 def test_bad_arguments_are_rejected(kwargs, message):
     arguments = {"attack": ATTACK, **kwargs}
     with pytest.raises(ValueError, match=message):
-        multi_exit_model.MultiExitTrainer(_network("plain"), **arguments)
+        adversarial_trainer.MultiExitTrainer(_network("plain"), **arguments)
 
 
 def test_single_output_network_is_rejected():
     inputs = conditioning.model_inputs((SIZE, SIZE, 1))
     logits = keras.layers.Dense(3)(keras.layers.Flatten()(inputs["image"]))
     with pytest.raises(ValueError, match=r"`network` must be a multi-exit network"):
-        multi_exit_model.MultiExitTrainer(keras.Model(inputs, logits), attack=ATTACK)
+        adversarial_trainer.MultiExitTrainer(keras.Model(inputs, logits), attack=ATTACK)
 
 
 def test_zero_weight_exit_gets_no_update():
