@@ -1,73 +1,361 @@
-"""Writes the BUILD file from the imports of oat_tf/ and tests/.
+"""Writes one Bazel BUILD file per Python package of oat_tf/ and tests/, from the imports.
 
-Usage: python scripts/generate_build.py [OUTPUT] (default: BUILD at the repo
-root). tests/build_test.py checks that the committed BUILD is up to date.
+Usage: python scripts/generate_build.py [--check] [--root=DIR]
+
+  --check  write nothing: list the BUILD files that are out of date, missing or
+           stale, and exit 1 if there is one (tests/build_test.py runs this).
+  --root   the repository to read and write (default: this script's).
+
+Targets, in the TensorFlow style (one BUILD per folder):
+- one py_library per module, named after the file (a package's __init__.py:
+  after the folder), e.g. //oat_tf/attacks:pgd and //oat_tf/attacks:attacks;
+- one pytest_test (bazel/pytest.bzl) per tests/**/*_test.py, e.g.
+  //tests/attacks:pgd_test; the other files of tests/ are py_libraries;
+- one py_binary per console script of pyproject.toml, named after it, e.g.
+  //oat_tf:oat-train (`bazel run //oat_tf:oat-train -- --helpfull`).
+
+deps are the oat_tf/tests modules a file imports, function-local imports included,
+and the modules it names in a string (`python -m oat_tf.train` in a subprocess);
+plus the __init__ of each package those modules sit in, since importing a module
+runs it: a library adds those of other packages than its own, a test all of them
+and its own (and the conftest.py files above it). Third-party packages are not
+targets: they come from the venv (bazel/repositories.bzl). Dependency cycles are
+an error: Bazel refuses them.
 """
+
+import argparse
 import ast
-import glob
 import os
 import sys
+import tomllib
+from typing import Dict, List, Set
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-output = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "BUILD")
-mods = {}
-for path in sorted(glob.glob(f"{root}/oat_tf/**/*.py", recursive=True)):
-    rel = os.path.relpath(path, root)
-    mod = rel[:-3].replace("/", ".")
-    if mod.endswith(".__init__"): mod = mod[: -len(".__init__")]
-    mods[mod] = rel
-def target(mod):
-    return "//:" + mod.replace(".", "_")
-def deps_of(path):
-    tree = ast.parse(open(os.path.join(root, path)).read())
-    out = set(); third = set()
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = []
-            for a in node.names:
-                full = f"{node.module}.{a.name}"
-                names.append(full if full in mods else node.module)
-        for n in names:
-            if n in mods: out.add(n)
-            top = n.split(".")[0]
-            if top in ("tensorflow", "keras", "numpy", "absl", "matplotlib", "tensorflow_datasets", "mlxtend", "tqdm", "pytest", "tensorflow_serving"):
-                third.add(top)
-    return out, third
-req = {"tensorflow": "requirement(\"tensorflow\")", "keras": "requirement(\"keras\")", "numpy": "requirement(\"numpy\")",
-       "absl": "requirement(\"absl-py\")", "matplotlib": "requirement(\"matplotlib\")", "tensorflow_datasets": "requirement(\"tensorflow-datasets\")",
-       "mlxtend": "requirement(\"mlxtend\")", "tqdm": "requirement(\"tqdm\")", "pytest": "requirement(\"pytest\")",
-       "tensorflow_serving": "requirement(\"tensorflow-serving-api\")"}
-lines = ['# Bazel targets: one py_library per module of oat_tf, one py_test per test file.',
-         '# Third-party packages come from requirements.txt through rules_python\'s pip_parse.',
-         'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")',
-         'load("@pypi//:requirements.bzl", "requirement")', '',
-         'package(default_visibility = ["//visibility:public"])', '']
-for mod, path in mods.items():
-    d, t = deps_of(path)
-    d.discard(mod)
-    deps = sorted(target(x) for x in d) + sorted(req[x] for x in t)
-    lines += ['py_library(', f'    name = "{mod.replace(".", "_")}",', f'    srcs = ["{path}"],']
-    if deps:
-        lines.append('    deps = [')
-        lines += [f'        "{x}",' if x.startswith("//") else f'        {x},' for x in deps]
-        lines.append('    ],')
-    lines += [')', '']
-lines += ['py_binary(', '    name = "train",', '    srcs = ["oat_tf/train.py"],', '    main = "oat_tf/train.py",', '    deps = [":oat_tf_train"],', ')', '']
-lines += ['py_library(', '    name = "tests_testing",', '    srcs = ["tests/__init__.py", "tests/testing.py", "tests/conftest.py", "tests/models/model_testing.py"],',
-          '    deps = [requirement("keras"), requirement("numpy"), requirement("pytest"), requirement("tensorflow"), "//:oat_tf_models"],', ')', '']
-for path in sorted(glob.glob(f"{root}/tests/**/*_test.py", recursive=True)):
-    rel = os.path.relpath(path, root)
-    d, t = deps_of(rel)
-    deps = sorted(target(x) for x in d) + ['//:tests_testing'] + sorted(req[x] for x in t)
-    name = rel[:-3].replace("/", "_")
-    big = any(k in rel for k in ("experiment_test", "train_test", "oat_model_test"))
-    lines += ['py_test(', f'    name = "{name}",', f'    srcs = ["{rel}"],', f'    main = "{rel}",', f'    size = "{"large" if big else "medium"}",']
-    if big: lines.append('    shard_count = 2,')
-    lines.append('    deps = [')
-    lines += [f'        "{x}",' if x.startswith("//") else f'        {x},' for x in sorted(set(deps))]
-    lines += ['    ],', ')', '']
-with open(output, "w") as f:
-    f.write("\n".join(lines) + "\n")
+ROOTS = ("oat_tf", "tests")
+# Tests that read the checkout's files (tests.testing.REPO_ROOT) get the root's
+# filegroup of them; those that read the sources and BUILD files get every package's.
+REPO_FILES = "//:repo_files"
+SOURCE_READING_TESTS = ("tests/build_test.py", "tests/pyproject_test.py")
+HEADER = """\
+# Generated by scripts/generate_build.py from the imports: do not edit, rerun it.
+# Third-party packages are not targets: they come from the venv (bazel/repositories.bzl).
+"""
+
+
+class Module:
+    """One .py file: where it is, its target, and its parsed source.
+
+    Args:
+        name: str, the dotted module name (a package's for an __init__.py).
+        path: str, the file's path relative to the repository, with "/".
+        source: str, the file's text.
+    """
+
+    def __init__(self, name: str, path: str, source: str):
+        self.name = name
+        self.path = path
+        self.package_dir = os.path.dirname(path)
+        self.file = os.path.basename(path)
+        self.is_package = self.file == "__init__.py"
+        self.is_test = self.file.endswith("_test.py") and path.startswith("tests/")
+        self.target = os.path.basename(self.package_dir) if self.is_package else self.file[:-3]
+        self.label = f"//{self.package_dir}:{self.target}"
+        self.tree = ast.parse(source, path)
+        self.source = source
+
+    def package(self) -> str:
+        """The package the module sits in (itself for an __init__.py)."""
+        return self.name if self.is_package else self.name.rpartition(".")[0]
+
+
+def find_modules(root: str) -> Dict[str, Module]:
+    """Every .py file under ROOTS.
+
+    Args:
+        root: str, the repository.
+
+    Returns:
+        {dotted name: Module}.
+    """
+    modules = {}
+    for top in ROOTS:
+        for parent, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for file in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.relpath(os.path.join(parent, file), root)
+                name = path[:-3].replace(os.sep, ".")
+                name = name[: -len(".__init__")] if name.endswith(".__init__") else name
+                with open(os.path.join(root, path)) as f:
+                    modules[name] = Module(name, path.replace(os.sep, "/"), f.read())
+    return modules
+
+
+def imported(module: Module, modules: Dict[str, Module], in_strings: bool = False) -> Set[str]:
+    """The modules of `modules` that `module` imports (or names in a string).
+
+    Args:
+        module: Module, the importing file.
+        modules: Dict[str, Module], every module by name.
+        in_strings: bool, look at string constants instead of import statements.
+
+    Returns:
+        The names of the imported (or named) modules, `module` itself left out.
+    """
+    found = set()
+    for node in ast.walk(module.tree):
+        candidates = []
+        if in_strings:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
+                # E.g. `python -m oat_tf.bench` in a subprocess, which runs oat_tf.bench.__main__.
+                candidates += [[node.value], [f"{node.value}.__main__"]]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                candidates.append([".".join(parts[:i]) for i in range(len(parts), 0, -1)])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.package().split(".")
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            candidates += [[f"{base}.{alias.name}", base] for alias in node.names]
+        for names in candidates:
+            match = next((n for n in names if n in modules), None)
+            if match:
+                found.add(match)
+    found.discard(module.name)
+    return found
+
+
+def ancestors(name: str, modules: Dict[str, Module]) -> Set[str]:
+    """The packages above a module.
+
+    Args:
+        name: str, a dotted module name.
+        modules: Dict[str, Module], every module by name.
+
+    Returns:
+        The packages above `name` (not `name` itself) that have an __init__.py.
+    """
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules}
+
+
+def dependencies(module: Module, modules: Dict[str, Module]) -> Set[str]:
+    """The modules `module`'s target depends on (see the module docstring).
+
+    Args:
+        module: Module, the file of the target.
+        modules: Dict[str, Module], every module by name.
+
+    Returns:
+        The names of the modules whose targets go into `deps`.
+    """
+    direct = imported(module, modules)
+    deps = set(direct)
+    own = ancestors(module.name, modules) | ({module.name} if module.is_package else set())
+    for name in direct:
+        above = ancestors(name, modules)
+        deps |= above if module.is_test else above - own
+    if module.is_test:
+        deps |= own
+        deps |= {f"{p}.conftest" for p in own | {module.package()} if f"{p}.conftest" in modules}
+    deps.discard(module.name)
+    return deps
+
+
+def spawned(start: str, graph: Dict[str, Set[str]], modules: Dict[str, Module]) -> Set[str]:
+    """The modules that `start`, or a module it depends on, names in a string, with their packages.
+
+    A test or a binary (a leaf: nothing depends on it) needs them in its runfiles
+    when it runs them in a subprocess, e.g. `python -m oat_tf.train`.
+
+    Args:
+        start: str, the test's or the binary's module.
+        graph: Dict[str, Set[str]], the `dependencies` of every module.
+        modules: Dict[str, Module], every module by name.
+
+    Returns:
+        The names of those modules and of their packages, `start` left out.
+    """
+    seen, todo, found = set(), [start], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            named = imported(modules[name], modules, in_strings=True)
+            found |= named.union(*(ancestors(n, modules) for n in named))
+            todo += sorted(graph[name] | named)
+    return found - {start}
+
+
+def console_scripts(root: str) -> Dict[str, str]:
+    """The console scripts of pyproject.toml.
+
+    Args:
+        root: str, the repository.
+
+    Returns:
+        {script: module} of [project.scripts].
+    """
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f).get("project", {}).get("scripts", {})
+    return {script: target.partition(":")[0] for script, target in scripts.items()}
+
+
+def check_acyclic(graph: Dict[str, Set[str]]) -> None:
+    """Raises SystemExit naming a cycle of `graph` if it has one.
+
+    Args:
+        graph: Dict[str, Set[str]], the modules each module depends on.
+    """
+    done: Set[str] = set()
+    stack: List[str] = []
+
+    def visit(node: str) -> None:
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt in stack:
+                raise SystemExit("dependency cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in done:
+                visit(nxt)
+        stack.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        if node not in done:
+            visit(node)
+
+
+def _label(target: Module, package_dir: str) -> str:
+    return f":{target.target}" if target.package_dir == package_dir else target.label
+
+
+def _sorted_labels(labels) -> List[str]:
+    """Labels in buildifier's order: this package's first, then by package and name."""
+    return sorted(set(labels), key=lambda label: (label.startswith("//"), label.split(":")))
+
+
+def _rule(kind: str, attrs: List[tuple]) -> str:
+    lines = [f"{kind}("]
+    for key, value in attrs:
+        if isinstance(value, list):
+            if not value:
+                continue
+            if len(value) == 1:
+                lines.append(f'    {key} = ["{value[0]}"],')
+                continue
+            lines.append(f"    {key} = [")
+            lines += [f'        "{v}",' for v in value]
+            lines.append("    ],")
+        else:
+            lines.append(f'    {key} = "{value}",')
+    return "\n".join(lines + [")", ""])
+
+
+def build_files(root: str) -> Dict[str, str]:
+    """The BUILD file of every package folder under ROOTS.
+
+    Args:
+        root: str, the repository.
+
+    Returns:
+        {path of a BUILD file relative to `root`: its content}.
+    """
+    modules = find_modules(root)
+    graph = {name: dependencies(m, modules) for name, m in modules.items()}
+    check_acyclic(graph)
+    scripts = console_scripts(root)
+    for script, name in scripts.items():
+        if name not in modules or 'if __name__ == "__main__":' not in modules[name].source:
+            raise SystemExit(f"console script {script}: {name} is not a module with a __main__ block")
+    package_dirs = sorted({m.package_dir for m in modules.values()})
+    by_target: Dict[str, Module] = {}
+    for m in modules.values():
+        if by_target.setdefault(m.label, m) is not m:
+            raise SystemExit(f"{m.path} and {by_target[m.label].path} would both be {m.label}")
+    out = {}
+    for package_dir in package_dirs:
+        members = sorted((m for m in modules.values() if m.package_dir == package_dir), key=lambda m: m.target)
+        tests = [m for m in members if m.is_test]
+
+        def labels(names: Set[str]) -> List[str]:
+            return _sorted_labels(_label(modules[n], package_dir) for n in names)
+
+        rules = []
+        for m in (m for m in members if not m.is_test):
+            rules.append(_rule("py_library", [("name", m.target), ("srcs", [m.file]), ("deps", labels(graph[m.name]))]))
+        for script, name in sorted(scripts.items()):
+            m = modules[name]
+            if m.package_dir == package_dir:
+                deps = labels(spawned(name, graph, modules) | {name})
+                rules.append(_rule("py_binary", [("name", script), ("srcs", [m.file]), ("main", m.file), ("deps", deps)]))
+        for m in tests:
+            deps = labels(graph[m.name] | spawned(m.name, graph, modules))
+            data = [REPO_FILES] if "REPO_ROOT" in m.source else []
+            if m.path in SOURCE_READING_TESTS:
+                data = _sorted_labels(data + [f"//{d}:build_inputs" for d in package_dirs])
+            rules.append(_rule("pytest_test", [("name", m.target), ("srcs", [m.file]), ("data", data), ("deps", deps)]))
+        rules.append('filegroup(\n    name = "build_inputs",\n    srcs = ["BUILD"] + glob(["*.py"]),\n)\n')
+        head = HEADER + ('load("//bazel:pytest.bzl", "pytest_test")\n' if tests else "")
+        head += '\npackage(default_visibility = ["//visibility:public"])\n'
+        out[f"{package_dir}/BUILD"] = head + "\n" + "\n".join(rules)
+    return out
+
+
+def existing_build_files(root: str) -> Set[str]:
+    """The BUILD files now under ROOTS.
+
+    Args:
+        root: str, the repository.
+
+    Returns:
+        Their paths relative to `root`.
+    """
+    found = set()
+    for top in ROOTS:
+        for parent, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if "BUILD" in files:
+                found.add(os.path.relpath(os.path.join(parent, "BUILD"), root).replace(os.sep, "/"))
+    return found
+
+
+def main(argv: List[str]) -> int:
+    """Writes (or with --check, compares) the BUILD files.
+
+    Args:
+        argv: List[str], the command-line arguments after the program name.
+
+    Returns:
+        The exit status: 0, or 1 when --check finds a BUILD file out of date.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = parser.parse_args(argv)
+    wanted = build_files(args.root)
+    present = existing_build_files(args.root)
+    problems = []
+    for path, content in sorted(wanted.items()):
+        full = os.path.join(args.root, path)
+        current = open(full).read() if os.path.exists(full) else None
+        if current == content:
+            continue
+        if args.check:
+            problems.append(f"{path}: {'missing' if current is None else 'out of date'}")
+        else:
+            with open(full, "w") as f:
+                f.write(content)
+    for path in sorted(present - set(wanted)):
+        if args.check:
+            problems.append(f"{path}: stale (no Python module in its folder)")
+        else:
+            os.remove(os.path.join(args.root, path))
+    for problem in problems:
+        sys.stderr.write(problem + "\n")
+    if problems:
+        sys.stderr.write("run: python scripts/generate_build.py\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

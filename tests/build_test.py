@@ -1,4 +1,4 @@
-"""The committed BUILD file matches the package's imports."""
+"""The BUILD files match the imports: scripts/generate_build.py and its --check."""
 
 import os
 import subprocess
@@ -6,13 +6,116 @@ import sys
 
 from tests import testing
 
+_GENERATOR = os.path.join(testing.REPO_ROOT, "scripts", "generate_build.py")
 
-def test_build_file_is_up_to_date(tmp_path):
-    generated = tmp_path / "BUILD"
-    subprocess.run(
-        [sys.executable, os.path.join(testing.REPO_ROOT, "scripts", "generate_build.py"), str(generated)],
-        check=True,
+
+def _generate(root, *flags):
+    return subprocess.run(
+        [sys.executable, _GENERATOR, f"--root={root}", *flags], capture_output=True, text=True, check=False
     )
-    with open(os.path.join(testing.REPO_ROOT, "BUILD")) as f:
-        committed = f.read()
-    assert generated.read_text() == committed, "run: python scripts/generate_build.py"
+
+
+def _write(root, files):
+    for path, content in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        with open(os.path.join(root, path), "w") as f:
+            f.write(content)
+
+
+def _toy_repository(root):
+    """oat_tf with a subpackage, a console script and a test, as in the real tree."""
+    _write(root, {
+        "pyproject.toml": '[project.scripts]\ntoy-tool = "oat_tf.tool:run"\n',
+        "oat_tf/__init__.py": "",
+        "oat_tf/base.py": "import numpy as np\n",
+        "oat_tf/tool.py": (
+            "from oat_tf.sub import leaf\n\n\ndef run():\n    pass\n\n\n"
+            'if __name__ == "__main__":\n    run()\n'
+        ),
+        "oat_tf/sub/__init__.py": "from oat_tf.sub import leaf\n",
+        "oat_tf/sub/leaf.py": "def f():\n    from oat_tf import base\n",
+        "tests/__init__.py": "",
+        "tests/conftest.py": "import oat_tf\n",
+        "tests/sub/__init__.py": "",
+        "tests/sub/leaf_test.py": (
+            "import subprocess\nfrom oat_tf.sub import leaf\n\n\n"
+            'def test_tool():\n    subprocess.run(["python", "-m", "oat_tf.tool"])\n'
+        ),
+    })
+
+
+def _read(root, path):
+    with open(os.path.join(root, path)) as f:
+        return f.read()
+
+
+def test_committed_build_files_are_up_to_date():
+    completed = _generate(testing.REPO_ROOT, "--check")
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_targets_and_deps(tmp_path):
+    _toy_repository(tmp_path)
+    assert _generate(tmp_path).returncode == 0
+    top = _read(tmp_path, "oat_tf/BUILD")
+    assert 'name = "base",\n    srcs = ["base.py"],\n)' in top  # numpy comes from the venv: no deps
+    # Another package's module: the module and that package's __init__ (importing the module runs it).
+    assert (
+        'name = "tool",\n    srcs = ["tool.py"],\n    deps = [\n        "//oat_tf/sub:leaf",\n'
+        '        "//oat_tf/sub:sub",\n    ],'
+    ) in top
+    assert 'py_binary(\n    name = "toy-tool",\n    srcs = ["tool.py"],\n    main = "tool.py",' in top
+    sub = _read(tmp_path, "oat_tf/sub/BUILD")
+    # A function-local import; oat_tf's __init__ is not added, leaf's importers bring it.
+    assert 'name = "leaf",\n    srcs = ["leaf.py"],\n    deps = ["//oat_tf:base"],' in sub
+    assert 'name = "sub",\n    srcs = ["__init__.py"],\n    deps = [":leaf"],' in sub
+    test = _read(tmp_path, "tests/sub/BUILD")
+    assert 'load("//bazel:pytest.bzl", "pytest_test")' in test
+    # The test's imports with every package above them, its own packages and conftest, and the
+    # module it runs with `python -m`.
+    for label in (":sub", "//oat_tf:oat_tf", "//oat_tf:tool", "//oat_tf/sub:leaf", "//oat_tf/sub:sub",
+                  "//tests:conftest", "//tests:tests"):
+        assert f'        "{label}",\n' in test, label
+    assert _generate(tmp_path, "--check").returncode == 0
+
+
+def test_check_fails_on_an_import_missing_from_deps(tmp_path):
+    _toy_repository(tmp_path)
+    _generate(tmp_path)
+    with open(tmp_path / "oat_tf" / "tool.py", "a") as f:
+        f.write("from oat_tf import base\n")
+    completed = _generate(tmp_path, "--check")
+    assert completed.returncode == 1
+    assert "oat_tf/BUILD: out of date" in completed.stderr
+
+
+def test_check_fails_on_a_module_without_target(tmp_path):
+    _toy_repository(tmp_path)
+    _generate(tmp_path)
+    _write(tmp_path, {"oat_tf/extra.py": "", "oat_tf/new_package/__init__.py": ""})
+    completed = _generate(tmp_path, "--check")
+    assert completed.returncode == 1
+    assert "oat_tf/BUILD: out of date" in completed.stderr
+    assert "oat_tf/new_package/BUILD: missing" in completed.stderr
+
+
+def test_check_fails_on_a_stale_build_file(tmp_path):
+    _toy_repository(tmp_path)
+    _generate(tmp_path)
+    os.remove(tmp_path / "oat_tf" / "sub" / "leaf.py")
+    os.remove(tmp_path / "oat_tf" / "sub" / "__init__.py")
+    completed = _generate(tmp_path, "--check")
+    assert completed.returncode == 1
+    assert "oat_tf/sub/BUILD: stale" in completed.stderr
+    assert _generate(tmp_path).returncode == 0
+    assert not os.path.exists(tmp_path / "oat_tf" / "sub" / "BUILD")
+
+
+def test_import_cycle_is_an_error(tmp_path):
+    _toy_repository(tmp_path)
+    with open(tmp_path / "oat_tf" / "base.py", "a") as f:
+        f.write("from oat_tf import tool\n")
+    completed = _generate(tmp_path)
+    assert completed.returncode != 0
+    cycle = "oat_tf.base -> oat_tf.tool -> oat_tf.sub -> oat_tf.sub.leaf -> oat_tf.base"
+    assert f"dependency cycle: {cycle}" in completed.stderr

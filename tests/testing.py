@@ -9,7 +9,9 @@ import keras
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
+# ../shared sits next to the checkout: found through the real path, since under
+# Bazel this file is a link in a runfiles tree (the README's "Bazel").
+SHARED_DATA_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "shared", "data")
 
 
 def file_tree(directory) -> Dict[str, bytes]:
