@@ -78,7 +78,6 @@ x_dlr = apgd.apgd(
 
 from __future__ import annotations
 
-import numbers
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -98,6 +97,9 @@ _MIN_GAP = 6  # 0.06
 
 # Added to the DLR denominator, as in the paper.
 _DLR_EPSILON = 1e-12
+
+# For the error when `logits_fn` does not return class logits [N, K].
+_WHY_CLASS_LOGITS = "APGD needs them to tell misclassified points"
 
 
 # === Loss ===
@@ -278,8 +280,8 @@ def apgd(
     core.check_number("epsilon", epsilon)
     core.check_int("num_steps", num_steps)
     core.check_int("num_restarts", num_restarts)
-    _check_unit_interval("rho", rho)
-    _check_unit_interval("alpha", alpha)
+    core.check_unit_interval("rho", rho)
+    core.check_unit_interval("alpha", alpha)
     if loss not in LOSS_NAMES:
         raise ValueError(f"`loss` must be one of {LOSS_NAMES}. Received: loss={loss!r}")
     if seed is None:
@@ -305,7 +307,7 @@ def apgd(
     windows = tf.constant(_window_table(num_steps))
 
     # The clean images are the first candidates for the returned points.
-    clean_logits = _check_logits(logits_fn(images))
+    clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     best = (
         images,
         _misclassified(clean_logits, labels),
@@ -383,14 +385,14 @@ def apgd_targeted(
     core.check_int("num_steps", num_steps)
     core.check_int("num_target_classes", num_target_classes)
     core.check_int("num_restarts", num_restarts)
-    _check_unit_interval("rho", rho)
-    _check_unit_interval("alpha", alpha)
+    core.check_unit_interval("rho", rho)
+    core.check_unit_interval("alpha", alpha)
     if seed is None:
         raise ValueError(
             "`seed` must be a shape [2] integer tensor or a pair of ints (the "
             "random starts always take an explicit seed). Received: seed=None"
         )
-    clean_logits = _check_logits(logits_fn(images))
+    clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     num_classes = clean_logits.shape[1]
     if num_classes is not None and (num_classes < 4 or num_target_classes > num_classes - 1):
         raise ValueError(
@@ -455,7 +457,7 @@ def _make_evaluate(logits_fn: core.LogitsFn, loss_fn: losses.LossFn, labels: tf.
         captured = {}
 
         def objective_fn(x_in: tf.Tensor) -> tf.Tensor:
-            logits = _check_logits(logits_fn(x_in))
+            logits = core.check_logits(logits_fn(x_in), _WHY_CLASS_LOGITS)
             captured["logits"] = logits
             return tf.cast(loss_fn(logits, labels), tf.float32)
 
@@ -583,28 +585,3 @@ def _select(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 def _per_sample(values: tf.Tensor) -> tf.Tensor:
     """[N] -> [N, 1, 1, 1], to broadcast over images."""
     return values[:, tf.newaxis, tf.newaxis, tf.newaxis]
-
-
-# === Argument checks ===
-
-
-def _check_logits(logits) -> tf.Tensor:
-    shape = getattr(logits, "shape", None)  # None for e.g. a dict of exits.
-    if shape is None or tf.TensorShape(shape).rank != 2:
-        raise ValueError(
-            "`logits_fn` must return class logits of shape [N, K] (APGD needs "
-            "them to tell misclassified points). Received: output of type "
-            f"{type(logits).__name__} with shape {shape}"
-        )
-    return tf.convert_to_tensor(logits)
-
-
-def _check_unit_interval(name: str, value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= value <= 1.0
-    ):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        )

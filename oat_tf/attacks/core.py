@@ -368,6 +368,48 @@ def check_int(name: str, value: int) -> None:
         raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
 
 
+def check_unit_interval(name: str, value: float) -> None:
+    """Checks that `value` is a real number in [0, 1] (not a bool).
+
+    Args:
+        name: str, the argument's name for the error message.
+        value: the value to check.
+
+    Raises:
+        ValueError: naming `name`, what was expected and what was received.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
+        )
+
+
+def check_logits(logits, why: str) -> tf.Tensor:
+    """Checks that `logits_fn` returned class logits [N, K]; returns them as a tensor.
+
+    Args:
+        logits: the output of `logits_fn`.
+        why: str, why the attack needs class logits, for the error message.
+
+    Returns:
+        tf.Tensor of shape [N, K].
+
+    Raises:
+        ValueError: the output is not a rank-2 tensor (e.g. a dict of exits).
+    """
+    shape = getattr(logits, "shape", None)  # None for e.g. a dict of exits.
+    if shape is None or tf.TensorShape(shape).rank != 2:
+        raise ValueError(
+            f"`logits_fn` must return class logits of shape [N, K] ({why}). "
+            f"Received: output of type {type(logits).__name__} with shape {shape}"
+        )
+    return tf.convert_to_tensor(logits)
+
+
 def check_seed(seed: Seed) -> tf.Tensor:
     """Checks a stateless seed and returns it as a shape [2] int64 tensor.
 

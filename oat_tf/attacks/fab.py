@@ -122,13 +122,12 @@ from absl import logging
 
 from oat_tf.attacks import core
 
+# For the error when `logits_fn` does not return class logits [N, K].
+_WHY_CLASS_LOGITS = "FAB needs them to pick targets and tell misclassified points"
+
 
 # Floor of the projection norms a₁, a₂ in the step (as in the reference).
 _MIN_PROJECTION_NORM = 1e-8
-# Philox raw bits, as `core.linf_random_start`: the same start in eager, graph
-# and XLA runs.
-_RNG_ALG = "philox"
-
 
 # === Projection ===
 
@@ -224,8 +223,9 @@ def minimal_adversarial_targeted(
         already misclassified, and where nothing misclassified was found),
         and norm [N] float32, that distance (0 and +inf in those cases).
     """
-    images, labels = _check_images_and_labels(images, labels)
-    target_labels = _check_labels("target_labels", target_labels, images)
+    images = core.check_images(images)
+    labels = core.check_labels("labels", labels, images)
+    target_labels = core.check_labels("target_labels", target_labels, images)
     _check_run_arguments(num_steps, alpha_max, eta, beta)
     if start is None:
         start = images
@@ -247,7 +247,7 @@ def minimal_adversarial_targeted(
         eta,
         beta,
     )
-    clean_misclassified = _misclassified(_check_logits(logits_fn(images)), labels)
+    clean_misclassified = _misclassified(core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS), labels)
     x_min, norm = _single_run(
         logits_fn,
         images,
@@ -314,10 +314,11 @@ def fab_targeted(
             `num_target_classes` >= K, a missing `seed` with
             `num_restarts` > 1, or logits that do not depend on the images.
     """
-    images, labels = _check_images_and_labels(images, labels)
-    _check_number("epsilon", epsilon)
-    _check_int("num_target_classes", num_target_classes)
-    _check_int("num_restarts", num_restarts)
+    images = core.check_images(images)
+    labels = core.check_labels("labels", labels, images)
+    core.check_number("epsilon", epsilon)
+    core.check_int("num_target_classes", num_target_classes)
+    core.check_int("num_restarts", num_restarts)
     _check_run_arguments(num_steps, alpha_max, eta, beta)
     if num_restarts > 1 and seed is None:
         raise ValueError(
@@ -329,7 +330,7 @@ def fab_targeted(
     # Checks `seed` also where it is unused.
     seeds = core.restart_seeds(seed, num_runs) if seed is not None else None
 
-    clean_logits = _check_logits(logits_fn(images))
+    clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     num_classes = clean_logits.shape[1]
     if num_classes is not None and num_target_classes >= num_classes:
         raise ValueError(
@@ -409,7 +410,7 @@ def _single_run(
     flat_images = tf.reshape(images, [batch, -1])
 
     def boundary_gap(x: tf.Tensor) -> tf.Tensor:
-        logits = tf.cast(_check_logits(logits_fn(x)), tf.float32)
+        logits = tf.cast(core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS), tf.float32)
         target = tf.gather(logits, target_labels, axis=1, batch_dims=1)
         true = tf.gather(logits, labels, axis=1, batch_dims=1)
         return target - true
@@ -435,7 +436,7 @@ def _single_run(
             (x + eta * d_x) * (1.0 - alpha) + (images + eta * d_clean) * alpha, 0.0, 1.0
         )
 
-        misclassified = _misclassified(_check_logits(logits_fn(x)), labels)
+        misclassified = _misclassified(core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS), labels)
         norm = tf.reduce_max(tf.abs(tf.reshape(x, [batch, -1]) - flat_images), axis=1)
         closer = tf.logical_and(misclassified, norm < best_norm)
         best_x = _select(closer, x, best_x)
@@ -457,7 +458,7 @@ def _random_start(images: tf.Tensor, epsilon: float, seed: tf.Tensor) -> tf.Tens
     """
     bits = tf.random.stateless_uniform(
         tf.shape(images), seed=seed, minval=None, maxval=None, dtype=tf.uint32,
-        alg=_RNG_ALG,
+        alg=core.RNG_ALG,
     )
     unit = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
     u = unit * (2.0 / (1 << 24)) - 1.0  # exact: multiples of 2^-23 in [−1, 1)
@@ -490,49 +491,10 @@ def _per_sample(values: tf.Tensor) -> tf.Tensor:
 # === Argument checks ===
 
 
-def _check_images_and_labels(images, labels) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Validates images [N, H, W, C] (float) and labels [N] (int)."""
-    images = tf.convert_to_tensor(images)
-    if not images.dtype.is_floating or images.shape.rank != 4:
-        raise ValueError(
-            "`images` must be a float tensor of shape [N, H, W, C] with values "
-            f"in [0, 1]. Received: images with dtype {images.dtype.name} and "
-            f"shape {images.shape}"
-        )
-    images = tf.cast(images, tf.float32)
-    return images, _check_labels("labels", labels, images)
-
-
-def _check_labels(name: str, labels, images: tf.Tensor) -> tf.Tensor:
-    labels = tf.convert_to_tensor(labels)
-    if (
-        not labels.dtype.is_integer
-        or labels.shape.rank != 1
-        or not labels.shape.is_compatible_with(images.shape[:1])
-    ):
-        raise ValueError(
-            f"`{name}` must be integer class ids of shape [N] matching "
-            f"images.shape={images.shape}. Received: {name} with dtype "
-            f"{labels.dtype.name} and shape {labels.shape}"
-        )
-    return tf.cast(labels, tf.int32)
-
-
-def _check_logits(logits) -> tf.Tensor:
-    shape = getattr(logits, "shape", None)  # None for e.g. a dict of exits.
-    if shape is None or tf.TensorShape(shape).rank != 2:
-        raise ValueError(
-            "`logits_fn` must return class logits of shape [N, K] (FAB needs "
-            "them to pick targets and tell misclassified points). Received: "
-            f"output of type {type(logits).__name__} with shape {shape}"
-        )
-    return tf.convert_to_tensor(logits)
-
-
 def _check_run_arguments(num_steps, alpha_max, eta, beta) -> None:
-    _check_int("num_steps", num_steps)
-    _check_unit_interval("alpha_max", alpha_max)
-    _check_unit_interval("beta", beta)
+    core.check_int("num_steps", num_steps)
+    core.check_unit_interval("alpha_max", alpha_max)
+    core.check_unit_interval("beta", beta)
     if _not_real(eta) or not math.isfinite(eta) or eta < 1.0:
         raise ValueError(
             f"`eta` must be a finite number >= 1 (the overshoot). Received: eta={eta!r}"
@@ -541,22 +503,3 @@ def _check_run_arguments(num_steps, alpha_max, eta, beta) -> None:
 
 def _not_real(value) -> bool:
     return isinstance(value, bool) or not isinstance(value, numbers.Real)
-
-
-def _check_number(name: str, value: float) -> None:
-    if _not_real(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
-
-
-def _check_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
-
-
-def _check_unit_interval(name: str, value: float) -> None:
-    if _not_real(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        )

@@ -46,7 +46,6 @@ x_slow = multi_exit.delay_exit_attack(
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
@@ -88,7 +87,7 @@ def output_seeds(seed: core.Seed, num_outputs: int) -> tf.Tensor:
         tf.Tensor of shape [num_outputs, 2] and dtype int64.
     """
     seed = core.check_seed(seed)
-    _check_positive_int("num_outputs", num_outputs)
+    core.check_int("num_outputs", num_outputs)
     return tf.stack(
         [
             tf.cast(tf.random.experimental.stateless_fold_in(seed, i, alg="philox"), tf.int64)
@@ -115,7 +114,7 @@ def random_exit_weights(
         sum to 1.
     """
     seed = core.check_seed(seed)
-    _check_positive_int("num_outputs", num_outputs)
+    core.check_int("num_outputs", num_outputs)
     shape = tf.stack([tf.cast(batch_size, tf.int32), tf.constant(num_outputs, tf.int32)])
     bits = tf.random.stateless_uniform(
         shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
@@ -418,8 +417,3 @@ def _check_logits(
             f"output_names={tuple(output_names)}. Received: {received}"
         )
     return dict(logits)
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")

@@ -370,6 +370,13 @@ def _attack_logits_fn(forward: Forward, lambdas: tf.Tensor):
     return logits_fn
 
 
+def _attack_after_zeros(attack, network, width, images, labels, drawn, seed) -> tf.Tensor:
+    """`attack` on samples `drawn.num_zeros:`, each at its drawn λ, the network at `width`."""
+    zeros = drawn.num_zeros
+    logits_fn = _attack_logits_fn(forward_at(network, width), drawn.lambdas[zeros:])
+    return attacks.run_attack(attack, logits_fn, images[zeros:], labels[zeros:], seed=seed)
+
+
 def _domains(batch_size: int, clean: int, value_clean: float, value_adversarial: float) -> tf.Tensor:
     return tf.concat(
         [
@@ -415,10 +422,9 @@ class OATObjective(Objective):
         zeros = drawn.num_zeros
         if zeros >= images.shape[0]:
             return None
-        logits_fn = _attack_logits_fn(forward_at(network, width), drawn.lambdas[zeros:])
 
         def attack():
-            return attacks.run_attack(self.attack, logits_fn, images[zeros:], labels[zeros:], seed=seed)
+            return _attack_after_zeros(self.attack, network, width, images, labels, drawn, seed)
 
         if self.sampling.sampling == "batch_wise":
             return tf.cond(drawn.attack_needed, attack, lambda: tf.identity(images[zeros:]))
@@ -480,11 +486,9 @@ class MixedBatchObjective(Objective):
         return drawn.num_zeros
 
     def craft(self, network, width, images, labels, drawn, seed):
-        zeros = drawn.num_zeros
-        if zeros >= images.shape[0]:
+        if drawn.num_zeros >= images.shape[0]:
             return None
-        logits_fn = _attack_logits_fn(forward_at(network, width), drawn.lambdas[zeros:])
-        return attacks.run_attack(self.attack, logits_fn, images[zeros:], labels[zeros:], seed=seed)
+        return _attack_after_zeros(self.attack, network, width, images, labels, drawn, seed)
 
     def loss(self, network, width, images, labels, drawn, adversarial, training):
         forward = forward_at(network, width)

@@ -134,6 +134,26 @@ class CheckTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "`num_steps` must be an int >= 1"):
             core.check_int("num_steps", value)
 
+    @parameterized.named_parameters(
+        ("negative", -0.1), ("above_one", 1.5), ("bool", True), ("string", "0.5")
+    )
+    def test_check_unit_interval(self, value):
+        with self.assertRaisesRegex(ValueError, r"`rho` must be a number in \[0, 1\]"):
+            core.check_unit_interval("rho", value)
+
+    def test_check_unit_interval_accepts_the_ends(self):
+        core.check_unit_interval("rho", 0.0)
+        core.check_unit_interval("rho", 1)
+
+    def test_check_logits_names_why_and_refuses_a_dict_of_exits(self):
+        with self.assertRaisesRegex(
+            ValueError, r"class logits of shape \[N, K\] \(X needs them\)\. Received: output of type dict"
+        ):
+            core.check_logits({"exit1": tf.zeros((2, 3))}, "X needs them")
+        with self.assertRaisesRegex(ValueError, "with shape \\(2,\\)"):
+            core.check_logits(tf.zeros((2,)), "X needs them")
+        self.assertEqual(core.check_logits(np.zeros((2, 3), np.float32), "X needs them").shape, (2, 3))
+
     @parameterized.named_parameters(("three", [1, 2, 3]), ("float", [1.0, 2.0]), ("none", None))
     def test_check_seed(self, seed):
         with self.assertRaisesRegex(ValueError, "`seed` must be a shape"):
