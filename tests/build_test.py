@@ -34,6 +34,7 @@ def _toy_repository(root):
         ),
         "oat_tf/sub/__init__.py": "from oat_tf.sub import leaf\n",
         "oat_tf/sub/leaf.py": "def f():\n    from oat_tf import base\n",
+        "oat_tf/other/__init__.py": "",
         "tests/__init__.py": "",
         "tests/conftest.py": "import oat_tf\n",
         "tests/sub/__init__.py": "",
@@ -58,45 +59,43 @@ def test_targets_and_deps(tmp_path):
     _toy_repository(tmp_path)
     assert _generate(tmp_path).returncode == 0
     top = _read(tmp_path, "oat_tf/BUILD")
-    assert 'name = "base",\n    srcs = ["base.py"],\n)' in top  # numpy comes from the venv: no deps
-    # Another package's module: the module and that package's __init__ (importing the module runs it).
+    assert 'load("//bazel:packages.bzl", "py_package")' in top
+    # base.py imports only numpy (from the venv): the library needs no other package. The
+    # console script's module is a command; it imports sub's leaf, so needs sub's library.
     assert (
-        'name = "tool",\n    srcs = ["tool.py"],\n    deps = [\n        "//oat_tf/sub:leaf",\n'
-        '        "//oat_tf/sub:sub",\n    ],'
+        'py_package(\n    deps = [],\n    binaries = {"toy-tool": "tool.py"},\n'
+        '    command_deps = ["//oat_tf/sub"],\n)\n'
     ) in top
-    assert 'py_binary(\n    name = "toy-tool",\n    srcs = ["tool.py"],\n    main = "tool.py",' in top
     sub = _read(tmp_path, "oat_tf/sub/BUILD")
-    # A function-local import; oat_tf's __init__ is not added, leaf's importers bring it.
-    assert 'name = "leaf",\n    srcs = ["leaf.py"],\n    deps = ["//oat_tf:base"],' in sub
-    assert 'name = "sub",\n    srcs = ["__init__.py"],\n    deps = [":leaf"],' in sub
+    # A function-local import of the top package's base module.
+    assert sub.endswith('py_package(deps = ["//oat_tf"])\n')
     test = _read(tmp_path, "tests/sub/BUILD")
-    assert 'load("//bazel:pytest.bzl", "pytest_test")' in test
-    # The test's imports with every package above them, its own packages and conftest, and the
-    # module it runs with `python -m`.
-    for label in (":sub", "//oat_tf:oat_tf", "//oat_tf:tool", "//oat_tf/sub:leaf", "//oat_tf/sub:sub",
-                  "//tests:conftest", "//tests:tests"):
-        assert f'        "{label}",\n' in test, label
+    assert 'load("//bazel:packages.bzl", "pytest_package")' in test
+    # The test's imports with every package above them, the conftest's package, and the
+    # command it runs with `python -m`.
+    assert test.endswith('pytest_package(deps = ["//oat_tf", "//oat_tf:commands", "//oat_tf/sub", "//tests"])\n')
     assert _generate(tmp_path, "--check").returncode == 0
 
 
 def test_check_fails_on_an_import_missing_from_deps(tmp_path):
     _toy_repository(tmp_path)
     _generate(tmp_path)
-    with open(tmp_path / "oat_tf" / "tool.py", "a") as f:
-        f.write("from oat_tf import base\n")
+    with open(tmp_path / "oat_tf" / "sub" / "leaf.py", "a") as f:
+        f.write("from oat_tf import other\n")
     completed = _generate(tmp_path, "--check")
     assert completed.returncode == 1
-    assert "oat_tf/BUILD: out of date" in completed.stderr
+    assert "oat_tf/sub/BUILD: out of date" in completed.stderr
 
 
-def test_check_fails_on_a_module_without_target(tmp_path):
+def test_new_module_needs_no_change_but_new_package_needs_a_build_file(tmp_path):
     _toy_repository(tmp_path)
     _generate(tmp_path)
-    _write(tmp_path, {"oat_tf/extra.py": "", "oat_tf/new_package/__init__.py": ""})
+    _write(tmp_path, {"oat_tf/extra.py": "import numpy\n"})  # globbed into //oat_tf
+    assert _generate(tmp_path, "--check").returncode == 0
+    _write(tmp_path, {"oat_tf/new_package/__init__.py": ""})
     completed = _generate(tmp_path, "--check")
     assert completed.returncode == 1
-    assert "oat_tf/BUILD: out of date" in completed.stderr
-    assert "oat_tf/new_package/BUILD: missing" in completed.stderr
+    assert completed.stderr.startswith("oat_tf/new_package/BUILD: missing\n")
 
 
 def test_check_fails_on_a_stale_build_file(tmp_path):
@@ -117,5 +116,5 @@ def test_import_cycle_is_an_error(tmp_path):
         f.write("from oat_tf import tool\n")
     completed = _generate(tmp_path)
     assert completed.returncode != 0
-    cycle = "oat_tf.base -> oat_tf.tool -> oat_tf.sub -> oat_tf.sub.leaf -> oat_tf.base"
+    cycle = "//oat_tf -> //oat_tf:commands -> //oat_tf"
     assert f"dependency cycle: {cycle}" in completed.stderr
