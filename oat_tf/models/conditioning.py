@@ -307,6 +307,36 @@ def apply_normalization(
     return x
 
 
+def apply_normalization_relu(
+    x: keras.KerasTensor,
+    conditioning: Conditioning,
+    *,
+    prefix: str,
+    suffix: str = "",
+    relu: bool = True,
+) -> keras.KerasTensor:
+    """BN(-FiLM) and ReLU named after a unit: `{prefix}_bn{suffix}`, `_film`, `_relu`.
+
+    The unit every backbone repeats after a convolution or hidden dense layer
+    (`apply_normalization`, then the activation).
+
+    Args:
+        x: KerasTensor [N, ..., C].
+        conditioning: `Conditioning` of the network.
+        prefix: str, the unit's prefix (e.g. "stage2_block1", "stem", "fc1").
+        suffix: str, the unit's index in its block ("1", "2", ...; "" for none).
+        relu: bool, end with the ReLU (False for the last unit of a residual
+            branch, which the addition follows).
+
+    Returns:
+        KerasTensor shaped like `x`.
+    """
+    x = apply_normalization(
+        x, conditioning, norm_name=f"{prefix}_bn{suffix}", film_name=f"{prefix}_film{suffix}"
+    )
+    return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x) if relu else x
+
+
 def apply_conv(
     x: keras.KerasTensor,
     filters: int,

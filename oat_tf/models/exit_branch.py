@@ -182,11 +182,7 @@ def apply_exit_branch(
             kernel_initializer="he_normal",
             name=f"{name}_conv",
         )(x)
-        if use_batch_norm:
-            x = conditioning_lib.apply_normalization(
-                x, conditioning, norm_name=f"{name}_conv_bn", film_name=f"{name}_conv_film"
-            )
-        x = keras.layers.ReLU(name=f"{name}_conv_relu")(x)
+        x = small_cnn.normalization_relu(x, conditioning, use_batch_norm, prefix=f"{name}_conv")
     if global_pool:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
     elif pool_size is not None:

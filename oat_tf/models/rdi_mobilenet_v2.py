@@ -39,13 +39,15 @@ pooling and the logits layer: 0.67 M + 0.44 M MACs, 1.2% of the backbone
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import model_arguments
+from oat_tf.models import multi_exit
 from oat_tf.models import rdi_resnet
+from oat_tf.models import saved_config
 
 # (expansion, output channels, blocks, stride of the first block), kuangliu's CIFAR cfg.
 DEFAULT_BLOCK_SETTINGS = (
@@ -67,10 +69,6 @@ EXIT_CONV_STRIDE = 1
 _MIN_EXIT_FEATURE_SIZE = 2 * 3
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_block_settings(block_settings: Any) -> Tuple[Tuple[int, int, int, int], ...]:
     """Validates MobileNetV2 block groups (expansion, channels, blocks, stride).
 
@@ -90,7 +88,7 @@ def check_block_settings(block_settings: Any) -> Tuple[Tuple[int, int, int, int]
         groups = ()
     valid = bool(groups) and all(
         len(group) == 4
-        and all(_is_int(v) and v >= 1 for v in group)
+        and all(model_arguments.is_int(v) and v >= 1 for v in group)
         and group[3] in (1, 2)
         for group in groups
     )
@@ -175,19 +173,11 @@ def apply_inverted_residual_block(
     """
     hidden = expansion * x.shape[-1]
     y = conditioning_lib.apply_conv(x, hidden, 1, 1, name=f"{name}_conv1")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn1", film_name=f"{name}_film1"
-    )
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="1")
     y = apply_depthwise_conv(y, stride, name=f"{name}_conv2")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn2", film_name=f"{name}_film2"
-    )
-    y = keras.layers.ReLU(name=f"{name}_relu2")(y)
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2")
     y = conditioning_lib.apply_conv(y, filters, 1, 1, name=f"{name}_conv3")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn3", film_name=f"{name}_film3"
-    )
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="3", relu=False)
     if stride == 1:
         shortcut = x
         if x.shape[-1] != filters:
@@ -200,7 +190,7 @@ def apply_inverted_residual_block(
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class RDIMobileNetV2(keras.Model):
+class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
     """CIFAR MobileNetV2 with two side exits; inputs `{"image", "lambda"}`.
 
     Outputs a dict of logits `{"exit_1", "exit_2", "final"}` (one side exit
@@ -268,19 +258,19 @@ class RDIMobileNetV2(keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        rdi_resnet.check_positive_int("num_classes", num_classes)
-        rdi_resnet.check_positive_int("stem_filters", stem_filters)
-        rdi_resnet.check_positive_int("head_filters", head_filters)
+        model_arguments.check_positive_int("num_classes", num_classes)
+        model_arguments.check_positive_int("stem_filters", stem_filters)
+        model_arguments.check_positive_int("head_filters", head_filters)
         settings = check_block_settings(block_settings)
         plan = _block_plan(settings)
-        positions = rdi_resnet.check_exit_blocks(exit_blocks, len(plan))
-        branch_filters = rdi_resnet.check_positive_ints("exit_filters", exit_filters)
+        positions = model_arguments.check_exit_blocks(exit_blocks, len(plan))
+        branch_filters = model_arguments.check_positive_ints("exit_filters", exit_filters)
         if len(branch_filters) != len(positions):
             raise ValueError(
                 "`exit_filters` must have one entry per exit "
                 f"({len(positions)} exit_blocks). Received: exit_filters={exit_filters!r}"
             )
-        rdi_resnet.check_multi_exit_variant(variant)
+        multi_exit.check_multi_exit_variant(variant)
         shape = conditioning_lib.check_image_shape(
             image_shape, min_size=_min_image_size(plan, positions)
         )
@@ -295,10 +285,7 @@ class RDIMobileNetV2(keras.Model):
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], int(stem_filters), 3, 1, name="stem_conv"
         )
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name="stem_bn", film_name="stem_film"
-        )
-        x = keras.layers.ReLU(name="stem_relu")(x)
+        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
         outputs = {}
         feature_layers = []
         for index, (expansion, channels, stride) in enumerate(plan):
@@ -318,38 +305,22 @@ class RDIMobileNetV2(keras.Model):
                     name=f"exit{exit_index}",
                 )
         x = conditioning_lib.apply_conv(x, int(head_filters), 1, 1, name="head_conv")
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name="head_bn", film_name="head_film"
-        )
-        x = keras.layers.ReLU(name="head_relu")(x)
+        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="head")
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs["final"] = keras.layers.Dense(num_classes, name="logits")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.num_classes = int(num_classes)
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.block_settings = settings
-        self.stem_filters = int(stem_filters)
-        self.head_filters = int(head_filters)
-        self.exit_blocks = positions
-        self.exit_filters = branch_filters
+        self.save_config(
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            block_settings=settings,
+            stem_filters=int(stem_filters),
+            head_filters=int(head_filters),
+            exit_blocks=positions,
+            exit_filters=branch_filters,
+        )
         self.exit_feature_layers: Tuple[str, ...] = tuple(feature_layers)
         self.num_exits = len(feature_layers)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "block_settings": [list(group) for group in self.block_settings],
-            "stem_filters": self.stem_filters,
-            "head_filters": self.head_filters,
-            "exit_blocks": list(self.exit_blocks),
-            "exit_filters": list(self.exit_filters),
-        }

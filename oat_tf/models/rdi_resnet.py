@@ -29,15 +29,16 @@ BN included); the tests assert < 2%.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
 from oat_tf.models import exit_branch
+from oat_tf.models import model_arguments
 from oat_tf.models import multi_exit
 from oat_tf.models import resnet
+from oat_tf.models import saved_config
 
 NUM_STAGES = 3
 DEFAULT_STAGE_FILTERS = (16, 32, 64)
@@ -49,58 +50,6 @@ EXIT_PREPOOL_SIZE = 2
 # The smallest input for which every exit's pooling and unpadded convolution
 # still sees at least a 3×3 map (stage 3 runs at 1/4 of the input size).
 MIN_IMAGE_SIZE = 24
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Returns `value` as an int if it is a positive int, or raises naming the argument.
-
-    Args:
-        name: str, the argument's name, for the error message.
-        value: the argument.
-
-    Returns:
-        int.
-
-    Raises:
-        ValueError: if `value` is not a positive int (bools are refused).
-    """
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
-
-
-def check_positive_ints(name: str, values: Any, length: Optional[int] = None) -> Tuple[int, ...]:
-    """Returns `values` as a tuple of positive ints, or raises naming the argument.
-
-    Args:
-        name: str, the argument's name, for the error message.
-        values: sequence of ints.
-        length: int or None, the required number of values (None: any, at
-            least one).
-
-    Returns:
-        Tuple of ints.
-
-    Raises:
-        ValueError: if `values` is not such a sequence.
-    """
-    try:
-        result = tuple(values)
-    except TypeError:
-        result = None
-    if (
-        result is None
-        or not result
-        or not all(_is_int(v) and v >= 1 for v in result)
-        or (length is not None and len(result) != length)
-    ):
-        count = f"{length} positive ints" if length is not None else "positive ints"
-        raise ValueError(f"`{name}` must be {count}. Received: {name}={values!r}")
-    return tuple(int(v) for v in result)
 
 
 def default_exit_blocks(blocks_per_stage: int) -> Tuple[int, int]:
@@ -119,40 +68,6 @@ def default_exit_blocks(blocks_per_stage: int) -> Tuple[int, int]:
 def default_exit_filters(stage_filters: Sequence[int]) -> Tuple[int, ...]:
     """Exit-convolution channels per stage: twice the first stage's width, then the widths."""
     return (2 * stage_filters[0], *stage_filters[1:])
-
-
-def check_exit_blocks(exit_blocks: Any, num_blocks: int) -> Tuple[int, ...]:
-    """Validates 1-based, strictly increasing exit positions within `num_blocks` blocks.
-
-    Args:
-        exit_blocks: sequence of ints.
-        num_blocks: int, blocks in the stage (or the network).
-
-    Returns:
-        Tuple of ints.
-
-    Raises:
-        ValueError: if the positions are malformed or out of range.
-    """
-    blocks = check_positive_ints("exit_blocks", exit_blocks)
-    if any(b > num_blocks for b in blocks) or any(
-        later <= earlier for earlier, later in zip(blocks, blocks[1:])
-    ):
-        raise ValueError(
-            "`exit_blocks` must be strictly increasing 1-based block indices no larger "
-            f"than the number of blocks ({num_blocks}). Received: exit_blocks={exit_blocks!r}"
-        )
-    return blocks
-
-
-def check_multi_exit_variant(variant: Any) -> str:
-    """Returns `variant` if a multi-exit network comes in it ("plain", "oat", "oat_single_bn")."""
-    if variant not in multi_exit.MULTI_EXIT_VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {multi_exit.MULTI_EXIT_VARIANTS}. "
-            f"Received: variant={variant!r}"
-        )
-    return variant
 
 
 def apply_rdi_exit(
@@ -193,7 +108,7 @@ def apply_rdi_exit(
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class RDIResNet38(keras.Model):
+class RDIResNet38(saved_config.SavedConfig, keras.Model):
     """CIFAR ResNet-38 with two side exits per stage; inputs `{"image", "lambda"}`.
 
     Outputs a dict of logits `{"exit_1", ..., "exit_6", "final"}` (M = 3 ×
@@ -259,20 +174,20 @@ class RDIResNet38(keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("blocks_per_stage", blocks_per_stage)
-        filters = check_positive_ints("stage_filters", stage_filters, NUM_STAGES)
+        model_arguments.check_positive_int("num_classes", num_classes)
+        model_arguments.check_positive_int("blocks_per_stage", blocks_per_stage)
+        filters = model_arguments.check_positive_ints("stage_filters", stage_filters, NUM_STAGES)
         positions = (
             default_exit_blocks(blocks_per_stage)
             if exit_blocks is None
-            else check_exit_blocks(exit_blocks, blocks_per_stage)
+            else model_arguments.check_exit_blocks(exit_blocks, blocks_per_stage)
         )
         branch_filters = (
             default_exit_filters(filters)
             if exit_filters is None
-            else check_positive_ints("exit_filters", exit_filters, NUM_STAGES)
+            else model_arguments.check_positive_ints("exit_filters", exit_filters, NUM_STAGES)
         )
-        check_multi_exit_variant(variant)
+        multi_exit.check_multi_exit_variant(variant)
         shape = conditioning_lib.check_image_shape(image_shape, min_size=MIN_IMAGE_SIZE)
         encoder = conditioning_lib.encoder_kwargs(encoder)
         kwargs.setdefault("name", f"rdi_resnet{6 * blocks_per_stage + 2}_{variant}")
@@ -285,10 +200,7 @@ class RDIResNet38(keras.Model):
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
         )
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name="stem_bn", film_name="stem_film"
-        )
-        x = keras.layers.ReLU(name="stem_relu")(x)
+        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
         outputs = {}
         feature_layers = []
         for stage, stage_width in enumerate(filters):
@@ -317,27 +229,15 @@ class RDIResNet38(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.num_classes = int(num_classes)
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.stage_filters = filters
-        self.blocks_per_stage = int(blocks_per_stage)
-        self.exit_blocks = None if exit_blocks is None else positions
-        self.exit_filters = None if exit_filters is None else branch_filters
+        self.save_config(
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            stage_filters=filters,
+            blocks_per_stage=int(blocks_per_stage),
+            exit_blocks=None if exit_blocks is None else positions,
+            exit_filters=None if exit_filters is None else branch_filters,
+        )
         self.exit_feature_layers: Tuple[str, ...] = tuple(feature_layers)
         self.num_exits = len(feature_layers)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "stage_filters": list(self.stage_filters),
-            "blocks_per_stage": self.blocks_per_stage,
-            "exit_blocks": None if self.exit_blocks is None else list(self.exit_blocks),
-            "exit_filters": None if self.exit_filters is None else list(self.exit_filters),
-        }

@@ -20,14 +20,15 @@ paper's RDI-SmallCNN (the default for "plain").
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Optional, Sequence
 
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
 from oat_tf.models import exit_branch
+from oat_tf.models import model_arguments
 from oat_tf.models import multi_exit
+from oat_tf.models import saved_config
 from oat_tf.models import small_cnn
 
 # Where the side exits attach: after the ReLU of the first and of the third
@@ -68,15 +69,11 @@ def apply_conv_unit(
         kernel_initializer="he_normal",
         name=f"{block}_conv{index}",
     )(x)
-    if use_batch_norm:
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name=f"{block}_bn{index}", film_name=f"{block}_film{index}"
-        )
-    return keras.layers.ReLU(name=f"{block}_relu{index}")(x)
+    return small_cnn.normalization_relu(x, conditioning, use_batch_norm, prefix=block, suffix=str(index))
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class RDISmallCNN(keras.Model):
+class RDISmallCNN(saved_config.SavedConfig, keras.Model):
     """SmallCNN with two side exits, inputs `{"image", "lambda"}`, dict of logits out.
 
     Layer names: the backbone's are those of `SmallCNN`
@@ -145,46 +142,22 @@ class RDISmallCNN(keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        try:
-            filters = tuple(int(f) for f in filters)
-        except (TypeError, ValueError):
-            filters = ()
-        if len(filters) != 2 or min(filters) < 1:
-            raise ValueError(
-                "`filters` must be two positive ints (the channels of the two blocks). "
-                f"Received: filters={filters!r}"
-            )
+        filters = model_arguments.check_positive_ints("filters", filters, length=2)
         for argument, value in (
             ("num_classes", num_classes),
             ("hidden_units", hidden_units),
             ("exit_conv_filters", exit_conv_filters),
             ("exit_hidden_units", exit_hidden_units),
         ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(
-                    f"`{argument}` must be a positive int. Received: {argument}={value!r}"
-                )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
-        if exit_dropout is None:
-            exit_dropout = dropout
-        if not 0.0 <= exit_dropout < 1.0:
-            raise ValueError(
-                f"`exit_dropout` must be None or in [0, 1). Received: exit_dropout={exit_dropout}"
-            )
-        if variant not in multi_exit.MULTI_EXIT_VARIANTS:
-            raise ValueError(
-                f"`variant` must be one of {multi_exit.MULTI_EXIT_VARIANTS}. "
-                f"Received: variant={variant!r}"
-            )
+            model_arguments.check_positive_int(argument, value)
+        model_arguments.check_rate("dropout", dropout)
+        exit_dropout = model_arguments.check_rate(
+            "exit_dropout", dropout if exit_dropout is None else exit_dropout
+        )
+        multi_exit.check_multi_exit_variant(variant)
         if use_batch_norm is None:
             use_batch_norm = variant != "plain"
-        if variant != "plain" and not use_batch_norm:
-            raise ValueError(
-                "`use_batch_norm` must be True (or None) for the OAT variants (FiLM follows "
-                f"the normalisations). Received: use_batch_norm={use_batch_norm}, "
-                f"variant={variant!r}"
-            )
+        model_arguments.check_batch_norm_for_variant(use_batch_norm, variant, optional=True)
         # Two blocks of two unpadded convolutions and a max-pool each.
         shape = conditioning_lib.check_image_shape(image_shape, min_size=16)
         encoder = conditioning_lib.encoder_kwargs(encoder)
@@ -244,34 +217,18 @@ class RDISmallCNN(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.num_classes = int(num_classes)
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.filters = filters
-        self.hidden_units = int(hidden_units)
-        self.dropout = float(dropout)
-        self.use_batch_norm = bool(use_batch_norm)
-        self.exit_conv_filters = int(exit_conv_filters)
-        self.exit_hidden_units = int(exit_hidden_units)
-        self.exit_dropout = float(exit_dropout)
-        self.seed = int(seed)
+        self.save_config(
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            filters=filters,
+            hidden_units=int(hidden_units),
+            dropout=float(dropout),
+            use_batch_norm=bool(use_batch_norm),
+            exit_conv_filters=int(exit_conv_filters),
+            exit_hidden_units=int(exit_hidden_units),
+            exit_dropout=float(exit_dropout),
+            seed=int(seed),
+        )
         self.exit_feature_layers = EXIT_FEATURE_LAYERS
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "filters": list(self.filters),
-            "hidden_units": self.hidden_units,
-            "dropout": self.dropout,
-            "use_batch_norm": self.use_batch_norm,
-            "exit_conv_filters": self.exit_conv_filters,
-            "exit_hidden_units": self.exit_hidden_units,
-            "exit_dropout": self.exit_dropout,
-            "seed": self.seed,
-        }

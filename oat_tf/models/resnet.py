@@ -34,6 +34,8 @@ from typing import Any, Optional, Sequence, Tuple
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import model_arguments
+from oat_tf.models import saved_config
 
 BLOCK_TYPES = ("basic", "bottleneck")
 # Blocks per stage for the standard depths; any other depth with
@@ -146,14 +148,9 @@ def apply_basic_block(
     """
     shortcut = x
     y = conditioning_lib.apply_conv(x, filters, 3, stride, name=f"{name}_conv1")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn1", film_name=f"{name}_film1"
-    )
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="1")
     y = conditioning_lib.apply_conv(y, filters, 3, 1, name=f"{name}_conv2")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn2", film_name=f"{name}_film2"
-    )
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2", relu=False)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = conditioning_lib.apply_conv(
             x, filters, 1, stride, name=f"{name}_shortcut_conv"
@@ -197,11 +194,9 @@ def apply_bottleneck_block(
         ((filters, 1, 1), (filters, 3, stride), (out_channels, 1, 1)), start=1
     ):
         y = conditioning_lib.apply_conv(y, width, kernel, step, name=f"{name}_conv{index}")
-        y = conditioning_lib.apply_normalization(
-            y, conditioning, norm_name=f"{name}_bn{index}", film_name=f"{name}_film{index}"
+        y = conditioning_lib.apply_normalization_relu(
+            y, conditioning, prefix=name, suffix=str(index), relu=index < 3
         )
-        if index < 3:
-            y = keras.layers.ReLU(name=f"{name}_relu{index}")(y)
     if stride != 1 or x.shape[-1] != out_channels:
         shortcut = conditioning_lib.apply_conv(
             x, out_channels, 1, stride, name=f"{name}_shortcut_conv"
@@ -214,7 +209,7 @@ def apply_bottleneck_block(
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class ResNet(keras.Model):
+class ResNet(saved_config.SavedConfig, keras.Model):
     """CIFAR-style ResNet (basic or bottleneck blocks) with inputs `{"image", "lambda"}`.
 
     Layer names: `stem_conv`, `stem_bn`, `stem_film`, `stem_relu`, then
@@ -284,10 +279,7 @@ class ResNet(keras.Model):
             block_type = block or "basic"
             blocks = check_stage_ints("stage_blocks", stage_blocks)
         filters = check_stage_ints("stage_filters", stage_filters)
-        if num_classes < 1:
-            raise ValueError(
-                f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
-            )
+        model_arguments.check_positive_int("num_classes", num_classes)
         conditioning_lib.check_variant(variant)
         shape = conditioning_lib.check_image_shape(image_shape, min_size=8)
         encoder = conditioning_lib.encoder_kwargs(encoder)
@@ -302,10 +294,7 @@ class ResNet(keras.Model):
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
         )
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name="stem_bn", film_name="stem_film"
-        )
-        x = keras.layers.ReLU(name="stem_relu")(x)
+        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
         for stage, (stage_width, num_blocks) in enumerate(zip(filters, blocks)):
             for index in range(num_blocks):
                 x = apply_block(
@@ -320,26 +309,14 @@ class ResNet(keras.Model):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
-        self.depth = depth
-        self.num_classes = num_classes
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.stage_filters = filters
-        self.stage_blocks = None if stage_blocks is None else blocks
-        self.block = block
+        self.save_config(
+            depth=depth,
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            stage_filters=filters,
+            stage_blocks=None if stage_blocks is None else blocks,
+            block=block,
+        )
         self.block_type = block_type
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "depth": self.depth,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "stage_filters": list(self.stage_filters),
-            "stage_blocks": None if self.stage_blocks is None else list(self.stage_blocks),
-            "block": self.block,
-        }

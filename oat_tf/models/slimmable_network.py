@@ -45,6 +45,7 @@ from oat_tf.layers import slimmable
 from oat_tf.layers import slimmable_film
 from oat_tf.layers import switchable_batch_norm
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import saved_config
 
 SLIMMABLE_VARIANTS = config_lib.SLIMMABLE_VARIANTS
 
@@ -90,7 +91,7 @@ class _WidthModels:
         self.models: Dict[float, keras.Model] = {}
 
 
-class SlimmableNetwork(keras.Model):
+class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
     """Common part of the slimmable networks: conditioning, widths, views, config.
 
     Subclasses call `super().__init__` with the common arguments, set their
@@ -135,11 +136,13 @@ class SlimmableNetwork(keras.Model):
         checked_widths = slimmable.check_widths(widths)
         encoder = conditioning_lib.encoder_kwargs(encoder)
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.image_shape = tuple(int(d) for d in image_shape)
-        self.variant = variant
-        self.encoder = encoder
-        self.widths = checked_widths
+        self.save_config(
+            num_classes=int(num_classes),
+            image_shape=tuple(int(d) for d in image_shape),
+            variant=variant,
+            encoder=encoder,
+            widths=checked_widths,
+        )
         self._width_models = _WidthModels()
         self._sublayers_frozen = False
 
@@ -292,14 +295,3 @@ class SlimmableNetwork(keras.Model):
             cached = keras.Model(inputs=inputs, outputs=outputs, name=f"{self.name}_width_{width}")
             self._width_models.models[width] = cached
         return cached
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "widths": list(self.widths),
-        }

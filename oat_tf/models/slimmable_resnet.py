@@ -98,9 +98,9 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         )
 
         # === Config ===
-        self.depth = depth
-        self.stage_filters = filters
-        self.stage_blocks = None if stage_blocks is None else blocks
+        self.save_config(
+            depth=depth, stage_filters=filters, stage_blocks=None if stage_blocks is None else blocks
+        )
         self._blocks = blocks
 
         # === Layers (created and built at full width) ===
@@ -204,11 +204,3 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
                 self.num_classes, widths=self.widths, slim_outputs=False, name="logits"
             ),
         )(x, width=width)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "depth": self.depth,
-            "stage_filters": list(self.stage_filters),
-            "stage_blocks": None if self.stage_blocks is None else list(self.stage_blocks),
-        }

@@ -17,6 +17,7 @@ from oat_tf.layers import slimmable
 from oat_tf.layers import slimmable_conv
 from oat_tf.layers import slimmable_dense
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import model_arguments
 from oat_tf.models import slimmable_network
 from oat_tf.models import small_cnn
 
@@ -112,19 +113,11 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         **kwargs,
     ):
         # === Validation ===
-        filters = tuple(int(f) for f in filters)
-        if not filters or min(filters) < 1:
-            raise ValueError(
-                f"`filters` must be a non-empty list of positive ints. Received: filters={filters!r}"
-            )
-        if hidden_units < 1:
-            raise ValueError(
-                f"`hidden_units` must be a positive int. Received: hidden_units={hidden_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        filters = model_arguments.check_positive_ints("filters", filters)
+        model_arguments.check_positive_int("hidden_units", hidden_units)
+        model_arguments.check_rate("dropout", dropout)
         min_size = 4
-        while small_cnn._conv_output_size(min_size, len(filters)) < 1:
+        while small_cnn.conv_output_size(min_size, len(filters)) < 1:
             min_size += 1
         shape = conditioning_lib.check_image_shape(image_shape, min_size=min_size)
         kwargs.setdefault("name", f"slimmable_small_cnn_{variant}")
@@ -138,10 +131,9 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         )
 
         # === Config ===
-        self.filters = filters
-        self.hidden_units = int(hidden_units)
-        self.dropout = float(dropout)
-        self.seed = int(seed)
+        self.save_config(
+            filters=filters, hidden_units=int(hidden_units), dropout=float(dropout), seed=int(seed)
+        )
 
         # === Layers (created and built at full width) ===
         self._build_full_width()
@@ -230,12 +222,3 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
             film_name=f"{name}_film",
         )
         return self._sublayer(f"{name}_relu", lambda: keras.layers.ReLU(name=f"{name}_relu"))(x)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": list(self.filters),
-            "hidden_units": self.hidden_units,
-            "dropout": self.dropout,
-            "seed": self.seed,
-        }

@@ -15,13 +15,40 @@ from typing import Any, Optional, Sequence
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import model_arguments
+from oat_tf.models import saved_config
 
 
-def _conv_output_size(size: int, num_filters_stages: int) -> int:
+def conv_output_size(size: int, num_filters_stages: int) -> int:
     """Spatial size after the convolutional blocks (two valid 3×3 convs + pool each)."""
     for _ in range(num_filters_stages):
         size = (size - 4) // 2
     return size
+
+
+def normalization_relu(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    use_batch_norm: bool,
+    *,
+    prefix: str,
+    suffix: str = "",
+) -> keras.KerasTensor:
+    """BN(-FiLM) and ReLU after a layer (`apply_normalization_relu`), or the ReLU alone.
+
+    Args:
+        x: KerasTensor, the layer's output.
+        conditioning: `Conditioning` of the network.
+        use_batch_norm: bool, normalise (and modulate) before the ReLU.
+        prefix: str, the unit's prefix (e.g. "block1", "fc1").
+        suffix: str, the unit's index in its block ("" for none).
+
+    Returns:
+        KerasTensor shaped like `x`.
+    """
+    if use_batch_norm:
+        return conditioning_lib.apply_normalization_relu(x, conditioning, prefix=prefix, suffix=suffix)
+    return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x)
 
 
 def apply_small_cnn_conv_block(
@@ -53,14 +80,7 @@ def apply_small_cnn_conv_block(
             kernel_initializer="he_normal",
             name=f"{name}_conv{index}",
         )(x)
-        if use_batch_norm:
-            x = conditioning_lib.apply_normalization(
-                x,
-                conditioning,
-                norm_name=f"{name}_bn{index}",
-                film_name=f"{name}_film{index}",
-            )
-        x = keras.layers.ReLU(name=f"{name}_relu{index}")(x)
+        x = normalization_relu(x, conditioning, use_batch_norm, prefix=name, suffix=str(index))
     return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
@@ -89,18 +109,14 @@ def apply_small_cnn_dense_block(
         KerasTensor [N, units].
     """
     x = keras.layers.Dense(units, use_bias=not use_batch_norm, name=name)(x)
-    if use_batch_norm:
-        x = conditioning_lib.apply_normalization(
-            x, conditioning, norm_name=f"{name}_bn", film_name=f"{name}_film"
-        )
-    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = normalization_relu(x, conditioning, use_batch_norm, prefix=name)
     if dropout > 0.0:
         x = keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout")(x)
     return x
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class SmallCNN(keras.Model):
+class SmallCNN(saved_config.SavedConfig, keras.Model):
     """The RDI-Nets SmallCNN backbone with inputs `{"image", "lambda"}`.
 
     Layer names: `block{1,2}_{conv1,bn1,film1,relu1,conv2,bn2,film2,relu2,
@@ -153,30 +169,14 @@ class SmallCNN(keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        filters = tuple(int(f) for f in filters)
-        if not filters or min(filters) < 1:
-            raise ValueError(
-                f"`filters` must be a non-empty list of positive ints. Received: filters={filters!r}"
-            )
-        if hidden_units < 1:
-            raise ValueError(
-                f"`hidden_units` must be a positive int. Received: hidden_units={hidden_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
-        if num_classes < 1:
-            raise ValueError(
-                f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
-            )
+        filters = model_arguments.check_positive_ints("filters", filters)
+        model_arguments.check_positive_int("hidden_units", hidden_units)
+        model_arguments.check_rate("dropout", dropout)
+        model_arguments.check_positive_int("num_classes", num_classes)
         conditioning_lib.check_variant(variant)
-        if variant != "plain" and not use_batch_norm:
-            raise ValueError(
-                "`use_batch_norm` must be True for the OAT variants (FiLM follows "
-                f"the normalisations). Received: use_batch_norm={use_batch_norm}, "
-                f"variant={variant!r}"
-            )
+        model_arguments.check_batch_norm_for_variant(use_batch_norm, variant)
         min_size = 4
-        while _conv_output_size(min_size, len(filters)) < 1:
+        while conv_output_size(min_size, len(filters)) < 1:
             min_size += 1
         shape = conditioning_lib.check_image_shape(image_shape, min_size=min_size)
         encoder = conditioning_lib.encoder_kwargs(encoder)
@@ -213,27 +213,14 @@ class SmallCNN(keras.Model):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
-        self.num_classes = num_classes
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.filters = filters
-        self.hidden_units = int(hidden_units)
-        self.dropout = float(dropout)
-        self.use_batch_norm = bool(use_batch_norm)
-        self.seed = int(seed)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "filters": list(self.filters),
-            "hidden_units": self.hidden_units,
-            "dropout": self.dropout,
-            "use_batch_norm": self.use_batch_norm,
-            "seed": self.seed,
-        }
+        self.save_config(
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            filters=filters,
+            hidden_units=int(hidden_units),
+            dropout=float(dropout),
+            use_batch_norm=bool(use_batch_norm),
+            seed=int(seed),
+        )

@@ -21,6 +21,8 @@ from typing import Any, Optional, Sequence
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
+from oat_tf.models import model_arguments
+from oat_tf.models import saved_config
 
 STEM_FILTERS = 16
 STAGE_BASE_FILTERS = (16, 32, 64)
@@ -75,10 +77,7 @@ def apply_wide_basic_block(
     Returns:
         KerasTensor [N, H / stride, W / stride, filters].
     """
-    y = conditioning_lib.apply_normalization(
-        x, conditioning, norm_name=f"{name}_bn1", film_name=f"{name}_film1"
-    )
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = conditioning_lib.apply_normalization_relu(x, conditioning, prefix=name, suffix="1")
     if stride != 1 or x.shape[-1] != filters:
         shortcut = conditioning_lib.apply_conv(
             y, filters, 1, stride, name=f"{name}_shortcut_conv"
@@ -86,10 +85,7 @@ def apply_wide_basic_block(
     else:
         shortcut = x
     y = conditioning_lib.apply_conv(y, filters, 3, stride, name=f"{name}_conv1")
-    y = conditioning_lib.apply_normalization(
-        y, conditioning, norm_name=f"{name}_bn2", film_name=f"{name}_film2"
-    )
-    y = keras.layers.ReLU(name=f"{name}_relu2")(y)
+    y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2")
     if dropout > 0.0:
         y = keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout")(y)
     y = conditioning_lib.apply_conv(y, filters, 3, 1, name=f"{name}_conv2")
@@ -97,7 +93,7 @@ def apply_wide_basic_block(
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
-class WideResNet(keras.Model):
+class WideResNet(saved_config.SavedConfig, keras.Model):
     """WRN-depth-width with inputs `{"image", "lambda"}`.
 
     Layer names: `stem_conv`, then `stage{s}_block{b}_{bn1,film1,relu1,
@@ -153,14 +149,9 @@ class WideResNet(keras.Model):
     ):
         # === Validation ===
         num_blocks = blocks_per_stage(depth)
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"`width` must be a positive int. Received: width={width!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
-        if num_classes < 1:
-            raise ValueError(
-                f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
-            )
+        model_arguments.check_positive_int("width", width)
+        model_arguments.check_rate("dropout", dropout)
+        model_arguments.check_positive_int("num_classes", num_classes)
         conditioning_lib.check_variant(variant)
         shape = conditioning_lib.check_image_shape(image_shape, min_size=4)
         encoder = conditioning_lib.encoder_kwargs(encoder)
@@ -199,27 +190,14 @@ class WideResNet(keras.Model):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
-        self.depth = depth
-        self.width = width
-        self.num_classes = num_classes
-        self.image_shape = shape
-        self.variant = variant
-        self.encoder = encoder
-        self.dropout = float(dropout)
-        self.seed = int(seed)
-        self.film_after_final_norm = bool(film_after_final_norm)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "depth": self.depth,
-            "width": self.width,
-            "num_classes": self.num_classes,
-            "image_shape": list(self.image_shape),
-            "variant": self.variant,
-            "encoder": dict(self.encoder),
-            "dropout": self.dropout,
-            "seed": self.seed,
-            "film_after_final_norm": self.film_after_final_norm,
-        }
+        self.save_config(
+            depth=depth,
+            width=width,
+            num_classes=int(num_classes),
+            image_shape=shape,
+            variant=variant,
+            encoder=encoder,
+            dropout=float(dropout),
+            seed=int(seed),
+            film_after_final_norm=bool(film_after_final_norm),
+        )
