@@ -78,6 +78,7 @@ x_dlr = apgd.apgd(
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -304,7 +305,7 @@ def apgd(
     )
     loss_fn = losses.sparse_cross_entropy if loss == "ce" else dlr_loss
     evaluate = _make_evaluate(logits_fn, loss_fn, labels)
-    windows = tf.constant(_window_table(num_steps))
+    schedule = _Schedule(epsilon, num_steps, rho, alpha, tf.constant(_window_table(num_steps)))
 
     # The clean images are the first candidates for the returned points.
     clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
@@ -315,20 +316,7 @@ def apgd(
     )
 
     def restart_body(r, *best_values):
-        start = core.linf_random_start(images, epsilon, tf.gather(seeds, r))
-        run = _single_run(
-            evaluate,
-            images,
-            start,
-            epsilon=epsilon,
-            num_steps=num_steps,
-            rho=rho,
-            alpha=alpha,
-            windows=windows,
-        )
-        return _keep_more_adversarial(
-            best_values, (run.x_adv, run.adv_misclassified, run.adv_loss)
-        )
+        return _run_and_keep(evaluate, images, tf.gather(seeds, r), best_values, schedule)
 
     x_adv, _, _ = core.repeat(restart_body, num_restarts, best)
     return core.finish(x_adv, images, epsilon)
@@ -413,7 +401,7 @@ def apgd_targeted(
         rho,
         alpha,
     )
-    windows = tf.constant(_window_table(num_steps))
+    schedule = _Schedule(epsilon, num_steps, rho, alpha, tf.constant(_window_table(num_steps)))
     # [N, T]: the classes ranked 2 … T + 1 on the clean images.
     targets = tf.math.top_k(clean_logits, k=num_target_classes + 1).indices[:, 1:]
     best = (
@@ -428,20 +416,8 @@ def apgd_targeted(
         def loss_fn(logits: tf.Tensor, true_labels: tf.Tensor) -> tf.Tensor:
             return targeted_dlr_loss(logits, true_labels, target)
 
-        start = core.linf_random_start(images, epsilon, tf.gather(seeds, j))
-        run = _single_run(
-            _make_evaluate(logits_fn, loss_fn, labels),
-            images,
-            start,
-            epsilon=epsilon,
-            num_steps=num_steps,
-            rho=rho,
-            alpha=alpha,
-            windows=windows,
-        )
-        return _keep_more_adversarial(
-            best_values, (run.x_adv, run.adv_misclassified, run.adv_loss)
-        )
+        evaluate = _make_evaluate(logits_fn, loss_fn, labels)
+        return _run_and_keep(evaluate, images, tf.gather(seeds, j), best_values, schedule)
 
     x_adv, _, _ = core.repeat(run_body, num_runs, best)
     return core.finish(x_adv, images, epsilon)
@@ -465,6 +441,33 @@ def _make_evaluate(logits_fn: core.LogitsFn, loss_fn: losses.LossFn, labels: tf.
         return grad, loss, _misclassified(captured["logits"], labels)
 
     return evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+    """The settings every run of one attack shares (`windows`: `_window_table`)."""
+
+    epsilon: float
+    num_steps: int
+    rho: float
+    alpha: float
+    windows: tf.Tensor
+
+
+def _run_and_keep(evaluate, images: tf.Tensor, seed: tf.Tensor, best_values, schedule: _Schedule):
+    """One run from a random start (`seed`); per sample, the more adversarial of it and `best_values`."""
+    start = core.linf_random_start(images, schedule.epsilon, seed)
+    run = _single_run(
+        evaluate,
+        images,
+        start,
+        epsilon=schedule.epsilon,
+        num_steps=schedule.num_steps,
+        rho=schedule.rho,
+        alpha=schedule.alpha,
+        windows=schedule.windows,
+    )
+    return _keep_more_adversarial(best_values, (run.x_adv, run.adv_misclassified, run.adv_loss))
 
 
 def _single_run(

@@ -72,88 +72,56 @@ def run_attack(
         raise ValueError(
             f"`config` must be an AttackConfig. Received: config={config!r}"
         )
+
+    def attack(attack_fn, **arguments):
+        return attack_fn(logits_fn, images, labels, epsilon=config.epsilon, **arguments)
+
+    # The goal and loss of the attacks that take them (the PGD family).
+    goal = dict(targeted=config.targeted, target_labels=target_labels, loss_fn=loss_fn)
     if config.name == "pgd":
-        return pgd.pgd_linf(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
+        return attack(
+            pgd.pgd_linf,
             step_size=config.step_size,
             num_steps=config.num_steps,
             random_start=config.random_start,
             num_restarts=config.num_restarts,
-            targeted=config.targeted,
-            target_labels=target_labels,
             seed=seed,
-            loss_fn=loss_fn,
+            **goal,
         )
     if config.name == "fgsm":
-        return pgd.fgsm(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
-            targeted=config.targeted,
-            target_labels=target_labels,
-            loss_fn=loss_fn,
-        )
+        return attack(pgd.fgsm, **goal)
     if config.name == "mi_fgsm":
-        return pgd.mi_fgsm(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
+        return attack(
+            pgd.mi_fgsm,
             num_steps=config.num_steps,
             decay=config.decay,
             step_size=config.step_size or None,
-            targeted=config.targeted,
-            target_labels=target_labels,
-            loss_fn=loss_fn,
+            **goal,
+        )
+    # The attacks that choose their own targets and loss, named as in the message.
+    fixed_goal = dict.fromkeys(
+        config_lib.RANKED_TARGET_ATTACKS, "APGD-T and FAB-T (they choose their own targets and loss)"
+    )
+    fixed_goal.update(apgd_ce="APGD", apgd_dlr="APGD")
+    if config.name in fixed_goal and (target_labels is not None or loss_fn is not None):
+        raise ValueError(
+            f"`target_labels` and `loss_fn` are not supported by {fixed_goal[config.name]}. "
+            f"Received: config={config!r}"
         )
     if config.name in config_lib.RANKED_TARGET_ATTACKS:
-        if target_labels is not None or loss_fn is not None:
-            raise ValueError(
-                "`target_labels` and `loss_fn` are not supported by APGD-T and FAB-T "
-                f"(they choose their own targets and loss). Received: config={config!r}"
-            )
         attack_fn = apgd.apgd_targeted if config.name == "apgd_t" else fab.fab_targeted
-        return attack_fn(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
+        return attack(
+            attack_fn,
             num_steps=config.num_steps,
             num_target_classes=config.num_target_classes,
             num_restarts=config.num_restarts,
             seed=seed,
         )
-
     if config.name in ("apgd_ce", "apgd_dlr"):
-        if target_labels is not None or loss_fn is not None:
-            raise ValueError(
-                "`target_labels` and `loss_fn` are not supported by APGD. "
-                f"Received: config={config!r}"
-            )
-        return apgd.apgd(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
-            num_steps=config.num_steps,
-            loss=config.name[len("apgd_"):],
-            num_restarts=config.num_restarts,
-            seed=seed,
-        )
+        loss = config.name[len("apgd_"):]
+        return attack(apgd.apgd, num_steps=config.num_steps, loss=loss, num_restarts=config.num_restarts, seed=seed)
     if config.name == "square":
-        return square.square_linf(
-            logits_fn,
-            images,
-            labels,
-            epsilon=config.epsilon,
-            num_queries=config.num_queries,
-            p_init=config.p_init,
-            seed=seed,
-        )
+        return attack(square.square_linf, num_queries=config.num_queries, p_init=config.p_init, seed=seed)
     raise ValueError(
         f"`config.name` must be one of {config_lib.ATTACK_NAMES}. "
         f"Received: config.name={config.name!r}"

@@ -53,8 +53,18 @@ class _Switchable(keras.layers.Layer):
         """The normalisation sublayers, one per width in the order of `widths`."""
         return [getattr(self, f"norm_{index}") for index in range(len(self.widths))]
 
+    # The normalisation each width gets (a BatchNormalization-like class).
+    norm_class = None
+
     def _make_norm(self, name: str) -> keras.layers.Layer:
-        raise NotImplementedError
+        return self.norm_class(
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            center=self.center,
+            scale=self.scale,
+            synchronized=self.synchronized,
+            name=name,
+        )
 
     def __call__(self, inputs, *args, width=None, **kwargs):
         width = slimmable.check_width(width, self.widths)
@@ -132,15 +142,7 @@ class SwitchableBatchNormalization(_Switchable):
     - Yu et al., Slimmable Neural Networks, ICLR 2019 (switchable BN).
     """
 
-    def _make_norm(self, name):
-        return keras.layers.BatchNormalization(
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            center=self.center,
-            scale=self.scale,
-            synchronized=self.synchronized,
-            name=name,
-        )
+    norm_class = keras.layers.BatchNormalization
 
     def build(self, inputs_shape):
         self._set_full_channels(inputs_shape)
@@ -190,15 +192,7 @@ class SwitchableDualBatchNormalization(_Switchable):
     - Wang et al., Once-for-All Adversarial Training, NeurIPS 2020, §3.3 (OATS).
     """
 
-    def _make_norm(self, name):
-        return dual_batch_norm.DualBatchNormalization(
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            center=self.center,
-            scale=self.scale,
-            synchronized=self.synchronized,
-            name=name,
-        )
+    norm_class = dual_batch_norm.DualBatchNormalization
 
     def build(self, inputs_shape, clean_shape):
         self._set_full_channels(inputs_shape)

@@ -36,7 +36,7 @@ x = apply_normalization(x, conditioning, norm_name="stem_bn", film_name="stem_fi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
@@ -44,6 +44,7 @@ from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.layers import lambda_encoding
+from oat_tf.models import model_arguments
 
 VARIANTS = ("plain", "oat", "oat_single_bn", "mixture_bn")
 # The domain indicator fed as "lambda" to a "mixture_bn" network.
@@ -58,11 +59,13 @@ IMAGE_KEY = "image"
 LAMBDA_KEY = "lambda"
 
 
-def check_variant(variant: str) -> str:
+def check_variant(variant: str, variants: Sequence[str] = VARIANTS) -> str:
     """Returns `variant` if it is a known model variant.
 
     Args:
-        variant: str, one of `VARIANTS`.
+        variant: str, one of `variants`.
+        variants: the variants the network comes in (all of `VARIANTS` by
+            default; the multi-exit networks take fewer).
 
     Returns:
         The same string.
@@ -70,9 +73,43 @@ def check_variant(variant: str) -> str:
     Raises:
         ValueError: if `variant` is unknown.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    if variant not in variants:
+        raise ValueError(f"`variant` must be one of {tuple(variants)}. Received: variant={variant!r}")
     return variant
+
+
+def check_network_arguments(
+    num_classes: Any,
+    image_shape: Sequence[int],
+    variant: str,
+    encoder: Optional[Any],
+    *,
+    min_size: int,
+    variants: Sequence[str] = VARIANTS,
+) -> Dict[str, Any]:
+    """The four arguments every λ-conditioned network takes, checked and normalised.
+
+    Args:
+        num_classes: positive int, number of logits.
+        image_shape: (H, W, C), height and width at least `min_size`.
+        variant: str, one of `variants`.
+        encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`.
+        min_size: int, the smallest height and width the network takes.
+        variants: the variants the network comes in.
+
+    Returns:
+        {"num_classes": int, "image_shape": tuple, "variant": str, "encoder":
+        dict}, the first entries of the network's config.
+
+    Raises:
+        ValueError: naming the first argument that is wrong.
+    """
+    return {
+        "num_classes": model_arguments.check_positive_int("num_classes", num_classes),
+        "image_shape": check_image_shape(image_shape, min_size=min_size),
+        "variant": check_variant(variant, variants),
+        "encoder": encoder_kwargs(encoder),
+    }
 
 
 def check_image_shape(image_shape: Sequence[int], min_size: int) -> tuple:
@@ -258,6 +295,23 @@ def apply_lambda_conditioning(
         film_hidden_multiplier=film_hidden_multiplier(encoder),
         fused_normalization=fused_normalization(encoder),
     )
+
+
+def conditioned_inputs(
+    image_shape: Sequence[int], variant: str, encoder: Dict[str, Any]
+) -> Tuple[Dict[str, keras.KerasTensor], Conditioning]:
+    """A network's symbolic inputs and the λ conditioning its normalisations share.
+
+    Args:
+        image_shape: tuple (H, W, C), checked.
+        variant: str, checked.
+        encoder: dict of `LambdaEncoder` arguments (`encoder_kwargs`).
+
+    Returns:
+        (`model_inputs(image_shape)`, `apply_lambda_conditioning` of their λ).
+    """
+    inputs = model_inputs(image_shape)
+    return inputs, apply_lambda_conditioning(inputs[LAMBDA_KEY], variant, encoder)
 
 
 def apply_normalization(

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import keras
 
@@ -59,25 +59,6 @@ _EXIT_NAME = re.compile(r"^exit_([1-9][0-9]*)$")
 _STAGE_VIEWS: "weakref.WeakKeyDictionary[keras.Model, List[StageView]]" = (
     weakref.WeakKeyDictionary()
 )
-
-
-def check_multi_exit_variant(variant: Any) -> str:
-    """Returns `variant` if a multi-exit network comes in it ("plain", "oat", "oat_single_bn").
-
-    Args:
-        variant: the network's `variant` argument.
-
-    Returns:
-        The same string.
-
-    Raises:
-        ValueError: if `variant` is not one of `MULTI_EXIT_VARIANTS`.
-    """
-    if variant not in MULTI_EXIT_VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {MULTI_EXIT_VARIANTS}. Received: variant={variant!r}"
-        )
-    return variant
 
 
 def exit_output_name(index: int) -> str:

@@ -258,7 +258,6 @@ class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        model_arguments.check_positive_int("num_classes", num_classes)
         model_arguments.check_positive_int("stem_filters", stem_filters)
         model_arguments.check_positive_int("head_filters", head_filters)
         settings = check_block_settings(block_settings)
@@ -270,18 +269,19 @@ class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
                 "`exit_filters` must have one entry per exit "
                 f"({len(positions)} exit_blocks). Received: exit_filters={exit_filters!r}"
             )
-        multi_exit.check_multi_exit_variant(variant)
-        shape = conditioning_lib.check_image_shape(
-            image_shape, min_size=_min_image_size(plan, positions)
+        common = conditioning_lib.check_network_arguments(
+            num_classes,
+            image_shape,
+            variant,
+            encoder,
+            min_size=_min_image_size(plan, positions),
+            variants=multi_exit.MULTI_EXIT_VARIANTS,
         )
-        encoder = conditioning_lib.encoder_kwargs(encoder)
+        shape, encoder = common["image_shape"], common["encoder"]
         kwargs.setdefault("name", f"rdi_mobilenet_v2_{variant}")
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], int(stem_filters), 3, 1, name="stem_conv"
         )
@@ -312,10 +312,7 @@ class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
 
         # === Config ===
         self.save_config(
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             block_settings=settings,
             stem_filters=int(stem_filters),
             head_filters=int(head_filters),

@@ -174,7 +174,6 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
         **kwargs,
     ):
         # === Validation ===
-        model_arguments.check_positive_int("num_classes", num_classes)
         model_arguments.check_positive_int("blocks_per_stage", blocks_per_stage)
         filters = model_arguments.check_positive_ints("stage_filters", stage_filters, NUM_STAGES)
         positions = (
@@ -187,16 +186,19 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
             if exit_filters is None
             else model_arguments.check_positive_ints("exit_filters", exit_filters, NUM_STAGES)
         )
-        multi_exit.check_multi_exit_variant(variant)
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=MIN_IMAGE_SIZE)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
+        common = conditioning_lib.check_network_arguments(
+            num_classes,
+            image_shape,
+            variant,
+            encoder,
+            min_size=MIN_IMAGE_SIZE,
+            variants=multi_exit.MULTI_EXIT_VARIANTS,
+        )
+        shape, encoder = common["image_shape"], common["encoder"]
         kwargs.setdefault("name", f"rdi_resnet{6 * blocks_per_stage + 2}_{variant}")
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
         )
@@ -230,10 +232,7 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
 
         # === Config ===
         self.save_config(
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             stage_filters=filters,
             blocks_per_stage=int(blocks_per_stage),
             exit_blocks=None if exit_blocks is None else positions,

@@ -144,7 +144,6 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         # === Validation ===
         filters = model_arguments.check_positive_ints("filters", filters, length=2)
         for argument, value in (
-            ("num_classes", num_classes),
             ("hidden_units", hidden_units),
             ("exit_conv_filters", exit_conv_filters),
             ("exit_hidden_units", exit_hidden_units),
@@ -154,20 +153,23 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         exit_dropout = model_arguments.check_rate(
             "exit_dropout", dropout if exit_dropout is None else exit_dropout
         )
-        multi_exit.check_multi_exit_variant(variant)
+        # Two blocks of two unpadded convolutions and a max-pool each.
+        common = conditioning_lib.check_network_arguments(
+            num_classes,
+            image_shape,
+            variant,
+            encoder,
+            min_size=16,
+            variants=multi_exit.MULTI_EXIT_VARIANTS,
+        )
+        shape, encoder = common["image_shape"], common["encoder"]
         if use_batch_norm is None:
             use_batch_norm = variant != "plain"
         model_arguments.check_batch_norm_for_variant(use_batch_norm, variant, optional=True)
-        # Two blocks of two unpadded convolutions and a max-pool each.
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=16)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
         kwargs.setdefault("name", f"rdi_small_cnn_{variant}")
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         exit_kwargs = dict(
             num_classes=num_classes,
             hidden_units=(exit_hidden_units, exit_hidden_units),
@@ -218,10 +220,7 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
 
         # === Config ===
         self.save_config(
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             filters=filters,
             hidden_units=int(hidden_units),
             dropout=float(dropout),

@@ -34,7 +34,6 @@ from typing import Any, Optional, Sequence, Tuple
 import keras
 
 from oat_tf.models import conditioning as conditioning_lib
-from oat_tf.models import model_arguments
 from oat_tf.models import saved_config
 
 BLOCK_TYPES = ("basic", "bottleneck")
@@ -279,18 +278,15 @@ class ResNet(saved_config.SavedConfig, keras.Model):
             block_type = block or "basic"
             blocks = check_stage_ints("stage_blocks", stage_blocks)
         filters = check_stage_ints("stage_filters", stage_filters)
-        model_arguments.check_positive_int("num_classes", num_classes)
-        conditioning_lib.check_variant(variant)
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=8)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
+        common = conditioning_lib.check_network_arguments(
+            num_classes, image_shape, variant, encoder, min_size=8
+        )
+        shape, encoder = common["image_shape"], common["encoder"]
         kwargs.setdefault("name", f"resnet{depth_of(block_type, blocks)}_{variant}")
         apply_block = apply_basic_block if block_type == "basic" else apply_bottleneck_block
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
         )
@@ -311,10 +307,7 @@ class ResNet(saved_config.SavedConfig, keras.Model):
         # === Config ===
         self.save_config(
             depth=depth,
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             stage_filters=filters,
             stage_blocks=None if stage_blocks is None else blocks,
             block=block,

@@ -172,21 +172,18 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
         filters = model_arguments.check_positive_ints("filters", filters)
         model_arguments.check_positive_int("hidden_units", hidden_units)
         model_arguments.check_rate("dropout", dropout)
-        model_arguments.check_positive_int("num_classes", num_classes)
-        conditioning_lib.check_variant(variant)
-        model_arguments.check_batch_norm_for_variant(use_batch_norm, variant)
         min_size = 4
         while conv_output_size(min_size, len(filters)) < 1:
             min_size += 1
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=min_size)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
+        common = conditioning_lib.check_network_arguments(
+            num_classes, image_shape, variant, encoder, min_size=min_size
+        )
+        shape, encoder = common["image_shape"], common["encoder"]
+        model_arguments.check_batch_norm_for_variant(use_batch_norm, variant)
         kwargs.setdefault("name", f"small_cnn_{variant}")
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         x = inputs[conditioning_lib.IMAGE_KEY]
         for index, block_filters in enumerate(filters):
             x = apply_small_cnn_conv_block(
@@ -214,10 +211,7 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
 
         # === Config ===
         self.save_config(
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             filters=filters,
             hidden_units=int(hidden_units),
             dropout=float(dropout),

@@ -151,17 +151,14 @@ class WideResNet(saved_config.SavedConfig, keras.Model):
         num_blocks = blocks_per_stage(depth)
         model_arguments.check_positive_int("width", width)
         model_arguments.check_rate("dropout", dropout)
-        model_arguments.check_positive_int("num_classes", num_classes)
-        conditioning_lib.check_variant(variant)
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=4)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
+        common = conditioning_lib.check_network_arguments(
+            num_classes, image_shape, variant, encoder, min_size=4
+        )
+        shape, encoder = common["image_shape"], common["encoder"]
         kwargs.setdefault("name", f"wrn{depth}_{width}_{variant}")
 
         # === Functional Model ===
-        inputs = conditioning_lib.model_inputs(shape)
-        conditioning = conditioning_lib.apply_lambda_conditioning(
-            inputs[conditioning_lib.LAMBDA_KEY], variant, encoder
-        )
+        inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
         x = conditioning_lib.apply_conv(
             inputs[conditioning_lib.IMAGE_KEY], STEM_FILTERS, 3, 1, name="stem_conv"
         )
@@ -193,10 +190,7 @@ class WideResNet(saved_config.SavedConfig, keras.Model):
         self.save_config(
             depth=depth,
             width=width,
-            num_classes=int(num_classes),
-            image_shape=shape,
-            variant=variant,
-            encoder=encoder,
+            **common,
             dropout=float(dropout),
             seed=int(seed),
             film_after_final_norm=bool(film_after_final_norm),
