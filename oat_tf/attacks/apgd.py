@@ -311,7 +311,7 @@ def apgd(
     clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     best = (
         images,
-        _misclassified(clean_logits, labels),
+        core.misclassified(clean_logits, labels),
         tf.cast(loss_fn(clean_logits, labels), tf.float32),
     )
 
@@ -406,7 +406,7 @@ def apgd_targeted(
     targets = tf.math.top_k(clean_logits, k=num_target_classes + 1).indices[:, 1:]
     best = (
         images,
-        _misclassified(clean_logits, labels),
+        core.misclassified(clean_logits, labels),
         tf.fill(tf.shape(labels), tf.constant(-np.inf, tf.float32)),
     )
 
@@ -438,7 +438,7 @@ def _make_evaluate(logits_fn: core.LogitsFn, loss_fn: losses.LossFn, labels: tf.
             return tf.cast(loss_fn(logits, labels), tf.float32)
 
         grad, loss = core.input_gradient(objective_fn, x)
-        return grad, loss, _misclassified(captured["logits"], labels)
+        return grad, loss, core.misclassified(captured["logits"], labels)
 
     return evaluate
 
@@ -506,7 +506,7 @@ def _single_run(
         # Step i goes from xⁱ to xⁱ⁺¹; the first step has no momentum.
         momentum = tf.where(tf.equal(i, 0), 1.0, alpha)
         z = core.project_linf(
-            core.sign_step(s.x, s.grad, _per_sample(s.step_size)), images, epsilon
+            core.sign_step(s.x, s.grad, core.per_sample(s.step_size)), images, epsilon
         )
         x_new = core.project_linf(
             s.x + momentum * (z - s.x) + (1.0 - momentum) * (s.x - s.x_prev),
@@ -517,8 +517,8 @@ def _single_run(
 
         num_increases = s.num_increases + tf.cast(loss > s.loss, tf.float32)
         improved = loss > s.loss_max
-        x_max = _select(improved, x_new, s.x_max)
-        grad_max = _select(improved, grad, s.grad_max)
+        x_max = core.select_per_sample(improved, x_new, s.x_max)
+        grad_max = core.select_per_sample(improved, grad, s.grad_max)
         loss_max = tf.where(improved, loss, s.loss_max)
         x_adv, adv_misclassified, adv_loss = _keep_more_adversarial(
             (s.x_adv, s.adv_misclassified, s.adv_loss), (x_new, misclassified, loss)
@@ -534,9 +534,9 @@ def _single_run(
         halve = tf.logical_and(at_check, tf.logical_or(too_few_increases, stalled))
 
         return _RunState(
-            x=_select(halve, x_max, x_new),
+            x=core.select_per_sample(halve, x_max, x_new),
             x_prev=s.x,
-            grad=_select(halve, grad_max, grad),
+            grad=core.select_per_sample(halve, grad_max, grad),
             loss=tf.where(halve, loss_max, loss),
             step_size=tf.where(halve, 0.5 * s.step_size, s.step_size),
             x_max=x_max,
@@ -569,22 +569,7 @@ def _keep_more_adversarial(
         tf.logical_and(tf.equal(new_misclassified, misclassified), new_loss > loss),
     )
     return (
-        _select(better, new_x, x),
+        core.select_per_sample(better, new_x, x),
         tf.logical_or(misclassified, new_misclassified),
         tf.where(better, new_loss, loss),
     )
-
-
-def _misclassified(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """[N] bool: the top-scoring class is not the label."""
-    return tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-
-
-def _select(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Per-sample `tf.where` of [N] `condition` over images [N, H, W, C]."""
-    return tf.where(condition[:, tf.newaxis, tf.newaxis, tf.newaxis], x, y)
-
-
-def _per_sample(values: tf.Tensor) -> tf.Tensor:
-    """[N] -> [N, 1, 1, 1], to broadcast over images."""
-    return values[:, tf.newaxis, tf.newaxis, tf.newaxis]

@@ -292,6 +292,38 @@ def repeat(body, num_iterations: int, loop_vars: tuple) -> tuple:
     return tuple(outputs[1:])
 
 
+def misclassified(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """[N] bool: the top-scoring class is not the label.
+
+    Args:
+        logits: tf.Tensor [N, K].
+        labels: int32 tf.Tensor [N].
+
+    Returns:
+        bool tf.Tensor [N].
+    """
+    return tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
+
+
+def per_sample(values: tf.Tensor) -> tf.Tensor:
+    """[N] -> [N, 1, 1, 1], to broadcast a per-sample value over images."""
+    return values[:, tf.newaxis, tf.newaxis, tf.newaxis]
+
+
+def select_per_sample(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Per-sample `tf.where`: image i of `x` where `condition[i]`, else of `y`.
+
+    Args:
+        condition: bool tf.Tensor [N].
+        x: tf.Tensor [N, H, W, C].
+        y: tf.Tensor [N, H, W, C].
+
+    Returns:
+        tf.Tensor [N, H, W, C].
+    """
+    return tf.where(per_sample(condition), x, y)
+
+
 def finish(x: tf.Tensor, images: tf.Tensor, epsilon: float) -> tf.Tensor:
     """Projects `x` a last time and stops its gradient: an attack's result.
 

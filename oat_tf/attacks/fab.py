@@ -247,7 +247,7 @@ def minimal_adversarial_targeted(
         eta,
         beta,
     )
-    clean_misclassified = _misclassified(core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS), labels)
+    clean_misclassified = core.misclassified(core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS), labels)
     x_min, norm = _single_run(
         logits_fn,
         images,
@@ -351,7 +351,7 @@ def fab_targeted(
         eta,
         beta,
     )
-    clean_misclassified = _misclassified(clean_logits, labels)
+    clean_misclassified = core.misclassified(clean_logits, labels)
     ranked = tf.math.top_k(clean_logits, k=num_target_classes + 1).indices
 
     def run_body(i, best_x, best_norm):
@@ -374,7 +374,7 @@ def fab_targeted(
             beta=beta,
         )
         closer = norm < best_norm
-        return _select(closer, x, best_x), tf.where(closer, norm, best_norm)
+        return core.select_per_sample(closer, x, best_x), tf.where(closer, norm, best_norm)
 
     # A rolled loop even under XLA (unlike `core.repeat`): a run is itself a
     # long loop, so unrolling the runs would only multiply the compile time.
@@ -384,7 +384,7 @@ def fab_targeted(
         (tf.constant(0, tf.int32), images, _initial_norm(clean_misclassified)),
         maximum_iterations=num_runs,
     )
-    x_adv = _select(best_norm <= epsilon, best_x, images)
+    x_adv = core.select_per_sample(best_norm <= epsilon, best_x, images)
     # The last projection guards the bounds of the returned tensor.
     return tf.stop_gradient(core.project_linf(x_adv, images, epsilon))
 
@@ -431,17 +431,17 @@ def _single_run(
         d_x = tf.reshape(d[:batch], tf.shape(x))
         d_clean = tf.reshape(d[batch:], tf.shape(x))
         a_x, a_clean = norms[:batch], norms[batch:]
-        alpha = _per_sample(tf.clip_by_value(a_x / (a_x + a_clean), 0.0, alpha_max))
+        alpha = core.per_sample(tf.clip_by_value(a_x / (a_x + a_clean), 0.0, alpha_max))
         x = tf.clip_by_value(
             (x + eta * d_x) * (1.0 - alpha) + (images + eta * d_clean) * alpha, 0.0, 1.0
         )
 
-        misclassified = _misclassified(core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS), labels)
+        misclassified = core.misclassified(core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS), labels)
         norm = tf.reduce_max(tf.abs(tf.reshape(x, [batch, -1]) - flat_images), axis=1)
         closer = tf.logical_and(misclassified, norm < best_norm)
-        best_x = _select(closer, x, best_x)
+        best_x = core.select_per_sample(closer, x, best_x)
         best_norm = tf.where(closer, norm, best_norm)
-        x = _select(misclassified, images + beta * (x - images), x)
+        x = core.select_per_sample(misclassified, images + beta * (x - images), x)
         return x, best_x, best_norm
 
     _, best_x, best_norm = core.repeat(
@@ -473,19 +473,6 @@ def _initial_norm(clean_misclassified: tf.Tensor) -> tf.Tensor:
     return tf.where(clean_misclassified, tf.constant(0.0, tf.float32), inf)
 
 
-def _misclassified(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """[N] bool: the top-scoring class is not the label."""
-    return tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-
-
-def _select(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Per-sample `tf.where` of [N] `condition` over images [N, H, W, C]."""
-    return tf.where(condition[:, tf.newaxis, tf.newaxis, tf.newaxis], x, y)
-
-
-def _per_sample(values: tf.Tensor) -> tf.Tensor:
-    """[N] -> [N, 1, 1, 1], to broadcast over images."""
-    return values[:, tf.newaxis, tf.newaxis, tf.newaxis]
 
 
 # === Argument checks ===

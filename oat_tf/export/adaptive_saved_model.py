@@ -66,8 +66,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
 from oat_tf import output_paths
 from oat_tf.export import saved_model
@@ -223,13 +221,13 @@ def _build_archive(network, views, image_shape, thresholds: Tuple[float, ...]):
     thresholds_spec = tf.TensorSpec([None], tf.float32, name=THRESHOLDS_INPUT_NAME)
 
     def serve(image, lambda_value):
-        image, lambda_value = saved_model._checked_inputs(image, lambda_value, image_shape)
+        image, lambda_value = saved_model.checked_inputs(image, lambda_value, image_shape)
         return _outputs(
             *adaptive_forward(views, image, lambda_value, tf.constant(thresholds, tf.float32))
         )
 
     def serve_with_thresholds(image, lambda_value, thresholds):
-        image, lambda_value = saved_model._checked_inputs(image, lambda_value, image_shape)
+        image, lambda_value = saved_model.checked_inputs(image, lambda_value, image_shape)
         thresholds = _checked_thresholds(thresholds, num_exits)
         return _outputs(*adaptive_forward(views, image, lambda_value, thresholds))
 
@@ -240,35 +238,6 @@ def _build_archive(network, views, image_shape, thresholds: Tuple[float, ...]):
         input_signature=[image_spec, lambda_spec, thresholds_spec],
     )
     return archive
-
-
-def _write_warmup_requests(
-    path: str, image_shape: Tuple[int, int, int], thresholds: Tuple[float, ...]
-) -> int:
-    """Writes TF Serving warmup requests for both signatures; returns their number."""
-    count = 0
-    with tf.io.TFRecordWriter(path) as writer:
-        for signature_name in (SIGNATURE_KEY, WITH_THRESHOLDS_SIGNATURE_KEY):
-            for batch_size in saved_model.WARMUP_BATCH_SIZES:
-                for lam in saved_model.WARMUP_LAMBDAS:
-                    request = predict_pb2.PredictRequest()
-                    request.model_spec.signature_name = signature_name
-                    request.inputs[IMAGE_INPUT_NAME].CopyFrom(
-                        tf.make_tensor_proto(np.full((batch_size, *image_shape), 0.5, np.float32))
-                    )
-                    request.inputs[LAMBDA_INPUT_NAME].CopyFrom(
-                        tf.make_tensor_proto(np.full((batch_size,), lam, np.float32))
-                    )
-                    if signature_name == WITH_THRESHOLDS_SIGNATURE_KEY:
-                        request.inputs[THRESHOLDS_INPUT_NAME].CopyFrom(
-                            tf.make_tensor_proto(np.asarray(thresholds, np.float32))
-                        )
-                    log = prediction_log_pb2.PredictionLog(
-                        predict_log=prediction_log_pb2.PredictLog(request=request)
-                    )
-                    writer.write(log.SerializeToString())
-                    count += 1
-    return count
 
 
 def export_adaptive_saved_model(
@@ -331,8 +300,11 @@ def export_adaptive_saved_model(
         archive.write_out(temp_dir, verbose=False)
         extra_dir = os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR)
         os.makedirs(extra_dir, exist_ok=True)
-        num_warmup = _write_warmup_requests(
-            os.path.join(extra_dir, saved_model.WARMUP_FILENAME), image_shape, thresholds
+        num_warmup = saved_model.write_warmup_requests(
+            os.path.join(extra_dir, saved_model.WARMUP_FILENAME),
+            image_shape,
+            (SIGNATURE_KEY, WITH_THRESHOLDS_SIGNATURE_KEY),
+            {WITH_THRESHOLDS_SIGNATURE_KEY: {THRESHOLDS_INPUT_NAME: np.asarray(thresholds, np.float32)}},
         )
         with open(os.path.join(extra_dir, EARLY_EXIT_FILENAME), "w", encoding="utf-8") as f:
             json.dump(early_exit_info, f, indent=2)

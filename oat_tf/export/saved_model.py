@@ -233,7 +233,7 @@ def _serialize_model_card(model_card: Optional[Mapping[str, Any]]) -> Optional[s
         ) from error
 
 
-def _checked_inputs(
+def checked_inputs(
     image: tf.Tensor, lambda_value: tf.Tensor, image_shape: Tuple[int, int, int]
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Returns the inputs behind in-graph checks that name the failing input."""
@@ -300,7 +300,7 @@ def _serve_fn(model: keras.Model, image_shape: Tuple[int, int, int]):
     """The serving function of one signature: checked inputs → named outputs."""
 
     def serve(image: tf.Tensor, lambda_value: tf.Tensor) -> dict:
-        image, lambda_value = _checked_inputs(image, lambda_value, image_shape)
+        image, lambda_value = checked_inputs(image, lambda_value, image_shape)
         logits = model({"image": image, "lambda": lambda_value}, training=False)
         if not tf.is_tensor(logits):
             raise ValueError(
@@ -341,23 +341,41 @@ def _build_archive(
     return archive
 
 
-def _write_warmup_requests(
-    path: str, image_shape: Tuple[int, int, int], signature_names: Sequence[str]
+def write_warmup_requests(
+    path: str,
+    image_shape: Tuple[int, int, int],
+    signature_names: Sequence[str],
+    extra_inputs: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None,
 ) -> int:
-    """Writes the TF Serving warmup file; returns the number of requests."""
+    """Writes the TF Serving warmup file (assets.extra/tf_serving_warmup_requests).
+
+    One PredictRequest per signature, batch size of `WARMUP_BATCH_SIZES` and λ
+    of `WARMUP_LAMBDAS`, with mid-grey images.
+
+    Args:
+        path: str, the file to write.
+        image_shape: (H, W, C) of the served images.
+        signature_names: the signatures to warm up.
+        extra_inputs: {signature name: {input name: value}}, inputs a signature
+            takes besides the image and λ (e.g. the early-exit thresholds).
+
+    Returns:
+        The number of requests written.
+    """
     count = 0
     with tf.io.TFRecordWriter(path) as writer:
         for signature_name in signature_names:
             for batch_size in WARMUP_BATCH_SIZES:
                 for lam in WARMUP_LAMBDAS:
+                    inputs = {
+                        IMAGE_INPUT_NAME: np.full((batch_size, *image_shape), 0.5, np.float32),
+                        LAMBDA_INPUT_NAME: np.full((batch_size,), lam, np.float32),
+                        **(extra_inputs or {}).get(signature_name, {}),
+                    }
                     request = predict_pb2.PredictRequest()
                     request.model_spec.signature_name = signature_name
-                    request.inputs[IMAGE_INPUT_NAME].CopyFrom(
-                        tf.make_tensor_proto(np.full((batch_size, *image_shape), 0.5, np.float32))
-                    )
-                    request.inputs[LAMBDA_INPUT_NAME].CopyFrom(
-                        tf.make_tensor_proto(np.full((batch_size,), lam, np.float32))
-                    )
+                    for name, value in inputs.items():
+                        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
                     log = prediction_log_pb2.PredictionLog(
                         predict_log=prediction_log_pb2.PredictLog(request=request)
                     )
@@ -412,7 +430,7 @@ def export_saved_model(
         archive.write_out(temp_dir, verbose=False)
         extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
         os.makedirs(extra_dir, exist_ok=True)
-        num_warmup = _write_warmup_requests(
+        num_warmup = write_warmup_requests(
             os.path.join(extra_dir, WARMUP_FILENAME), image_shape, signature_names
         )
         if card_text is not None:

@@ -419,12 +419,12 @@ def _fail_write_out(monkeypatch):
 
 def _fail_warmup(monkeypatch):
     # The SavedModel is complete; writing assets.extra fails.
-    def failing_write_warmup_requests(path, image_shape, signature_names):
+    def failing_write_warmup_requests(path, image_shape, signature_names, extra_inputs=None):
         with open(path, "wb") as f:
             f.write(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(saved_model, "_write_warmup_requests", failing_write_warmup_requests)
+    monkeypatch.setattr(saved_model, "write_warmup_requests", failing_write_warmup_requests)
 
 
 @pytest.mark.parametrize("make_it_fail", [_fail_write_out, _fail_warmup])
