@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 FULL_WIDTH = 1.0
@@ -208,3 +208,23 @@ class SlimmableKernelMixin:
         if self.slim_outputs:
             out_channels = slimmed_channels(out_channels, width)
         return in_channels, out_channels
+
+
+def add_slimming_config(config: Dict[str, Any], layer: Any) -> Dict[str, Any]:
+    """`config` of a slimmable layer with its `widths`, `slim_inputs` and `slim_outputs`.
+
+    Args:
+        config: dict, the config of the layer it extends (Conv2D, Dense).
+        layer: the slimmable layer (`SlimmableConv2D`, `SlimmableDense`).
+
+    Returns:
+        `config`, updated in place.
+    """
+    config.update(
+        {
+            "widths": list(layer.widths),
+            "slim_inputs": layer.slim_inputs,
+            "slim_outputs": layer.slim_outputs,
+        }
+    )
+    return config

@@ -95,12 +95,4 @@ class SlimmableDense(slimmable.SlimmableKernelMixin, keras.layers.Dense):
         return keras.KerasTensor(tuple(shape), dtype=self.compute_dtype)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "widths": list(self.widths),
-                "slim_inputs": self.slim_inputs,
-                "slim_outputs": self.slim_outputs,
-            }
-        )
-        return config
+        return slimmable.add_slimming_config(super().get_config(), self)

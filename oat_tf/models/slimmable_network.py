@@ -50,26 +50,6 @@ from oat_tf.models import saved_config
 SLIMMABLE_VARIANTS = config_lib.SLIMMABLE_VARIANTS
 
 
-def check_slimmable_variant(variant: str) -> str:
-    """Returns `variant` if it is a slimmable variant.
-
-    Args:
-        variant: str, one of `SLIMMABLE_VARIANTS`.
-
-    Returns:
-        The same string.
-
-    Raises:
-        ValueError: if `variant` is not a slimmable variant.
-    """
-    if variant not in SLIMMABLE_VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {SLIMMABLE_VARIANTS} for a slimmable network. "
-            f"Received: variant={variant!r}"
-        )
-    return variant
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class SlimmableConditioning:
     """The λ-derived tensors of one call, shared by every normalisation.
@@ -100,11 +80,13 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
 
     Args:
         num_classes: int, number of logits.
-        image_shape: tuple (H, W, C), already checked by the subclass.
+        image_shape: tuple (H, W, C), at least `min_image_size` high and wide.
         variant: str, one of `SLIMMABLE_VARIANTS`.
         encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`
             (ignored by "ats").
         widths: sequence of float in (0, 1] containing 1.0.
+        min_image_size: int, the smallest height and width the subclass's
+            network takes.
         **kwargs: `keras.Model` keyword arguments (`name`, `trainable`).
 
     Call arguments:
@@ -126,23 +108,20 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
         variant: str,
         encoder: Optional[Any],
         widths: Sequence[float],
+        min_image_size: int,
         **kwargs,
     ):
-        if num_classes < 1:
-            raise ValueError(
-                f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
-            )
-        check_slimmable_variant(variant)
-        checked_widths = slimmable.check_widths(widths)
-        encoder = conditioning_lib.encoder_kwargs(encoder)
-        super().__init__(**kwargs)
-        self.save_config(
-            num_classes=int(num_classes),
-            image_shape=tuple(int(d) for d in image_shape),
-            variant=variant,
-            encoder=encoder,
-            widths=checked_widths,
+        common = conditioning_lib.check_network_arguments(
+            num_classes,
+            image_shape,
+            variant,
+            encoder,
+            min_size=min_image_size,
+            variants=SLIMMABLE_VARIANTS,
         )
+        checked_widths = slimmable.check_widths(widths)
+        super().__init__(**kwargs)
+        self.save_config(**common, widths=checked_widths)
         self._width_models = _WidthModels()
         self._sublayers_frozen = False
 

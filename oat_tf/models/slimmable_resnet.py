@@ -86,14 +86,14 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         else:
             blocks = resnet.check_stage_ints("stage_blocks", stage_blocks)
         filters = resnet.check_stage_ints("stage_filters", stage_filters)
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=8)
         kwargs.setdefault("name", f"slimmable_resnet{2 * sum(blocks) + 2}_{variant}")
         super().__init__(
             num_classes=num_classes,
-            image_shape=shape,
+            image_shape=image_shape,
             variant=variant,
             encoder=encoder,
             widths=widths,
+            min_image_size=8,
             **kwargs,
         )
 

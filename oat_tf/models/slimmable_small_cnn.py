@@ -119,14 +119,14 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         min_size = 4
         while small_cnn.conv_output_size(min_size, len(filters)) < 1:
             min_size += 1
-        shape = conditioning_lib.check_image_shape(image_shape, min_size=min_size)
         kwargs.setdefault("name", f"slimmable_small_cnn_{variant}")
         super().__init__(
             num_classes=num_classes,
-            image_shape=shape,
+            image_shape=image_shape,
             variant=variant,
             encoder=encoder,
             widths=widths,
+            min_image_size=min_size,
             **kwargs,
         )
 
