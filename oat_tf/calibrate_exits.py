@@ -81,12 +81,7 @@ def main(argv) -> None:
         else f"equal_usage_{FLAGS.exit_middle_bonus:g}"
     )
     network, _ = loading.load_network_from_run(FLAGS.run_dir)
-    data_config = config_lib.DataConfig(
-        dataset=run_config["data"]["dataset"],
-        data_dir=run_config["data"].get("data_dir"),
-        validation_size=run_config["data"].get("validation_size"),
-        num_eval_examples=FLAGS.num_examples or run_config["data"].get("num_eval_examples"),
-    )
+    data_config = loading.data_config_from_run(run_config, FLAGS.num_examples)
     splits = data.load_splits(data_config, seed=run_config["train"]["seed"])
     batch_size = run_config["evaluation"]["batch_size"]
     lambdas = tuple(run_config["evaluation"]["lambdas"])

@@ -278,18 +278,9 @@ def apgd(
         adversarial images, in [0, 1] and within ε of `images`.
     """
     images, labels = core.check_inputs(images, labels, False, None)
-    core.check_number("epsilon", epsilon)
-    core.check_int("num_steps", num_steps)
-    core.check_int("num_restarts", num_restarts)
-    core.check_unit_interval("rho", rho)
-    core.check_unit_interval("alpha", alpha)
+    _check_settings(epsilon, num_steps, num_restarts, rho, alpha, seed)
     if loss not in LOSS_NAMES:
         raise ValueError(f"`loss` must be one of {LOSS_NAMES}. Received: loss={loss!r}")
-    if seed is None:
-        raise ValueError(
-            "`seed` must be a shape [2] integer tensor or a pair of ints (the "
-            "random starts always take an explicit seed). Received: seed=None"
-        )
     seeds = core.restart_seeds(seed, num_restarts)
     logging.vlog(
         1,
@@ -369,17 +360,8 @@ def apgd_targeted(
         adversarial images, in [0, 1] and within ε of `images`.
     """
     images, labels = core.check_inputs(images, labels, False, None)
-    core.check_number("epsilon", epsilon)
-    core.check_int("num_steps", num_steps)
     core.check_int("num_target_classes", num_target_classes)
-    core.check_int("num_restarts", num_restarts)
-    core.check_unit_interval("rho", rho)
-    core.check_unit_interval("alpha", alpha)
-    if seed is None:
-        raise ValueError(
-            "`seed` must be a shape [2] integer tensor or a pair of ints (the "
-            "random starts always take an explicit seed). Received: seed=None"
-        )
+    _check_settings(epsilon, num_steps, num_restarts, rho, alpha, seed)
     clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     num_classes = clean_logits.shape[1]
     if num_classes is not None and (num_classes < 4 or num_target_classes > num_classes - 1):
@@ -441,6 +423,20 @@ def _make_evaluate(logits_fn: core.LogitsFn, loss_fn: losses.LossFn, labels: tf.
         return grad, loss, core.misclassified(captured["logits"], labels)
 
     return evaluate
+
+
+def _check_settings(epsilon, num_steps, num_restarts, rho, alpha, seed) -> None:
+    """Checks the settings `apgd` and `apgd_targeted` share; raises ValueError naming one."""
+    core.check_number("epsilon", epsilon)
+    core.check_int("num_steps", num_steps)
+    core.check_int("num_restarts", num_restarts)
+    core.check_unit_interval("rho", rho)
+    core.check_unit_interval("alpha", alpha)
+    if seed is None:
+        raise ValueError(
+            "`seed` must be a shape [2] integer tensor or a pair of ints (the "
+            "random starts always take an explicit seed). Received: seed=None"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

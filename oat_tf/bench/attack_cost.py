@@ -124,12 +124,7 @@ def main(argv: Sequence[str]) -> None:
     model, run_config = loading.load_network_from_run(FLAGS.run_dir)
     train_attack = config_lib.AttackConfig(**run_config["train_attack"])
     lambdas = [oat_flags.parse_fraction("lambdas", v) for v in FLAGS.lambdas]
-    data_config = config_lib.DataConfig(
-        dataset=run_config["data"]["dataset"],
-        data_dir=run_config["data"].get("data_dir"),
-        validation_size=run_config["data"].get("validation_size"),
-        num_eval_examples=FLAGS.num_examples,
-    )
+    data_config = loading.data_config_from_run(run_config, FLAGS.num_examples)
     split = data.load_splits(data_config).test
     images = tf.constant(split.images.astype(np.float32) / 255.0)
     labels = tf.constant(split.labels.astype(np.int32))

@@ -41,7 +41,6 @@ from absl import flags
 from absl import logging
 
 from oat_tf import cli
-from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import export
 from oat_tf.evaluation import atomic_files
@@ -172,12 +171,7 @@ def main(argv) -> None:
     thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
     network, run_config = loading.load_network_from_run(FLAGS.run_dir)
     lam = FLAGS.lambda_value if FLAGS.lambda_value is not None else float(calibration["lambda"])
-    data_config = config_lib.DataConfig(
-        dataset=run_config["data"]["dataset"],
-        data_dir=run_config["data"].get("data_dir"),
-        validation_size=run_config["data"].get("validation_size"),
-        num_eval_examples=FLAGS.num_examples,
-    )
+    data_config = loading.data_config_from_run(run_config, FLAGS.num_examples)
     split = data.load_splits(data_config).test
     images = split.images.astype(np.float32) / 255.0
     image_shape = tuple(images.shape[1:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -64,6 +64,28 @@ def model_config_from_run(run_config: Dict[str, Any]) -> config_lib.ModelConfig:
     if "filters" in model:
         model["filters"] = tuple(model["filters"])
     return config_lib.ModelConfig(encoder=config_lib.EncoderConfig(**encoder), **model)
+
+
+def data_config_from_run(
+    run_config: Dict[str, Any], num_eval_examples: Optional[int] = None
+) -> config_lib.DataConfig:
+    """The data a run trained and was evaluated on, from its saved config.
+
+    Args:
+        run_config: dict, the run's config.json (`read_run_config`).
+        num_eval_examples: int or None, test examples to keep; None keeps the
+            run's own setting.
+
+    Returns:
+        DataConfig with the run's dataset, data_dir and validation split.
+    """
+    data_section = run_config["data"]
+    return config_lib.DataConfig(
+        dataset=data_section["dataset"],
+        data_dir=data_section.get("data_dir"),
+        validation_size=data_section.get("validation_size"),
+        num_eval_examples=num_eval_examples or data_section.get("num_eval_examples"),
+    )
 
 
 def load_network_from_run(run_dir: str) -> Tuple[keras.Model, Dict[str, Any]]:

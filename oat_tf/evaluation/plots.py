@@ -139,6 +139,17 @@ def ra_vs_sa_figure(
     return fig
 
 
+def _finish_panels(fig, axes, frontier):
+    """Grid, legend and margins on each panel of a λ figure, then the layout and footnote."""
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        ax.margins(0.08)
+    fig.tight_layout()
+    _footnote(fig, frontier)
+    return fig
+
+
 def accuracy_vs_lambda_figure(
     result: dict,
     *,
@@ -180,14 +191,8 @@ def accuracy_vs_lambda_figure(
     top.set_ylabel("SA (%)")
     bottom.set_ylabel("RA (%)")
     bottom.set_xlabel("λ")
-    for ax in (top, bottom):
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        ax.margins(0.08)
     top.set_title(title or "SA and RA against λ")
-    fig.tight_layout()
-    _footnote(fig, frontier)
-    return fig
+    return _finish_panels(fig, (top, bottom), frontier)
 
 
 def seen_vs_unseen_figure(
@@ -241,13 +246,8 @@ def seen_vs_unseen_figure(
             )
         ax.set_xlabel("λ")
         ax.set_ylabel(y_name)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        ax.margins(0.08)
     fig.suptitle(title or "Seen and unseen λ")
-    fig.tight_layout()
-    _footnote(fig, frontier)
-    return fig
+    return _finish_panels(fig, [panel[0] for panel in panels], frontier)
 
 
 def saliency_figure(

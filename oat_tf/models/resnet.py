@@ -125,6 +125,38 @@ def depth_of(block: str, stage_blocks: Sequence[int]) -> int:
     return per_block * sum(stage_blocks) + 2
 
 
+def _add_shortcut(
+    x: keras.KerasTensor,
+    y: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    stride: int,
+    *,
+    name: str,
+) -> keras.KerasTensor:
+    """ReLU(y + shortcut(x)): the identity, or a 1×1 convolution and BN when the shape changes.
+
+    Args:
+        x: KerasTensor [N, H, W, C_in], the block's input.
+        y: KerasTensor [N, H / stride, W / stride, C_out], the residual branch.
+        conditioning: `Conditioning` of the network.
+        stride: int, the block's stride.
+        name: str, the block's prefix.
+
+    Returns:
+        KerasTensor shaped like `y`.
+    """
+    shortcut = x
+    if stride != 1 or x.shape[-1] != y.shape[-1]:
+        shortcut = conditioning_lib.apply_conv(
+            x, y.shape[-1], 1, stride, name=f"{name}_shortcut_conv"
+        )
+        shortcut = conditioning_lib.apply_normalization(
+            shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
+        )
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out_relu")(y)
+
+
 def apply_basic_block(
     x: keras.KerasTensor,
     conditioning: conditioning_lib.Conditioning,
@@ -145,20 +177,11 @@ def apply_basic_block(
     Returns:
         KerasTensor [N, H / stride, W / stride, filters].
     """
-    shortcut = x
     y = conditioning_lib.apply_conv(x, filters, 3, stride, name=f"{name}_conv1")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="1")
     y = conditioning_lib.apply_conv(y, filters, 3, 1, name=f"{name}_conv2")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2", relu=False)
-    if stride != 1 or x.shape[-1] != filters:
-        shortcut = conditioning_lib.apply_conv(
-            x, filters, 1, stride, name=f"{name}_shortcut_conv"
-        )
-        shortcut = conditioning_lib.apply_normalization(
-            shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
-        )
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out_relu")(y)
+    return _add_shortcut(x, y, conditioning, stride, name=name)
 
 
 def apply_bottleneck_block(
@@ -187,7 +210,6 @@ def apply_bottleneck_block(
         KerasTensor [N, H / stride, W / stride, 4 × filters].
     """
     out_channels = BOTTLENECK_EXPANSION * filters
-    shortcut = x
     y = x
     for index, (width, kernel, step) in enumerate(
         ((filters, 1, 1), (filters, 3, stride), (out_channels, 1, 1)), start=1
@@ -196,15 +218,7 @@ def apply_bottleneck_block(
         y = conditioning_lib.apply_normalization_relu(
             y, conditioning, prefix=name, suffix=str(index), relu=index < 3
         )
-    if stride != 1 or x.shape[-1] != out_channels:
-        shortcut = conditioning_lib.apply_conv(
-            x, out_channels, 1, stride, name=f"{name}_shortcut_conv"
-        )
-        shortcut = conditioning_lib.apply_normalization(
-            shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
-        )
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out_relu")(y)
+    return _add_shortcut(x, y, conditioning, stride, name=name)
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")
