@@ -365,6 +365,16 @@ def checked_objective(objective_fn: ObjectiveFn) -> ObjectiveFn:
 # === Argument checks ===
 
 
+def _is_real_between(value, low: float, high: float) -> bool:
+    """Whether `value` is a finite real number (not a bool) in [low, high]."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
+
+
 def check_number(name: str, value: float) -> None:
     """Checks that `value` is a finite real number >= 0.
 
@@ -375,49 +385,20 @@ def check_number(name: str, value: float) -> None:
     Raises:
         ValueError: naming `name`, what was expected and what was received.
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
+    if not _is_real_between(value, 0.0, math.inf):
+        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
 
 
 def check_int(name: str, value: int) -> None:
-    """Checks that `value` is an int >= 1 (not a bool).
-
-    Args:
-        name: str, the argument's name for the error message.
-        value: the value to check.
-
-    Raises:
-        ValueError: naming `name`, what was expected and what was received.
-    """
+    """Checks that `value` is an int >= 1 (not a bool); arguments as `check_number`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
 
 
 def check_unit_interval(name: str, value: float) -> None:
-    """Checks that `value` is a real number in [0, 1] (not a bool).
-
-    Args:
-        name: str, the argument's name for the error message.
-        value: the value to check.
-
-    Raises:
-        ValueError: naming `name`, what was expected and what was received.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= value <= 1.0
-    ):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        )
+    """Checks that `value` is a real number in [0, 1] (not a bool); arguments as `check_number`."""
+    if not _is_real_between(value, 0.0, 1.0):
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
 
 
 def check_logits(logits, why: str) -> tf.Tensor:

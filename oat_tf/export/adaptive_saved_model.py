@@ -59,7 +59,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
@@ -282,7 +281,7 @@ def export_adaptive_saved_model(
             f"`image_shape` must be the network's image shape {network_shape}. "
             f"Received: image_shape={image_shape}"
         )
-    card_text = saved_model._serialize_model_card(model_card)
+    card_text = saved_model.serialize_model_card(model_card)
     views = multi_exit.stage_views(network)
     early_exit_info = {
         "output_names": list(names),
@@ -295,28 +294,24 @@ def export_adaptive_saved_model(
     target = output_paths.check_export_target(export_dir)
 
     archive = _build_archive(network, views, image_shape, thresholds)
-    temp_dir = output_paths.make_export_temp_dir(target)
-    try:
+    def write_contents(temp_dir: str) -> int:
         archive.write_out(temp_dir, verbose=False)
-        extra_dir = os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR)
-        os.makedirs(extra_dir, exist_ok=True)
-        num_warmup = saved_model.write_warmup_requests(
-            os.path.join(extra_dir, saved_model.WARMUP_FILENAME),
+        os.makedirs(os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR), exist_ok=True)
+        return saved_model.write_warmup_requests(
+            os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR, saved_model.WARMUP_FILENAME),
             image_shape,
             (SIGNATURE_KEY, WITH_THRESHOLDS_SIGNATURE_KEY),
             {WITH_THRESHOLDS_SIGNATURE_KEY: {THRESHOLDS_INPUT_NAME: np.asarray(thresholds, np.float32)}},
         )
-        with open(os.path.join(extra_dir, EARLY_EXIT_FILENAME), "w", encoding="utf-8") as f:
-            json.dump(early_exit_info, f, indent=2)
-            f.write("\n")
-        if card_text is not None:
-            path = os.path.join(extra_dir, saved_model.MODEL_CARD_FILENAME)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(card_text)
-        output_paths.replace_export_dir(temp_dir, target)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
+
+    num_warmup = saved_model.write_export_dir(
+        target,
+        write_contents,
+        {
+            EARLY_EXIT_FILENAME: json.dumps(early_exit_info, indent=2) + "\n",
+            saved_model.MODEL_CARD_FILENAME: card_text,
+        },
+    )
     logging.info(
         "Exported adaptive SavedModel to %s: outputs %s, thresholds %s; signatures %s and %s; "
         "%d warmup requests%s.",

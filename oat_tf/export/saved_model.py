@@ -97,7 +97,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -216,7 +216,7 @@ def _validate_image_shape(image_shape) -> Tuple[int, int, int]:
     return dims
 
 
-def _serialize_model_card(model_card: Optional[Mapping[str, Any]]) -> Optional[str]:
+def serialize_model_card(model_card: Optional[Mapping[str, Any]]) -> Optional[str]:
     if model_card is None:
         return None
     if not isinstance(model_card, Mapping):
@@ -341,6 +341,41 @@ def _build_archive(
     return archive
 
 
+def write_export_dir(
+    target: str, write_contents: Callable[[str], Any], extra_files: Mapping[str, Optional[str]]
+) -> Any:
+    """Builds an export in a temporary sibling of `target`, then moves it into place.
+
+    Nothing is left half-written: on any error the temporary directory is
+    removed and whatever `target` held before is untouched
+    (`output_paths.replace_export_dir`).
+
+    Args:
+        target: str, the checked export directory (`output_paths.check_export_target`).
+        write_contents: called with the temporary directory; writes the
+            SavedModel (and anything else) into it.
+        extra_files: {file name: text} to write under assets.extra/; entries
+            whose text is None are skipped.
+
+    Returns:
+        What `write_contents` returned.
+    """
+    temp_dir = output_paths.make_export_temp_dir(target)
+    try:
+        result = write_contents(temp_dir)
+        extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
+        os.makedirs(extra_dir, exist_ok=True)
+        for name, text in extra_files.items():
+            if text is not None:
+                with open(os.path.join(extra_dir, name), "w", encoding="utf-8") as f:
+                    f.write(text)
+        output_paths.replace_export_dir(temp_dir, target)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return result
+
+
 def write_warmup_requests(
     path: str,
     image_shape: Tuple[int, int, int],
@@ -420,26 +455,19 @@ def export_saved_model(
     image_shape = _validate_image_shape(image_shape)
     widths = _export_widths(model, widths)
     signature_names = [width_signature_name(w) for w in widths]
-    card_text = _serialize_model_card(model_card)
+    card_text = serialize_model_card(model_card)
     export_dir = os.fspath(export_dir)
     target = output_paths.check_export_target(export_dir)
 
     archive = _build_archive(model, image_shape, widths)
-    temp_dir = output_paths.make_export_temp_dir(target)
-    try:
+    def write_contents(temp_dir: str) -> int:
         archive.write_out(temp_dir, verbose=False)
-        extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
-        os.makedirs(extra_dir, exist_ok=True)
-        num_warmup = write_warmup_requests(
-            os.path.join(extra_dir, WARMUP_FILENAME), image_shape, signature_names
+        os.makedirs(os.path.join(temp_dir, ASSETS_EXTRA_DIR), exist_ok=True)
+        return write_warmup_requests(
+            os.path.join(temp_dir, ASSETS_EXTRA_DIR, WARMUP_FILENAME), image_shape, signature_names
         )
-        if card_text is not None:
-            with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
-                f.write(card_text)
-        output_paths.replace_export_dir(temp_dir, target)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
+
+    num_warmup = write_export_dir(target, write_contents, {MODEL_CARD_FILENAME: card_text})
     logging.info(
         "Exported SavedModel to %s: signatures %s, inputs %s [-1, %s] and %s [-1]; "
         "%d warmup requests%s.",
@@ -483,7 +511,7 @@ def copy_with_model_card(
             "`model_card` must be a dict. "
             f"Received: model_card of type {type(model_card).__name__}"
         )
-    card_text = _serialize_model_card(model_card)
+    card_text = serialize_model_card(model_card)
     source = os.path.abspath(os.fspath(source_dir))
     if not os.path.isfile(os.path.join(source, "saved_model.pb")):
         raise ValueError(
@@ -497,17 +525,11 @@ def copy_with_model_card(
             "`export_dir` must not lie inside `source_dir` (it may be `source_dir` itself). "
             f"Received: source_dir={source_dir!r}, export_dir={export_dir!r}"
         )
-    temp_dir = output_paths.make_export_temp_dir(target)
-    try:
-        shutil.copytree(source, temp_dir, dirs_exist_ok=True)
-        extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
-        os.makedirs(extra_dir, exist_ok=True)
-        with open(os.path.join(extra_dir, MODEL_CARD_FILENAME), "w", encoding="utf-8") as f:
-            f.write(card_text)
-        output_paths.replace_export_dir(temp_dir, target)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
+    write_export_dir(
+        target,
+        lambda temp_dir: shutil.copytree(source, temp_dir, dirs_exist_ok=True),
+        {MODEL_CARD_FILENAME: card_text},
+    )
     logging.info("Wrote %s with a new model card (from %s).", export_dir, source_dir)
     return export_dir
 
