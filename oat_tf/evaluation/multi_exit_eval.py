@@ -181,7 +181,7 @@ def _build_attack_fn(model, names, image_spec, attack, form, exit_name):
 
 def _seed(seed: int, batch_index: int, lam: float, label: str) -> tf.Tensor:
     """The attack seed of one (batch, λ, attack form), as `robust_eval` derives them."""
-    return robust_eval._derive_seeds(seed, batch_index, lam, label)[0]  # pylint: disable=protected-access
+    return robust_eval.derive_seeds(seed, batch_index, lam, label)[0]
 
 
 class _Tally:
@@ -264,7 +264,7 @@ def evaluate_multi_exit(
             )
     labels_of_attacks = [a.describe() for a in attacks]
     instances = attack_instances(forms, names)
-    image_spec = robust_eval._image_spec(dataset)  # pylint: disable=protected-access
+    image_spec = robust_eval.dataset_image_spec(dataset)
     macs = multi_exit.exit_macs(model)
     costs = np.asarray([macs[n] for n in names], np.float64)
     backbone = int(multi_exit.backbone_macs(model))
@@ -274,11 +274,11 @@ def evaluate_multi_exit(
         costs[-1] = backbone
 
     # The functions live in `robust_eval`'s per-model cache (keys of another shape).
-    clean_fn = robust_eval._cached_function(  # pylint: disable=protected-access
+    clean_fn = robust_eval.cached_function(
         model, ("clean", names, image_spec), lambda m: _build_clean_fn(m, names, image_spec)
     )
     attack_fns = {
-        (a_label, form_label(form, exit_name)): robust_eval._cached_function(
+        (a_label, form_label(form, exit_name)): robust_eval.cached_function(
             model, ("attack", attack, form, exit_name, image_spec),
             lambda m, attack=attack, form=form, exit_name=exit_name: _build_attack_fn(
                 m, names, image_spec, attack, form, exit_name
@@ -289,7 +289,7 @@ def evaluate_multi_exit(
     }
     delay_fn = None
     if efficiency_attack and attacks:
-        delay_fn = robust_eval._cached_function(
+        delay_fn = robust_eval.cached_function(
             model, ("attack", attacks[0], "delay_exit", None, image_spec),
             lambda m: _build_attack_fn(m, names, image_spec, attacks[0], "delay_exit", None),
         )
@@ -304,7 +304,7 @@ def evaluate_multi_exit(
     num_examples = 0
     start = time.time()
     for batch_index, (images, labels) in enumerate(dataset):
-        images, labels = robust_eval._batch_inputs(images, labels)  # pylint: disable=protected-access
+        images, labels = robust_eval.batch_inputs(images, labels)
         for lam in lambda_values:
             lam_tensor = tf.constant(lam, tf.float32)
             correct, exit_index, output_correct = clean_fn(images, labels, lam_tensor, thresholds_tensor)

@@ -98,7 +98,18 @@ def _validate_attacks(attacks: Sequence[config_lib.AttackConfig]) -> List[str]:
     return labels
 
 
-def _image_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
+def dataset_image_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
+    """The TensorSpec of a batched (images, labels) dataset's images.
+
+    Args:
+        dataset: tf.data.Dataset of (images [N, H, W, C], labels [N]) batches.
+
+    Returns:
+        tf.TensorSpec of the images, float32 (the key of the compiled functions).
+
+    Raises:
+        ValueError: if the dataset's elements are not (images, labels) pairs.
+    """
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(
@@ -114,7 +125,19 @@ def _image_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
     return tf.TensorSpec([None] + image_spec.shape.as_list()[1:], tf.float32)
 
 
-def _batch_inputs(images: tf.Tensor, labels: tf.Tensor):
+def batch_inputs(images: tf.Tensor, labels: tf.Tensor):
+    """One batch as the evaluation takes it: float32 images, int32 labels [N].
+
+    Args:
+        images: tensor [N, H, W, C].
+        labels: tensor [N] (or [N, 1]).
+
+    Returns:
+        (images, labels), cast and checked.
+
+    Raises:
+        ValueError: if the batch sizes differ.
+    """
     images = tf.cast(images, tf.float32)
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     if labels.shape[0] != images.shape[0]:
@@ -196,7 +219,7 @@ def _random_wrong_labels(logits: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) 
 _FUNCTIONS: "weakref.WeakKeyDictionary[Any, Dict[tuple, Callable]]" = weakref.WeakKeyDictionary()
 
 
-def _cached_function(model: Any, key: tuple, build: Callable[[Any], Callable]) -> Callable:
+def cached_function(model: Any, key: tuple, build: Callable[[Any], Callable]) -> Callable:
     """Returns `build(model)` for `key`, built once per model.
 
     The function is built on a weak proxy of the model, so the cache entry
@@ -212,7 +235,18 @@ def _cached_function(model: Any, key: tuple, build: Callable[[Any], Callable]) -
     return functions[key]
 
 
-def _derive_seeds(seed: int, batch_index: int, lam: float, attack_label: str) -> tf.Tensor:
+def derive_seeds(seed: int, batch_index: int, lam: float, attack_label: str) -> tf.Tensor:
+    """The stateless seeds of one attack on one batch at one λ.
+
+    Args:
+        seed: int, the evaluation's seed.
+        batch_index: int, the batch.
+        lam: float, λ.
+        attack_label: str, the attack's name in the results.
+
+    Returns:
+        int64 tensor [2, 2]: row 0 seeds the attack, row 1 its target classes.
+    """
     # Row 0 seeds the attack, row 1 the target classes of a targeted attack.
     # λ enters as millionths and the attack as its name's CRC-32, so a
     # (λ, attack) pair gets the same seeds whatever else is evaluated with it.
@@ -291,13 +325,13 @@ def evaluate_lambda_grid(
     lambda_values = _validate_lambdas(lambdas)
     attacks = list(attacks)
     attack_labels = _validate_attacks(attacks)
-    image_spec = _image_spec(dataset)
+    image_spec = dataset_image_spec(dataset)
 
-    clean_fn = _cached_function(
+    clean_fn = cached_function(
         model, ("clean", image_spec, jit_compile), lambda m: _build_clean_fn(m, image_spec, jit_compile)
     )
     attack_fns = [
-        _cached_function(
+        cached_function(
             model,
             ("attack", a, image_spec, jit_compile),
             lambda m, a=a: _build_attack_fn(m, a, image_spec, jit_compile),
@@ -331,7 +365,7 @@ def evaluate_lambda_grid(
         leave=False,
     )
     for batch_index, (images, labels) in enumerate(dataset):
-        images, labels = _batch_inputs(images, labels)
+        images, labels = batch_inputs(images, labels)
         for lambda_index, lam in enumerate(lambda_values):
             lam_tensor = tf.constant(lam, tf.float32)
             progress_bar.set_postfix_str(f"batch {batch_index + 1}, λ={lam:g}, clean")
@@ -344,7 +378,7 @@ def evaluate_lambda_grid(
             for attack_index, attack_fn in enumerate(attack_fns):
                 attack, label = attacks[attack_index], attack_labels[attack_index]
                 progress_bar.set_postfix_str(f"batch {batch_index + 1}, λ={lam:g}, {label}")
-                seeds = _derive_seeds(seed, batch_index, lam, label)
+                seeds = derive_seeds(seed, batch_index, lam, label)
                 if attack.ensemble:
                     alive = ensemble_survivors.get(attack.ensemble, clean)
                     robust = _attack_survivors(attack_fn, images, labels, lam_tensor, seeds, alive)

@@ -274,7 +274,7 @@ def export_adaptive_saved_model(
     """
     names = multi_exit.output_names(network)
     thresholds = _check_thresholds(thresholds, len(names) - 1, names)
-    image_shape = saved_model._validate_image_shape(image_shape)
+    image_shape = saved_model.validate_image_shape(image_shape)
     network_shape = tuple(network.input[IMAGE_INPUT_NAME].shape[1:])
     if network_shape != image_shape:
         raise ValueError(

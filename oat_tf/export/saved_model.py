@@ -202,7 +202,8 @@ def _export_widths(model: keras.Model, widths: Optional[Sequence[float]]) -> Tup
     return (slimmable.FULL_WIDTH,)
 
 
-def _validate_image_shape(image_shape) -> Tuple[int, int, int]:
+def validate_image_shape(image_shape) -> Tuple[int, int, int]:
+    """Returns `image_shape` as (H, W, C) positive ints, or raises ValueError naming it."""
     try:
         dims = tuple(int(d) for d in image_shape)
         valid = len(dims) == 3 and all(d > 0 for d in dims) and dims == tuple(image_shape)
@@ -452,7 +453,7 @@ def export_saved_model(
     Returns:
         str, `export_dir`.
     """
-    image_shape = _validate_image_shape(image_shape)
+    image_shape = validate_image_shape(image_shape)
     widths = _export_widths(model, widths)
     signature_names = [width_signature_name(w) for w in widths]
     card_text = serialize_model_card(model_card)
