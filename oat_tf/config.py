@@ -23,6 +23,9 @@ S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 ATTACK_NAMES = (
     "pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square"
 )
+# The `--attacks` of `oat_tf.calibrate` by default: PGD-20 at the training ε and
+# step size, the paper's RA metric.
+DEFAULT_CALIBRATION_ATTACKS = ("pgd20",)
 # Attacks that aim at target classes ranked 2 … num_target_classes + 1 by the
 # clean logits (AutoAttack's APGD-T and FAB-T), not at a drawn target label.
 RANKED_TARGET_ATTACKS = ("apgd_t", "fab_t")

@@ -75,7 +75,6 @@ from oat_tf import checkpoint_state
 from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import flags as oat_flags
-from oat_tf import output_paths
 
 FLAGS = flags.FLAGS
 STATE_FILE = "evaluation_state.json"
@@ -158,65 +157,6 @@ def define_flags() -> None:
     )
 
 
-def parse_lambdas(values: Sequence[str]) -> tuple:
-    """Parses a list of λ or one inclusive range "START:STOP:STEP".
-
-    Args:
-        values: sequence of str, from `--lambdas`.
-
-    Returns:
-        tuple of float, sorted, each in [0, 1].
-    """
-    if len(values) == 1 and values[0].count(":") == 2:
-        start, stop, step = (oat_flags.parse_fraction("lambdas", v) for v in values[0].split(":"))
-        if step <= 0 or stop < start:
-            raise ValueError(
-                "`--lambdas` range must be START:STOP:STEP with STEP > 0 and STOP >= START. "
-                f"Received: lambdas={values[0]!r}"
-            )
-        count = int(np.floor((stop - start) / step + 1e-9)) + 1
-        grid = [round(start + i * step, 10) for i in range(count)]
-        return config_lib.check_lambda_values("lambdas", grid)
-    return oat_flags.parse_lambda_list("lambdas", values)
-
-
-def check_model_paths(run_dir: Optional[str], saved_model: Optional[str], output_dir: Optional[str]) -> None:
-    """Checks the model and output paths before anything is loaded.
-
-    Args:
-        run_dir: str or None, `--run_dir`.
-        saved_model: str or None, `--saved_model`.
-        output_dir: str or None, `--output_dir`.
-
-    Raises:
-        ValueError: naming the flag: a run directory without config.json or
-            with a corrupt checkpoint state, a SavedModel path without
-            saved_model.pb (with a hint when it is a run directory), or an
-            output directory that cannot be written.
-    """
-    if run_dir:
-        if not os.path.isfile(os.path.join(run_dir, "config.json")):
-            raise ValueError(
-                "`--run_dir` must be a training run directory holding config.json. "
-                f"Received: run_dir={run_dir!r}"
-            )
-        try:
-            checkpoint_state.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-        except ValueError as error:
-            raise ValueError(f"`--run_dir`: {error}") from None
-    if saved_model and not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        hint = (
-            " It is a training run directory: pass it as --run_dir."
-            if os.path.isfile(os.path.join(saved_model, "config.json")) else ""
-        )
-        raise ValueError(
-            "`--saved_model` must be a SavedModel directory holding saved_model.pb (e.g. "
-            f"saved_models/<name>).{hint} Received: saved_model={saved_model!r}"
-        )
-    if output_dir:
-        output_paths.check_writable_directory("output_dir", output_dir)
-
-
 def _load_state(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     """The saved per-λ results of an interrupted evaluation with the same settings.
 
@@ -254,42 +194,13 @@ def _load_state(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
-def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Merges per-λ `evaluate_lambda_grid` results into one result.
-
-    Args:
-        parts: sequence of results over the same data and attacks.
-
-    Returns:
-        dict in the format of `evaluate_lambda_grid`.
-    """
-    merged = {k: v for k, v in parts[0].items()}
-    merged["lambdas"] = sorted(set(l for p in parts for l in p["lambdas"]))
-    for field in ("clean_accuracy", "worst_case_accuracy"):
-        merged[field] = {k: v for p in parts for k, v in p[field].items()}
-    merged["robust_accuracy"] = {
-        label: {k: v for p in parts for k, v in p["robust_accuracy"][label].items()}
-        for label in parts[0]["robust_accuracy"]
-    }
-    # Paired counts only when every part has them (parts saved by an older
-    # version do not): the masking checks then fall back to comparing RAs.
-    if all("robust_only" in p for p in parts):
-        merged["robust_only"] = {
-            a: {b: {k: v for p in parts for k, v in p["robust_only"][a][b].items()} for b in row}
-            for a, row in parts[0]["robust_only"].items()
-        }
-    else:
-        merged.pop("robust_only", None)
-    return merged
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     if not FLAGS.run_dir and not FLAGS.saved_model:
         raise app.UsageError("Pass --run_dir (a training run) or --saved_model (an export).")
     try:
-        check_model_paths(FLAGS.run_dir, FLAGS.saved_model, FLAGS.output_dir)
+        oat_flags.check_model_paths(FLAGS.run_dir, FLAGS.saved_model, FLAGS.output_dir)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 
@@ -300,6 +211,7 @@ def main(argv) -> None:
     determinism.configure(FLAGS.deterministic)
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
+    from oat_tf.evaluation import width_grid  # pylint: disable=import-outside-toplevel
 
     run_config = loading.read_run_config(FLAGS.run_dir) if FLAGS.run_dir else None
     batch_stats = FLAGS.bn_statistics == "batch"
@@ -361,7 +273,7 @@ def main(argv) -> None:
         bn_run_configs = [loading.read_run_config(d) for d in FLAGS.bn_runs]
     except (FileNotFoundError, ValueError) as error:
         raise app.UsageError(f"--frontier_runs / --bn_runs: {error}") from None
-    saliency_lambdas = parse_lambdas(FLAGS.saliency_lambdas) if FLAGS.saliency_lambdas else None
+    saliency_lambdas = oat_flags.parse_lambdas(FLAGS.saliency_lambdas) if FLAGS.saliency_lambdas else None
     try:
         saliency_indices = saliency.select_indices(
             split.num_examples, FLAGS.saliency_examples,
@@ -370,7 +282,7 @@ def main(argv) -> None:
     except ValueError as error:
         raise app.UsageError(f"--saliency_indices / --saliency_examples: {error}") from None
     if FLAGS.lambdas:
-        lambdas = parse_lambdas(FLAGS.lambdas)
+        lambdas = oat_flags.parse_lambdas(FLAGS.lambdas)
     else:
         seen = tuple(run_config["lambda_sampling"]["values"]) if run_config else config_lib.S1
         lambdas = config_lib.check_lambda_values("lambdas", seen + config_lib.S3)
@@ -383,7 +295,7 @@ def main(argv) -> None:
     if output_dir is None:
         raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
     try:
-        width_models = select_widths(model, FLAGS.widths, FLAGS.saved_model)
+        width_models = width_grid.select_widths(model, FLAGS.widths, FLAGS.saved_model)
     except ValueError as error:
         raise app.UsageError(f"--widths: {error}") from None
     if FLAGS.saved_model:
@@ -488,51 +400,6 @@ def _is_slimmable(model: Any) -> bool:
     return isinstance(model, slimmable_network.SlimmableNetwork)
 
 
-def select_widths(model: Any, widths: Optional[Sequence[Any]], saved_model: Optional[str]):
-    """Returns [(width, model at that width)] for `--widths`, sorted by width.
-
-    Args:
-        model: the loaded network, or a `SavedModelClassifier` (full width).
-        widths: the `--widths` strings (or floats), or None for every width
-            of the model.
-        saved_model: str or None, the `--saved_model` directory (its
-            signatures give its widths).
-
-    Returns:
-        list of (float, model) pairs.
-
-    Raises:
-        ValueError: for a width the model does not have.
-    """
-    from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import width_grid  # pylint: disable=import-outside-toplevel
-    from oat_tf.export import saved_model as saved_model_lib  # pylint: disable=import-outside-toplevel
-
-    requested = None
-    if widths is not None:
-        try:
-            requested = [float(w) for w in widths]
-        except ValueError:
-            raise ValueError(f"widths must be numbers. Received: widths={list(widths)}") from None
-    if saved_model:
-        available = saved_model_lib.signature_widths(saved_model)
-        by_width = {w: name for name, w in available.items()}
-        chosen = sorted(by_width) if requested is None else sorted(set(requested))
-        missing = [w for w in chosen if w not in by_width]
-        if missing:
-            raise ValueError(
-                f"the SavedModel has the widths {sorted(by_width)} (one signature each). "
-                f"Received: widths={chosen}"
-            )
-        return [
-            (w, model if by_width[w] == saved_model_lib.SIGNATURE_KEY
-             else loading.SavedModelClassifier(saved_model, signature_name=by_width[w]))
-            for w in chosen
-        ]
-    chosen = width_grid.check_widths_of(model, requested)
-    return [(w, width_grid.width_model(model, w)) for w in chosen]
-
-
 def evaluate_width(
     model: Any,
     width: Optional[float],
@@ -579,7 +446,7 @@ def evaluate_width(
         )
         state["per_lambda"][evaluation.lambda_key(lam)] = part
         atomic_files.write_json(state_path, state, sort_keys=True)
-    result = merge_results([state["per_lambda"][evaluation.lambda_key(l)] for l in lambdas])
+    result = results_lib.merge_results([state["per_lambda"][evaluation.lambda_key(l)] for l in lambdas])
 
     checks: List[Dict[str, Any]] = []
     if FLAGS.masking_checks:

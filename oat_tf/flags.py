@@ -9,11 +9,15 @@ value fails with a clear message before any work starts.
 from __future__ import annotations
 
 import fractions
+import math
+import os
 from typing import List, Optional, Sequence, Tuple
 
 from absl import flags
 
+from oat_tf import checkpoint_state
 from oat_tf import config as config_lib
+from oat_tf import output_paths
 from oat_tf import run_directory
 
 
@@ -65,6 +69,65 @@ def parse_filters(values: Sequence[str]) -> Tuple[int, ...]:
         raise ValueError(
             f"`--filters` must be a list of positive ints, e.g. 16,32. Received: filters={list(values)!r}"
         ) from None
+
+
+def parse_lambdas(values: Sequence[str]) -> tuple:
+    """Parses a list of λ or one inclusive range "START:STOP:STEP".
+
+    Args:
+        values: sequence of str, from `--lambdas`.
+
+    Returns:
+        tuple of float, sorted, each in [0, 1].
+    """
+    if len(values) == 1 and values[0].count(":") == 2:
+        start, stop, step = (parse_fraction("lambdas", v) for v in values[0].split(":"))
+        if step <= 0 or stop < start:
+            raise ValueError(
+                "`--lambdas` range must be START:STOP:STEP with STEP > 0 and STOP >= START. "
+                f"Received: lambdas={values[0]!r}"
+            )
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        grid = [round(start + i * step, 10) for i in range(count)]
+        return config_lib.check_lambda_values("lambdas", grid)
+    return parse_lambda_list("lambdas", values)
+
+
+def check_model_paths(run_dir: Optional[str], saved_model: Optional[str], output_dir: Optional[str]) -> None:
+    """Checks the model and output paths before anything is loaded.
+
+    Args:
+        run_dir: str or None, `--run_dir`.
+        saved_model: str or None, `--saved_model`.
+        output_dir: str or None, `--output_dir`.
+
+    Raises:
+        ValueError: naming the flag: a run directory without config.json or
+            with a corrupt checkpoint state, a SavedModel path without
+            saved_model.pb (with a hint when it is a run directory), or an
+            output directory that cannot be written.
+    """
+    if run_dir:
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise ValueError(
+                "`--run_dir` must be a training run directory holding config.json. "
+                f"Received: run_dir={run_dir!r}"
+            )
+        try:
+            checkpoint_state.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+        except ValueError as error:
+            raise ValueError(f"`--run_dir`: {error}") from None
+    if saved_model and not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        hint = (
+            " It is a training run directory: pass it as --run_dir."
+            if os.path.isfile(os.path.join(saved_model, "config.json")) else ""
+        )
+        raise ValueError(
+            "`--saved_model` must be a SavedModel directory holding saved_model.pb (e.g. "
+            f"saved_models/<name>).{hint} Received: saved_model={saved_model!r}"
+        )
+    if output_dir:
+        output_paths.check_writable_directory("output_dir", output_dir)
 
 
 def _has_slimmable_network(architecture: str) -> bool:

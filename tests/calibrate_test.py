@@ -13,10 +13,11 @@ import tensorflow as tf
 from oat_tf import calibrate
 from oat_tf import config as config_lib
 from oat_tf import data
-from oat_tf import evaluate
 from oat_tf import export
 from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import calibrate_model
 from oat_tf.evaluation import calibration
+from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import robust_eval
 from oat_tf.training import experiment
 from tests import testing
@@ -66,7 +67,7 @@ def reference(tiny_run):
     ).validation
     assert validation.num_examples == VALIDATION_SIZE
     dataset = data.eval_dataset(validation, batch_size=16)
-    result = evaluate.merge_results([
+    result = results_lib.merge_results([
         robust_eval.evaluate_lambda_grid(summary["network"], dataset, [lam], [PGD3], seed=0)
         for lam in LAMBDAS
     ])
@@ -96,7 +97,7 @@ def test_cli_chooses_on_validation_and_exports_the_card(tiny_run, reference, tmp
         f"--output_dir={tmp_path / 'out'}", *CLI_FLAGS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((tmp_path / "out" / calibrate.CALIBRATION_FILENAME).read_text())
+    record = json.loads((tmp_path / "out" / calibrate_model.CALIBRATION_FILENAME).read_text())
     assert record["split"] == "validation" and record["num_examples"] == VALIDATION_SIZE
     assert record["ra_attack"] == "worst_case" and [a["label"] for a in record["attacks"]] == ["PGD-3"]
     assert record["attacks"][0]["epsilon"] == 0.3 and record["attacks"][0]["step_size"] == 0.1
@@ -157,14 +158,14 @@ def test_the_test_split_is_never_read(tiny_run, reference, tmp_path, monkeypatch
     load_splits = data.load_splits
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: _TestSplitUnreadable(load_splits(*a, **k)))
     min_ra = _threshold(reference, "ra")
-    record = calibrate.calibrate(
+    record = calibrate_model.calibrate(
         run_dir=summary["run_dir"], dataset=f"npz:{poisoned}", min_ra=min_ra, lambdas=LAMBDAS,
         attacks=["pgd3"], batch_size=16, output_dir=str(tmp_path / "out"), progress=False,
     )
     assert record["curve"] == reference
     assert record["choice"] == calibration.choose_lambda(reference, min_ra=min_ra)
     assert record["choice"]["ra"] >= min_ra - calibration.TOLERANCE
-    on_disk = json.loads((tmp_path / "out" / calibrate.CALIBRATION_FILENAME).read_text())
+    on_disk = json.loads((tmp_path / "out" / calibrate_model.CALIBRATION_FILENAME).read_text())
     assert on_disk == record
 
 
@@ -178,7 +179,7 @@ def test_infeasible_requirement_exits_3_and_exports_nothing(tiny_run, reference,
     )
     assert result.returncode == calibrate.EXIT_INFEASIBLE, result.stderr[-3000:]
     assert "No λ meets SA ≥ 100.00%: the highest SA is" in result.stdout
-    record = json.loads((tmp_path / "out" / calibrate.CALIBRATION_FILENAME).read_text())
+    record = json.loads((tmp_path / "out" / calibrate_model.CALIBRATION_FILENAME).read_text())
     assert record["choice"]["feasible"] is False and record["choice"]["lambda"] is None
     best_sa = max(p["sa"] for p in reference)
     assert record["choice"]["closest"]["sa"] == best_sa
@@ -191,7 +192,7 @@ def test_saved_model_is_updated_in_place_keeping_its_card(tiny_run, reference, t
     target = tmp_path / "model"
     shutil.copytree(summary["export_dir"], target)
     trained_card = export.load_model_card(str(target))
-    record = calibrate.calibrate(
+    record = calibrate_model.calibrate(
         saved_model=str(target), export_dir=str(target), min_ra=0.0, lambdas=LAMBDAS,
         attacks=["pgd3"], ra_attack="PGD-3", batch_size=16, output_dir=str(tmp_path / "out"),
         progress=False,
@@ -221,14 +222,14 @@ def _bare_run_dir(tmp_path, **data_fields):
 
 
 def test_run_without_validation_split_gives_a_clear_error(tmp_path):
-    with pytest.raises(calibrate.CalibrationError, match=r"no validation split.*--validation_size=N"):
-        calibrate.calibrate(run_dir=_bare_run_dir(tmp_path, dataset="embedded"), min_sa=0.9, lambdas=LAMBDAS)
+    with pytest.raises(calibrate_model.CalibrationError, match=r"no validation split.*--validation_size=N"):
+        calibrate_model.calibrate(run_dir=_bare_run_dir(tmp_path, dataset="embedded"), min_sa=0.9, lambdas=LAMBDAS)
     assert not (tmp_path / "run" / "calibration").exists()
 
 
 def test_validation_size_cannot_override_the_run(tmp_path):
-    with pytest.raises(calibrate.CalibrationError, match="`validation_size` must not be given"):
-        calibrate.calibrate(
+    with pytest.raises(calibrate_model.CalibrationError, match="`validation_size` must not be given"):
+        calibrate_model.calibrate(
             run_dir=_bare_run_dir(tmp_path, dataset="embedded"), validation_size=100, min_sa=0.9,
             lambdas=LAMBDAS,
         )
@@ -238,15 +239,15 @@ def test_export_without_card_needs_dataset_and_validation_size(tmp_path):
     fake = tmp_path / "export"
     fake.mkdir()
     (fake / "saved_model.pb").write_bytes(b"")
-    with pytest.raises(calibrate.CalibrationError, match=r"`dataset` and `validation_size` are required"):
-        calibrate.calibrate(saved_model=str(fake), min_sa=0.9, lambdas=LAMBDAS, output_dir=str(tmp_path / "o"))
+    with pytest.raises(calibrate_model.CalibrationError, match=r"`dataset` and `validation_size` are required"):
+        calibrate_model.calibrate(saved_model=str(fake), min_sa=0.9, lambdas=LAMBDAS, output_dir=str(tmp_path / "o"))
 
 
 def test_export_dir_that_is_not_a_saved_model_is_refused(tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep")
-    with pytest.raises(calibrate.CalibrationError, match="not a SavedModel"):
-        calibrate.calibrate(
+    with pytest.raises(calibrate_model.CalibrationError, match="not a SavedModel"):
+        calibrate_model.calibrate(
             run_dir=_bare_run_dir(tmp_path, dataset="embedded"), min_sa=0.9, lambdas=LAMBDAS,
             export_dir=str(tmp_path / "precious"),
         )

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from oat_tf import calibrate
 from oat_tf import config as config_lib
 from oat_tf import data
-from oat_tf import evaluate
 from oat_tf import export
+from oat_tf.evaluation import calibrate_model
 from oat_tf.evaluation import calibration
+from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import robust_eval
 from oat_tf.training import experiment
 from tests import testing
@@ -53,7 +53,7 @@ def oats_run(tmp_path_factory):
 
 
 def _curve(network, width, dataset):
-    result = evaluate.merge_results([
+    result = results_lib.merge_results([
         robust_eval.evaluate_lambda_grid(network.width_model(width), dataset, [lam], [ATTACK], seed=0)
         for lam in LAMBDAS
     ])
@@ -62,7 +62,7 @@ def _curve(network, width, dataset):
 
 def test_budget_restricts_the_widths_and_the_card_records_the_choice(oats_run, tmp_path):
     summary, _, dataset = oats_run
-    record = calibrate.calibrate(
+    record = calibrate_model.calibrate(
         run_dir=summary["run_dir"], min_sa=0.0, lambdas=LAMBDAS, attacks=["train"],
         max_width=0.5, output_dir=str(tmp_path / "out"), export_dir=str(tmp_path / "export"),
         progress=False,
@@ -81,7 +81,7 @@ def test_budget_restricts_the_widths_and_the_card_records_the_choice(oats_run, t
 
 def test_without_a_budget_every_width_is_a_candidate(oats_run, tmp_path):
     summary, _, dataset = oats_run
-    record = calibrate.calibrate(
+    record = calibrate_model.calibrate(
         run_dir=summary["run_dir"], min_sa=0.0, lambdas=LAMBDAS, attacks=["train"],
         output_dir=str(tmp_path), progress=False,
     )
@@ -91,13 +91,13 @@ def test_without_a_budget_every_width_is_a_candidate(oats_run, tmp_path):
         {0.5: record["curves"]["0.5"], 1.0: record["curves"]["1.0"]}, min_sa=0.0
     )
     assert (record["choice"]["width"], record["choice"]["lambda"]) == (expected["width"], expected["lambda"])
-    with pytest.raises(calibrate.CalibrationError, match="max_width"):
-        calibrate.calibrate(
+    with pytest.raises(calibrate_model.CalibrationError, match="max_width"):
+        calibrate_model.calibrate(
             run_dir=summary["run_dir"], min_sa=0.0, lambdas=LAMBDAS, max_width=0.25,
             output_dir=str(tmp_path), progress=False,
         )
-    with pytest.raises(calibrate.CalibrationError, match="widths"):
-        calibrate.calibrate(
+    with pytest.raises(calibrate_model.CalibrationError, match="widths"):
+        calibrate_model.calibrate(
             run_dir=summary["run_dir"], min_sa=0.0, lambdas=LAMBDAS, widths=[0.75],
             output_dir=str(tmp_path), progress=False,
         )

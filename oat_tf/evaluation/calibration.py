@@ -320,7 +320,7 @@ def curve_from_evaluation(result: Mapping[str, Any], ra_attack: str = WORST_CASE
 
     Args:
         result: dict, as returned by `evaluate_lambda_grid` (or merged by
-            `oat_tf.evaluate.merge_results`).
+            `results.merge_results`).
         ra_attack: str, `WORST_CASE` ("worst_case": a sample counts as robust
             only if it is classified correctly clean and under every evaluated
             attack) or the name of one evaluated attack (a key of

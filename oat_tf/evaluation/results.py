@@ -132,3 +132,32 @@ def attack_settings(result: dict, label: str) -> Optional[Dict[str, Any]]:
         if attack.get("label") == label:
             return {k: v for k, v in attack.items() if k != "label"}
     return None
+
+
+def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merges per-λ `evaluate_lambda_grid` results into one result.
+
+    Args:
+        parts: sequence of results over the same data and attacks.
+
+    Returns:
+        dict in the format of `evaluate_lambda_grid`.
+    """
+    merged = {k: v for k, v in parts[0].items()}
+    merged["lambdas"] = sorted(set(l for p in parts for l in p["lambdas"]))
+    for field in ("clean_accuracy", "worst_case_accuracy"):
+        merged[field] = {k: v for p in parts for k, v in p[field].items()}
+    merged["robust_accuracy"] = {
+        label: {k: v for p in parts for k, v in p["robust_accuracy"][label].items()}
+        for label in parts[0]["robust_accuracy"]
+    }
+    # Paired counts only when every part has them (parts saved by an older
+    # version do not): the masking checks then fall back to comparing RAs.
+    if all("robust_only" in p for p in parts):
+        merged["robust_only"] = {
+            a: {b: {k: v for p in parts for k, v in p["robust_only"][a][b].items()} for b in row}
+            for a, row in parts[0]["robust_only"].items()
+        }
+    else:
+        merged.pop("robust_only", None)
+    return merged

@@ -26,8 +26,10 @@ from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
 from oat_tf.evaluation import atomic_files
+from oat_tf.evaluation import loading
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import robust_eval
+from oat_tf.export import saved_model as saved_model_lib
 from oat_tf.layers import slimmable
 from oat_tf.models import slimmable_network
 
@@ -284,3 +286,44 @@ def write_width_report(
     atomic_files.write_text(paths["markdown"], markdown)
     atomic_files.write_json(paths["json"], grid)
     return paths
+
+
+def select_widths(model: Any, widths: Optional[Sequence[Any]], saved_model: Optional[str]):
+    """Returns [(width, model at that width)] for `--widths`, sorted by width.
+
+    Args:
+        model: the loaded network, or a `SavedModelClassifier` (full width).
+        widths: the `--widths` strings (or floats), or None for every width
+            of the model.
+        saved_model: str or None, the `--saved_model` directory (its
+            signatures give its widths).
+
+    Returns:
+        list of (float, model) pairs.
+
+    Raises:
+        ValueError: for a width the model does not have.
+    """
+    requested = None
+    if widths is not None:
+        try:
+            requested = [float(w) for w in widths]
+        except ValueError:
+            raise ValueError(f"widths must be numbers. Received: widths={list(widths)}") from None
+    if saved_model:
+        available = saved_model_lib.signature_widths(saved_model)
+        by_width = {w: name for name, w in available.items()}
+        chosen = sorted(by_width) if requested is None else sorted(set(requested))
+        missing = [w for w in chosen if w not in by_width]
+        if missing:
+            raise ValueError(
+                f"the SavedModel has the widths {sorted(by_width)} (one signature each). "
+                f"Received: widths={chosen}"
+            )
+        return [
+            (w, model if by_width[w] == saved_model_lib.SIGNATURE_KEY
+             else loading.SavedModelClassifier(saved_model, signature_name=by_width[w]))
+            for w in chosen
+        ]
+    chosen = check_widths_of(model, requested)
+    return [(w, width_model(model, w)) for w in chosen]

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from oat_tf import config as config_lib
 from oat_tf import export
+from oat_tf.evaluation import model_card
 from oat_tf.training import experiment
 
 ATTACK = config_lib.AttackConfig(epsilon=0.3, step_size=0.1, num_steps=2)
@@ -122,7 +123,7 @@ def test_model_card_records_the_objective_and_bn_statistics():
         evaluation=config_lib.EvalConfig(test_bn="clean", bn_statistics="batch"),
         export_bn_statistics="batch",
     )
-    card = experiment.make_model_card(config_lib.to_dict(config))
+    card = model_card.make_model_card(config_lib.to_dict(config))
     assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("mixed_batch", 0.3, "clean")
     assert card["bn_statistics"] == "batch" and card["export_bn_statistics"] == "batch"
     # A config.json saved before these settings existed gives their defaults.
@@ -131,7 +132,7 @@ def test_model_card_records_the_objective_and_bn_statistics():
                          ("evaluation", "test_bn"), ("evaluation", "bn_statistics")):
         del old[section][key]
     del old["export_bn_statistics"]
-    card = experiment.make_model_card(old)
+    card = model_card.make_model_card(old)
     assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("oat", 0.5, "adversarial")
     assert card["bn_statistics"] == "moving" and card["export_bn_statistics"] == "moving"
     json.dumps(card)
