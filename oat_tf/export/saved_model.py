@@ -535,6 +535,18 @@ def copy_with_model_card(
     return export_dir
 
 
+def _load_signature(export_dir: str, signature_name: str):
+    """(the loaded SavedModel, its signature `signature_name`), or ValueError naming both."""
+    loaded = tf.saved_model.load(os.fspath(export_dir))
+    if signature_name not in loaded.signatures:
+        raise ValueError(
+            "`signature_name` must be one of the signatures of `export_dir`, "
+            f"{sorted(loaded.signatures)}. Received: signature_name={signature_name!r}, "
+            f"export_dir={export_dir!r}"
+        )
+    return loaded, loaded.signatures[signature_name]
+
+
 def load_serving_fn(export_dir: str, signature_name: str = SIGNATURE_KEY):
     """Loads one signature of an exported model, `serving_default` by default.
 
@@ -550,13 +562,7 @@ def load_serving_fn(export_dir: str, signature_name: str = SIGNATURE_KEY):
         the loaded SavedModel alive, so it can also be called inside a
         `tf.function` and differentiated.
     """
-    loaded = tf.saved_model.load(os.fspath(export_dir))
-    if signature_name not in loaded.signatures:
-        raise ValueError(
-            f"`export_dir` must hold a SavedModel with a {signature_name!r} signature. "
-            f"Received: export_dir={export_dir!r} with signatures {sorted(loaded.signatures)}"
-        )
-    serving_fn = loaded.signatures[signature_name]
+    loaded, serving_fn = _load_signature(export_dir, signature_name)
     # The signature holds its variables weakly: without this reference they
     # are deleted with `loaded`, and a `tf.function` tracing a call fails with
     # "Called a function referencing variables which have been deleted".
@@ -669,13 +675,7 @@ def predict_rest_json(export_dir: str, request_json: str) -> Dict[str, Any]:
             f"format). Received: request with keys {keys}"
         )
     signature_name = request.get("signature_name", SIGNATURE_KEY)
-    loaded = tf.saved_model.load(os.fspath(export_dir))
-    if signature_name not in loaded.signatures:
-        raise ValueError(
-            f"`signature_name` must be one of {sorted(loaded.signatures)}. "
-            f"Received: signature_name={signature_name!r}"
-        )
-    serving_fn = loaded.signatures[signature_name]
+    loaded, serving_fn = _load_signature(export_dir, signature_name)  # `loaded` keeps the variables alive
     _, specs = serving_fn.structured_input_signature
     outputs = serving_fn(**_instances_to_inputs(request["instances"], specs))
     outputs = {name: value.numpy() for name, value in outputs.items()}
