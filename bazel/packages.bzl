@@ -43,16 +43,17 @@ def py_package(deps = [], binaries = {}, command_deps = []):
 def pytest_package(deps = [], data = []):
     """The tests of one tests/ package: a pytest_test per *_test.py file.
 
-    Makes `:<folder>`, a py_library of the folder's other modules (__init__.py,
-    helpers); one pytest_test per test file, named after it (e.g.
-    //tests/attacks:pgd_test); and `:build_inputs`.
+    Makes `:<folder>`, a py_library of every module of the folder (__init__.py,
+    helpers, and the test files, which other tests import for their fixtures);
+    one pytest_test per test file, named after it (e.g. //tests/attacks:pgd_test);
+    and `:build_inputs`.
 
     Args:
       deps: the targets the folder's modules import, or run in a subprocess.
       data: files the tests read at run time.
     """
     tests = native.glob(["*_test.py"])
-    native.py_library(name = _name(), srcs = native.glob(["*.py"], exclude = tests), deps = deps, visibility = _PUBLIC)
+    native.py_library(name = _name(), srcs = native.glob(["*.py"]), deps = deps, visibility = _PUBLIC)
     for test in tests:
         pytest_test(name = test[:-len(".py")], srcs = [test], deps = [":" + _name()] + deps, data = data)
     _build_inputs()

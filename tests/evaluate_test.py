@@ -13,32 +13,8 @@ from matplotlib import image as image_lib
 
 from oat_tf import config as config_lib
 from oat_tf import evaluate
-from oat_tf import flags as oat_flags
-from oat_tf.evaluation import results as results_lib
 from oat_tf.training import experiment
 from tests import testing
-
-
-def test_lambda_range_is_inclusive_and_exact():
-    grid = oat_flags.parse_lambdas(["0:1:0.05"])
-    assert len(grid) == 21 and grid[0] == 0.0 and grid[-1] == 1.0 and 0.05 in grid and 0.15 in grid
-    assert oat_flags.parse_lambdas(["0.2:0.4:0.1"]) == (0.2, 0.3, 0.4)
-    assert oat_flags.parse_lambdas(["0.9", "0", "0.5"]) == (0.0, 0.5, 0.9)
-    for bad in (["0:1:0"], ["1:0:0.1"], ["0:2:0.5"], ["a:b:c"]):
-        with pytest.raises(ValueError, match="lambdas"):
-            oat_flags.parse_lambdas(bad)
-
-
-def test_merge_results():
-    base = {"num_examples": 4, "attacks": [], "seed": 0}
-    a = {**base, "lambdas": [0.0], "clean_accuracy": {"0.0": 1.0}, "worst_case_accuracy": {"0.0": 0.5},
-         "robust_accuracy": {"PGD-7": {"0.0": 0.5}}}
-    b = {**base, "lambdas": [1.0], "clean_accuracy": {"1.0": 0.75}, "worst_case_accuracy": {"1.0": 0.25},
-         "robust_accuracy": {"PGD-7": {"1.0": 0.25}}}
-    merged = results_lib.merge_results([a, b])
-    assert merged["lambdas"] == [0.0, 1.0]
-    assert merged["robust_accuracy"] == {"PGD-7": {"0.0": 0.5, "1.0": 0.25}}
-    assert merged["clean_accuracy"] == {"0.0": 1.0, "1.0": 0.75}
 
 
 @pytest.fixture(scope="module")

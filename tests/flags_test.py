@@ -459,3 +459,13 @@ def test_every_run_of_the_where_oat_holds_grid_gives_a_valid_config(path, tmp_pa
             assert config.lambda_sampling.zero_probability == 0.5
         if job.name == "oat_film4":
             assert config.model.encoder.film_hidden_multiplier == 4
+
+
+def test_lambda_range_is_inclusive_and_exact():
+    grid = oat_flags.parse_lambdas(["0:1:0.05"])
+    assert len(grid) == 21 and grid[0] == 0.0 and grid[-1] == 1.0 and 0.05 in grid and 0.15 in grid
+    assert oat_flags.parse_lambdas(["0.2:0.4:0.1"]) == (0.2, 0.3, 0.4)
+    assert oat_flags.parse_lambdas(["0.9", "0", "0.5"]) == (0.0, 0.5, 0.9)
+    for bad in (["0:1:0"], ["1:0:0.1"], ["0:2:0.5"], ["a:b:c"]):
+        with pytest.raises(ValueError, match="lambdas"):
+            oat_flags.parse_lambdas(bad)

@@ -61,3 +61,15 @@ def test_attack_settings_drop_the_label():
     assert results.attack_settings(_result(), "FGSM") == {"name": "fgsm", "epsilon": 0.03, "num_steps": 1}
     assert results.attack_settings(_result(), "Square-10") is None
     assert results.attack_settings({"attacks": None}, "FGSM") is None
+
+
+def test_merge_results():
+    base = {"num_examples": 4, "attacks": [], "seed": 0}
+    a = {**base, "lambdas": [0.0], "clean_accuracy": {"0.0": 1.0}, "worst_case_accuracy": {"0.0": 0.5},
+         "robust_accuracy": {"PGD-7": {"0.0": 0.5}}}
+    b = {**base, "lambdas": [1.0], "clean_accuracy": {"1.0": 0.75}, "worst_case_accuracy": {"1.0": 0.25},
+         "robust_accuracy": {"PGD-7": {"1.0": 0.25}}}
+    merged = results.merge_results([a, b])
+    assert merged["lambdas"] == [0.0, 1.0]
+    assert merged["robust_accuracy"] == {"PGD-7": {"0.0": 0.5, "1.0": 0.25}}
+    assert merged["clean_accuracy"] == {"0.0": 1.0, "1.0": 0.75}

@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from oat_tf import config as config_lib
 from oat_tf import export
-from oat_tf.evaluation import model_card
 from oat_tf.training import experiment
 
 ATTACK = config_lib.AttackConfig(epsilon=0.3, step_size=0.1, num_steps=2)
@@ -114,25 +113,3 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
                 f.write(b"garbage")
     with pytest.raises(ValueError, match="cannot be restored"):
         experiment.run_experiment(config, resume=True)
-
-
-def test_model_card_records_the_objective_and_bn_statistics():
-    config = config_lib.ExperimentConfig(
-        model=config_lib.ModelConfig(variant="mixture_bn"),
-        train=config_lib.TrainConfig(objective="mixed_batch", clean_fraction=0.3),
-        evaluation=config_lib.EvalConfig(test_bn="clean", bn_statistics="batch"),
-        export_bn_statistics="batch",
-    )
-    card = model_card.make_model_card(config_lib.to_dict(config))
-    assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("mixed_batch", 0.3, "clean")
-    assert card["bn_statistics"] == "batch" and card["export_bn_statistics"] == "batch"
-    # A config.json saved before these settings existed gives their defaults.
-    old = json.loads(json.dumps(config_lib.to_dict(config_lib.ExperimentConfig())))
-    for section, key in (("train", "objective"), ("train", "clean_fraction"),
-                         ("evaluation", "test_bn"), ("evaluation", "bn_statistics")):
-        del old[section][key]
-    del old["export_bn_statistics"]
-    card = model_card.make_model_card(old)
-    assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("oat", 0.5, "adversarial")
-    assert card["bn_statistics"] == "moving" and card["export_bn_statistics"] == "moving"
-    json.dumps(card)
