@@ -81,7 +81,7 @@ from oat_tf import flags as oat_flags
 FLAGS = flags.FLAGS
 DEFAULT_LAMBDAS = "0:1:0.05"
 DEFAULT_ATTACKS = config_lib.DEFAULT_CALIBRATION_ATTACKS
-WORST_CASE = "worst_case"  # As `calibration.WORST_CASE` (kept light: no TF at flag time).
+WORST_CASE = config_lib.WORST_CASE
 EXIT_INFEASIBLE = 3
 
 

@@ -23,6 +23,9 @@ S3 = (0.15, 0.25, 0.35, 0.5, 0.7, 0.9)
 ATTACK_NAMES = (
     "pgd", "fgsm", "mi_fgsm", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square"
 )
+# The RA that is the per-sample worst case over every evaluated attack (a sample
+# counts only if it survives them all): `--ra_attack`'s default in calibration.
+WORST_CASE = "worst_case"
 # The `--attacks` of `oat_tf.calibrate` by default: PGD-20 at the training ε and
 # step size, the paper's RA metric.
 DEFAULT_CALIBRATION_ATTACKS = ("pgd20",)

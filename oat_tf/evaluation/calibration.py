@@ -54,7 +54,9 @@ import math
 import numbers
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-WORST_CASE = "worst_case"
+from oat_tf import config as config_lib
+
+WORST_CASE = config_lib.WORST_CASE
 TOLERANCE = 1e-9
 METRIC_NAMES = {"sa": "SA", "ra": "RA"}
 
