@@ -298,12 +298,7 @@ def main(argv) -> None:
         width_models = width_grid.select_widths(model, FLAGS.widths, FLAGS.saved_model)
     except ValueError as error:
         raise app.UsageError(f"--widths: {error}") from None
-    if FLAGS.saved_model:
-        from oat_tf.export import saved_model as saved_model_lib  # pylint: disable=import-outside-toplevel
-
-        slimmable = len(saved_model_lib.signature_widths(FLAGS.saved_model)) > 1
-    else:
-        slimmable = _is_slimmable(model)
+    slimmable = width_grid.is_slimmable(model, FLAGS.saved_model)
     os.makedirs(output_dir, exist_ok=True)
     settings = {
         "source": source,
@@ -392,12 +387,6 @@ def check_batch_statistics_source(saved_model: Optional[str], run_config: Option
         )
     except ValueError as error:
         raise app.UsageError(f"--bn_statistics=batch: {error}") from None
-
-
-def _is_slimmable(model: Any) -> bool:
-    from oat_tf.models import slimmable_network  # pylint: disable=import-outside-toplevel
-
-    return isinstance(model, slimmable_network.SlimmableNetwork)
 
 
 def evaluate_width(

@@ -247,7 +247,8 @@ def minimal_adversarial_targeted(
         eta,
         beta,
     )
-    clean_misclassified = core.misclassified(core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS), labels)
+    clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
+    clean_misclassified = core.misclassified(clean_logits, labels)
     x_min, norm = _single_run(
         logits_fn,
         images,
@@ -436,7 +437,8 @@ def _single_run(
             (x + eta * d_x) * (1.0 - alpha) + (images + eta * d_clean) * alpha, 0.0, 1.0
         )
 
-        misclassified = core.misclassified(core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS), labels)
+        logits = core.check_logits(logits_fn(x), _WHY_CLASS_LOGITS)
+        misclassified = core.misclassified(logits, labels)
         norm = tf.reduce_max(tf.abs(tf.reshape(x, [batch, -1]) - flat_images), axis=1)
         closer = tf.logical_and(misclassified, norm < best_norm)
         best_x = core.select_per_sample(closer, x, best_x)

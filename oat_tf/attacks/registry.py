@@ -119,9 +119,13 @@ def run_attack(
         )
     if config.name in ("apgd_ce", "apgd_dlr"):
         loss = config.name[len("apgd_"):]
-        return attack(apgd.apgd, num_steps=config.num_steps, loss=loss, num_restarts=config.num_restarts, seed=seed)
+        return attack(
+            apgd.apgd, num_steps=config.num_steps, loss=loss, num_restarts=config.num_restarts, seed=seed
+        )
     if config.name == "square":
-        return attack(square.square_linf, num_queries=config.num_queries, p_init=config.p_init, seed=seed)
+        return attack(
+            square.square_linf, num_queries=config.num_queries, p_init=config.p_init, seed=seed
+        )
     raise ValueError(
         f"`config.name` must be one of {config_lib.ATTACK_NAMES}. "
         f"Received: config.name={config.name!r}"

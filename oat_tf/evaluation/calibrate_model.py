@@ -32,7 +32,6 @@ from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import robust_eval
 from oat_tf.evaluation import width_grid
 from oat_tf.export import saved_model as saved_model_lib
-from oat_tf.models import slimmable_network
 
 CALIBRATION_FILENAME = "calibration.json"
 CALIBRATION_VERSION = 1
@@ -175,11 +174,7 @@ def _check_export_dir(export_dir: str, saved_model: Optional[str]) -> None:
 
 def _width_models(model, saved_model, widths, max_width):
     """[(width, model)] to calibrate over, or None for a model calibrated over λ only."""
-    if saved_model is not None:
-        slimmable = len(saved_model_lib.signature_widths(saved_model)) > 1
-    else:
-        slimmable = isinstance(model, slimmable_network.SlimmableNetwork)
-    if not slimmable and widths is None and max_width is None:
+    if not width_grid.is_slimmable(model, saved_model) and widths is None and max_width is None:
         return None
     if max_width is not None and not 0.0 < float(max_width) <= 1.0:
         raise CalibrationError(f"`max_width` must be in (0, 1]. Received: max_width={max_width!r}")

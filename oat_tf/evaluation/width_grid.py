@@ -288,6 +288,23 @@ def write_width_report(
     return paths
 
 
+def is_slimmable(model: Any, saved_model: Optional[str] = None) -> bool:
+    """Whether a model has widths to choose from.
+
+    Args:
+        model: the loaded network, or a `SavedModelClassifier`.
+        saved_model: str or None, the SavedModel directory `model` was loaded
+            from (its signatures give its widths).
+
+    Returns:
+        True for a `SlimmableNetwork`, or a SavedModel with more than one
+        width signature.
+    """
+    if saved_model:
+        return len(saved_model_lib.signature_widths(saved_model)) > 1
+    return isinstance(model, slimmable_network.SlimmableNetwork)
+
+
 def select_widths(model: Any, widths: Optional[Sequence[Any]], saved_model: Optional[str]):
     """Returns [(width, model at that width)] for `--widths`, sorted by width.
 

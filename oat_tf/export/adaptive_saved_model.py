@@ -296,7 +296,6 @@ def export_adaptive_saved_model(
     archive = _build_archive(network, views, image_shape, thresholds)
     def write_contents(temp_dir: str) -> int:
         archive.write_out(temp_dir, verbose=False)
-        os.makedirs(os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR), exist_ok=True)
         return saved_model.write_warmup_requests(
             os.path.join(temp_dir, saved_model.ASSETS_EXTRA_DIR, saved_model.WARMUP_FILENAME),
             image_shape,

@@ -353,8 +353,9 @@ def write_export_dir(
 
     Args:
         target: str, the checked export directory (`output_paths.check_export_target`).
-        write_contents: called with the temporary directory; writes the
-            SavedModel (and anything else) into it.
+        write_contents: called with the temporary directory, in which
+            assets.extra/ already exists; writes the SavedModel (and anything
+            else) into it.
         extra_files: {file name: text} to write under assets.extra/; entries
             whose text is None are skipped.
 
@@ -363,9 +364,9 @@ def write_export_dir(
     """
     temp_dir = output_paths.make_export_temp_dir(target)
     try:
-        result = write_contents(temp_dir)
         extra_dir = os.path.join(temp_dir, ASSETS_EXTRA_DIR)
         os.makedirs(extra_dir, exist_ok=True)
+        result = write_contents(temp_dir)
         for name, text in extra_files.items():
             if text is not None:
                 with open(os.path.join(extra_dir, name), "w", encoding="utf-8") as f:
@@ -463,7 +464,6 @@ def export_saved_model(
     archive = _build_archive(model, image_shape, widths)
     def write_contents(temp_dir: str) -> int:
         archive.write_out(temp_dir, verbose=False)
-        os.makedirs(os.path.join(temp_dir, ASSETS_EXTRA_DIR), exist_ok=True)
         return write_warmup_requests(
             os.path.join(temp_dir, ASSETS_EXTRA_DIR, WARMUP_FILENAME), image_shape, signature_names
         )

@@ -36,42 +36,6 @@ from oat_tf.models import small_cnn
 EXIT_FEATURE_LAYERS = ("block1_relu1", "block2_relu1")
 
 
-def apply_conv_unit(
-    x: keras.KerasTensor,
-    conditioning: conditioning_lib.Conditioning,
-    filters: int,
-    *,
-    use_batch_norm: bool,
-    block: str,
-    index: int,
-) -> keras.KerasTensor:
-    """One unpadded 3×3 convolution of a SmallCNN block, with BN(-FiLM) and ReLU.
-
-    Half of `small_cnn.apply_small_cnn_conv_block` (which the exits need to
-    split), with the same layer names.
-
-    Args:
-        x: KerasTensor [N, H, W, C].
-        conditioning: `Conditioning` of the network.
-        filters: int, output channels.
-        use_batch_norm: bool, normalise (and modulate) after the convolution.
-        block: str, the block's prefix (e.g. "block1").
-        index: int, the convolution's index in its block (1 or 2).
-
-    Returns:
-        KerasTensor [N, H − 2, W − 2, filters].
-    """
-    x = keras.layers.Conv2D(
-        filters,
-        3,
-        padding="valid",
-        use_bias=not use_batch_norm,
-        kernel_initializer="he_normal",
-        name=f"{block}_conv{index}",
-    )(x)
-    return small_cnn.normalization_relu(x, conditioning, use_batch_norm, prefix=block, suffix=str(index))
-
-
 @keras.saving.register_keras_serializable(package="oat_tf")
 class RDISmallCNN(saved_config.SavedConfig, keras.Model):
     """SmallCNN with two side exits, inputs `{"image", "lambda"}`, dict of logits out.
@@ -153,13 +117,12 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         exit_dropout = model_arguments.check_rate(
             "exit_dropout", dropout if exit_dropout is None else exit_dropout
         )
-        # Two blocks of two unpadded convolutions and a max-pool each.
         common = conditioning_lib.check_network_arguments(
             num_classes,
             image_shape,
             variant,
             encoder,
-            min_size=16,
+            min_size=small_cnn.min_image_size(len(filters)),
             variants=multi_exit.MULTI_EXIT_VARIANTS,
         )
         shape, encoder = common["image_shape"], common["encoder"]
@@ -180,7 +143,7 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         outputs = {}
         for block_index, block_filters in enumerate(filters):
             block = f"block{block_index + 1}"
-            x = apply_conv_unit(
+            x = small_cnn.apply_conv_unit(
                 x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=1
             )
             if block_index == 0:
@@ -198,7 +161,7 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
                 outputs[multi_exit.exit_output_name(2)] = exit_branch.apply_exit_branch(
                     x, conditioning, name="exit2", pool_size=2, seed=seed + 2, **exit_kwargs
                 )
-            x = apply_conv_unit(
+            x = small_cnn.apply_conv_unit(
                 x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=2
             )
             x = keras.layers.MaxPooling2D(2, name=f"{block}_pool")(x)

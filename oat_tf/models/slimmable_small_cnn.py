@@ -116,9 +116,6 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         filters = model_arguments.check_positive_ints("filters", filters)
         model_arguments.check_positive_int("hidden_units", hidden_units)
         model_arguments.check_rate("dropout", dropout)
-        min_size = 4
-        while small_cnn.conv_output_size(min_size, len(filters)) < 1:
-            min_size += 1
         kwargs.setdefault("name", f"slimmable_small_cnn_{variant}")
         super().__init__(
             num_classes=num_classes,
@@ -126,7 +123,7 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
             variant=variant,
             encoder=encoder,
             widths=widths,
-            min_image_size=min_size,
+            min_image_size=small_cnn.min_image_size(len(filters)),
             **kwargs,
         )
 

@@ -19,10 +19,25 @@ from oat_tf.models import model_arguments
 from oat_tf.models import saved_config
 
 
-def conv_output_size(size: int, num_filters_stages: int) -> int:
+def _conv_output_size(size: int, num_blocks: int) -> int:
     """Spatial size after the convolutional blocks (two valid 3×3 convs + pool each)."""
-    for _ in range(num_filters_stages):
+    for _ in range(num_blocks):
         size = (size - 4) // 2
+    return size
+
+
+def min_image_size(num_blocks: int) -> int:
+    """The smallest height and width that leave at least 1×1 after `num_blocks` blocks.
+
+    Args:
+        num_blocks: int, the convolutional blocks (`len(filters)`).
+
+    Returns:
+        int, e.g. 16 for two blocks.
+    """
+    size = 4
+    while _conv_output_size(size, num_blocks) < 1:
+        size += 1
     return size
 
 
@@ -51,6 +66,42 @@ def normalization_relu(
     return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x)
 
 
+def apply_conv_unit(
+    x: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    filters: int,
+    *,
+    use_batch_norm: bool,
+    block: str,
+    index: int,
+) -> keras.KerasTensor:
+    """One unpadded 3×3 convolution of a SmallCNN block, with BN(-FiLM) and ReLU.
+
+    Half of `apply_small_cnn_conv_block`; RDI-SmallCNN's exits attach between
+    the two.
+
+    Args:
+        x: KerasTensor [N, H, W, C].
+        conditioning: `Conditioning` of the network.
+        filters: int, output channels.
+        use_batch_norm: bool, normalise (and modulate) after the convolution.
+        block: str, the block's prefix (e.g. "block1").
+        index: int, the convolution's index in its block (1 or 2).
+
+    Returns:
+        KerasTensor [N, H − 2, W − 2, filters].
+    """
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="valid",
+        use_bias=not use_batch_norm,
+        kernel_initializer="he_normal",
+        name=f"{block}_conv{index}",
+    )(x)
+    return normalization_relu(x, conditioning, use_batch_norm, prefix=block, suffix=str(index))
+
+
 def apply_small_cnn_conv_block(
     x: keras.KerasTensor,
     conditioning: conditioning_lib.Conditioning,
@@ -72,15 +123,9 @@ def apply_small_cnn_conv_block(
         KerasTensor [N, (H − 4) // 2, (W − 4) // 2, filters].
     """
     for index in (1, 2):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="valid",
-            use_bias=not use_batch_norm,
-            kernel_initializer="he_normal",
-            name=f"{name}_conv{index}",
-        )(x)
-        x = normalization_relu(x, conditioning, use_batch_norm, prefix=name, suffix=str(index))
+        x = apply_conv_unit(
+            x, conditioning, filters, use_batch_norm=use_batch_norm, block=name, index=index
+        )
     return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
@@ -172,11 +217,8 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
         filters = model_arguments.check_positive_ints("filters", filters)
         model_arguments.check_positive_int("hidden_units", hidden_units)
         model_arguments.check_rate("dropout", dropout)
-        min_size = 4
-        while conv_output_size(min_size, len(filters)) < 1:
-            min_size += 1
         common = conditioning_lib.check_network_arguments(
-            num_classes, image_shape, variant, encoder, min_size=min_size
+            num_classes, image_shape, variant, encoder, min_size=min_image_size(len(filters))
         )
         shape, encoder = common["image_shape"], common["encoder"]
         model_arguments.check_batch_norm_for_variant(use_batch_norm, variant)
