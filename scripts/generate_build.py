@@ -39,7 +39,7 @@ HEADER = """\
 
 
 class Module:
-    """One .py file: where it is, its target, and its parsed source.
+    """One .py file: where it is, and its parsed source.
 
     Args:
         name: str, the dotted module name (a package's for an __init__.py).
@@ -54,8 +54,6 @@ class Module:
         self.file = os.path.basename(path)
         self.is_package = self.file == "__init__.py"
         self.is_test = self.file.endswith("_test.py") and path.startswith("tests/")
-        self.target = os.path.basename(self.package_dir) if self.is_package else self.file[:-3]
-        self.label = f"//{self.package_dir}:{self.target}"
         self.tree = ast.parse(source, path)
         self.source = source
 
