@@ -34,6 +34,18 @@ Evaluations work the same way (`evaluation.json` in
 The wall time of every run and evaluation (summed over resumptions) and the
 machine are recorded in `<run dir>/sweep_run.json`.
 
+A study can also go on on another machine, one that has the results
+directory but not the run directories (a new clone, a preempted machine
+replaced). After every finished job the sweep writes the ledger
+`<results_dir>/in_progress.json`: each finished job's flags fingerprint, wall
+time, machine and what results.json keeps of it. A sweep that finds the ledger
+skips the jobs it records with unchanged flags ("carried"), unless they were
+started in their own directory, and folds them into results.json, which then
+lists every machine the jobs ran on. A training run is carried only with all
+its evaluations (an evaluation still to run needs the run's checkpoints). The
+ledger is removed once the study is complete. Keep it under version control
+while a study is unfinished.
+
 A headline number needs its spread over training seeds. `--repeat_seeds=1,2`
 with `--repeat_runs=pgdat_*,oat_dual` repeats the named runs (shell-style
 patterns) with each further seed, after every other job: run NAME becomes
@@ -78,6 +90,8 @@ from oat_tf.evaluation import results as results_lib
 FLAGS = flags.FLAGS
 
 RESULTS_FILE = "results.json"
+# The finished jobs of an unfinished study, beside its results (see `write_ledger`).
+LEDGER_FILE = "in_progress.json"
 RUN_RECORD = "sweep_run.json"
 REPORT_KINDS = ("oat", "mixture_bn", "width", "none")
 RESULT_FILES = ("test_eval.json", "test_eval_multi_exit.json")
@@ -651,6 +665,137 @@ def _result_subset(result: Dict[str, Any]) -> Dict[str, Any]:
     return {k: result[k] for k in _RESULT_KEYS if k in result}
 
 
+def finished_job(job: Job) -> Optional[Dict[str, Any]]:
+    """What results.json keeps of a job that finished here with its flags.
+
+    Args:
+        job: Job.
+
+    Returns:
+        None if the job has not finished in its directory with its current
+        flags; else a dict with `fingerprint`, `machine` and `wall_seconds`
+        (from the job's record) and `entry`: for a training run its
+        results.json entry (`name`, `flags`, `config`, `test_eval`,
+        `wall_seconds`, for a slimmable run `test_eval_widths`, for a repeat
+        `repeat_of` and `seed`), for an evaluation its entry in the run's
+        `evaluations` (`label`, `flags`, `results`, `wall_seconds`).
+    """
+    record = read_record(job)
+    path = job.result_path()
+    if record is None or not record.get("finished") or path is None:
+        return None
+    if record.get("fingerprint") != job.fingerprint:
+        return None
+    wall = round(float(record.get("wall_seconds", 0.0)), 1)
+    if job.kind == "train":
+        entry: Dict[str, Any] = {
+            "name": job.name,
+            "flags": list(job.flags),
+            "config": _read_json(os.path.join(job.run_dir, "config.json")),
+            "test_eval": _result_subset(_read_json(path)),
+            "wall_seconds": wall,
+        }
+        if job.repeat_of:
+            entry.update(repeat_of=job.repeat_of, seed=job.seed)
+        widths_path = os.path.join(job.run_dir, "test_eval_widths.json")
+        if os.path.isfile(widths_path):
+            grid = _read_json(widths_path)
+            entry["test_eval_widths"] = {
+                "widths": grid["widths"],
+                "per_width": {k: _result_subset(v) for k, v in grid["per_width"].items()},
+            }
+    else:
+        entry = {
+            "label": job.label,
+            "flags": list(job.flags),
+            "results": _result_subset(_read_json(path)),
+            "wall_seconds": wall,
+        }
+    return {
+        "fingerprint": job.fingerprint,
+        "machine": record.get("machine"),
+        "wall_seconds": wall,
+        "entry": entry,
+    }
+
+
+def read_ledger(path: str) -> Dict[str, Dict[str, Any]]:
+    """The finished jobs a sweep recorded in its ledger (`in_progress.json`).
+
+    Args:
+        path: str, the ledger file.
+
+    Returns:
+        dict, job title → the job's `finished_job` dict; empty if there is no
+        ledger.
+
+    Raises:
+        ValueError: naming the file, if it is not a ledger the sweep wrote.
+    """
+    if not os.path.isfile(path):
+        return {}
+    try:
+        ledger = _read_json(path)
+        jobs = ledger["jobs"]
+        if not isinstance(jobs, dict) or not all(
+            isinstance(item, dict) and {"fingerprint", "entry"} <= item.keys() for item in jobs.values()
+        ):
+            raise ValueError("a job without its fingerprint or entry")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"The sweep ledger {path} is unreadable ({error}); expected the JSON the sweep writes "
+            "there ({'jobs': {title: {'fingerprint', 'entry', ...}}}). Restore it from version "
+            "control, or delete it to rerun the jobs it records."
+        ) from None
+    return jobs
+
+
+def carried_jobs(jobs: Sequence[Job], ledger: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The jobs a ledger records as finished with their current flags.
+
+    A training run is carried only with all its evaluations: an evaluation
+    still to run needs the run's checkpoints, which the ledger does not hold.
+
+    Args:
+        jobs: the sweep's jobs.
+        ledger: `read_ledger`'s dict.
+
+    Returns:
+        dict, job title → the ledger's `finished_job` dict, for the jobs that
+        need not run again.
+    """
+    carried = {
+        job.title: ledger[job.title]
+        for job in jobs
+        if job.title in ledger and ledger[job.title].get("fingerprint") == job.fingerprint
+    }
+    for job in jobs:
+        if job.kind == "evaluate" and job.title not in carried:
+            carried.pop(job.name, None)
+    return carried
+
+
+def finished_jobs(
+    jobs: Sequence[Job], carried: Optional[Dict[str, Dict[str, Any]]] = None
+) -> Dict[str, Dict[str, Any]]:
+    """Every finished job, here or (`carried`) on another machine.
+
+    Args:
+        jobs: the sweep's jobs.
+        carried: `carried_jobs`'s dict; a job finished here takes precedence.
+
+    Returns:
+        dict, job title → `finished_job` dict, in the jobs' order.
+    """
+    carried = carried or {}
+    finished = {}
+    for job in jobs:
+        item = finished_job(job) or carried.get(job.title)
+        if item is not None:
+            finished[job.title] = item
+    return finished
+
+
 def collect_results(
     jobs: Sequence[Job],
     *,
@@ -659,6 +804,7 @@ def collect_results(
     command: str,
     report: str,
     results_path: str = "",
+    carried: Optional[Dict[str, Dict[str, Any]]] = None,
 ) -> Dict[str, Any]:
     """Gathers the finished jobs' results into one JSON-able dict.
 
@@ -670,68 +816,82 @@ def collect_results(
         report: str, the report layout.
         results_path: str, where the results are written (as given, shown in
             the report).
+        carried: `carried_jobs`'s dict: jobs finished on another machine.
 
     Returns:
         dict with `study`, `description`, `command`, `report`, `machine` (of
-        the first finished job), `total_wall_seconds`, `runs` (list of dicts
-        with `name`, `flags`, `config`, `test_eval`, `wall_seconds`, for a
-        slimmable run `test_eval_widths` (`widths`, `per_width`),
-        `evaluations`: list of dicts with `label`, `flags`, `results`,
-        `wall_seconds`; a repeat with another seed also `repeat_of` and
-        `seed`) and `missing` (titles of unfinished jobs).
+        the first finished job), `machines` (only when the jobs ran on more
+        than one: each distinct machine with `jobs`, how many ran on it),
+        `total_wall_seconds`, `runs` (list of dicts with `name`, `flags`,
+        `config`, `test_eval`, `wall_seconds`, for a slimmable run
+        `test_eval_widths` (`widths`, `per_width`), `evaluations`: list of
+        dicts with `label`, `flags`, `results`, `wall_seconds`; a repeat with
+        another seed also `repeat_of` and `seed`) and `missing` (titles of
+        unfinished jobs).
     """
+    finished = finished_jobs(jobs, carried)
     runs: Dict[str, Dict[str, Any]] = {}
-    missing, machine, total = [], None, 0.0
+    missing: List[str] = []
+    machines: List[Dict[str, Any]] = []
+    total = 0.0
     for job in jobs:
-        record = read_record(job)
-        path = job.result_path()
-        if record is None or not record.get("finished") or path is None or record.get(
-            "fingerprint"
-        ) != job.fingerprint:
+        item = finished.get(job.title)
+        if item is None or (job.kind == "evaluate" and job.name not in runs):
             missing.append(job.title)
             continue
-        machine = machine or record.get("machine")
-        total += float(record.get("wall_seconds", 0.0))
-        if job.kind == "train":
-            runs[job.name] = {
-                "name": job.name,
-                "flags": list(job.flags),
-                "config": _read_json(os.path.join(job.run_dir, "config.json")),
-                "test_eval": _result_subset(_read_json(path)),
-                "wall_seconds": round(float(record["wall_seconds"]), 1),
-                "evaluations": [],
-            }
-            if job.repeat_of:
-                runs[job.name].update(repeat_of=job.repeat_of, seed=job.seed)
-            widths_path = os.path.join(job.run_dir, "test_eval_widths.json")
-            if os.path.isfile(widths_path):
-                grid = _read_json(widths_path)
-                runs[job.name]["test_eval_widths"] = {
-                    "widths": grid["widths"],
-                    "per_width": {k: _result_subset(v) for k, v in grid["per_width"].items()},
-                }
-        elif job.name in runs:
-            runs[job.name]["evaluations"].append(
-                {
-                    "label": job.label,
-                    "flags": list(job.flags),
-                    "results": _result_subset(_read_json(path)),
-                    "wall_seconds": round(float(record["wall_seconds"]), 1),
-                }
-            )
+        machine = item.get("machine")
+        for seen in machines:
+            if seen["machine"] == machine:
+                seen["jobs"] += 1
+                break
         else:
-            missing.append(job.title)
-    return {
+            machines.append({"machine": machine, "jobs": 1})
+        total += float(item["wall_seconds"])
+        if job.kind == "train":
+            runs[job.name] = {**item["entry"], "evaluations": []}
+        else:
+            runs[job.name]["evaluations"].append(dict(item["entry"]))
+    results = {
         "study": study,
         "description": description,
         "command": command,
         "report": report,
         "results_path": results_path,
-        "machine": machine,
+        "machine": machines[0]["machine"] if machines else None,
         "total_wall_seconds": round(total, 1),
         "runs": list(runs.values()),
         "missing": missing,
     }
+    if len(machines) > 1:
+        results["machines"] = machines
+    return results
+
+
+def write_ledger(path: str, study: str, jobs: Sequence[Job], carried: Dict[str, Dict[str, Any]]) -> None:
+    """Writes the ledger of the finished jobs (atomically).
+
+    The ledger lets a sweep go on elsewhere: a machine that has the ledger but
+    not the run directories skips the jobs it records (with the same flags)
+    and folds their results into results.json. Keep it under version control
+    beside the results while a study is unfinished.
+
+    Args:
+        path: str, the ledger file (`<results_dir>/in_progress.json`).
+        study: str, the study name.
+        jobs: the sweep's jobs.
+        carried: `carried_jobs`'s dict.
+    """
+    finished = finished_jobs(jobs, carried)
+    _write_json(
+        path,
+        {
+            "study": study,
+            "finished": len(finished),
+            "of": len(jobs),
+            "missing": [job.title for job in jobs if job.title not in finished],
+            "jobs": finished,
+        },
+    )
 
 
 def main(argv) -> None:
@@ -748,8 +908,19 @@ def main(argv) -> None:
     if unknown:
         raise app.UsageError(f"`--only` must name runs of the sweep. Received unknown: {unknown}")
     selected = [job for job in jobs if not FLAGS.only or job.name in FLAGS.only]
-    states = {job.title: job_state(job, restart_changed=True) for job in selected}
-    to_check = [job for job in selected if job.kind == "train" and states[job.title] != "skip"]
+    results_dir = FLAGS.results_dir or os.path.join(FLAGS.runs_dir, FLAGS.study, "results")
+    ledger_path = os.path.join(results_dir, LEDGER_FILE)
+    try:
+        carried = carried_jobs(jobs, read_ledger(ledger_path))
+        states = {job.title: job_state(job, restart_changed=True) for job in selected}
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    # A job finished elsewhere (the ledger) and never started here is not run again.
+    carried = {title: item for title, item in carried.items() if states.get(title, "start") == "start"}
+    to_check = [
+        job for job in selected
+        if job.kind == "train" and states[job.title] != "skip" and job.title not in carried
+    ]
     problems = check_train_flags(
         to_check, resuming=[job.name for job in to_check if states[job.title] == "resume"]
     )
@@ -761,15 +932,19 @@ def main(argv) -> None:
     flagfile_dir = os.path.join(FLAGS.runs_dir, FLAGS.study, "flags")
     for index, job in enumerate(selected, start=1):
         logging.info("[%d/%d] %s %s", index, len(selected), job.kind, job.title)
+        if job.title in carried:
+            logging.info("carried: finished on another machine, recorded in %s", ledger_path)
+            continue
         try:
-            run_job(job, flagfile_dir, FLAGS.restart_changed, FLAGS.dry_run)
+            state = run_job(job, flagfile_dir, FLAGS.restart_changed, FLAGS.dry_run)
         except ValueError as error:
             raise app.UsageError(str(error)) from None
+        if state != "skip" and not FLAGS.dry_run:
+            write_ledger(ledger_path, FLAGS.study, jobs, carried)
     if FLAGS.dry_run:
         return
     flagfile = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--flagfile=")), None)
     command = f"python -m oat_tf.sweep --flagfile={flagfile}" if flagfile else "python -m oat_tf.sweep"
-    results_dir = FLAGS.results_dir or os.path.join(FLAGS.runs_dir, FLAGS.study, "results")
     results_path = os.path.join(results_dir, RESULTS_FILE)
     results = collect_results(
         jobs,
@@ -778,8 +953,13 @@ def main(argv) -> None:
         command=command,
         report=FLAGS.report,
         results_path=results_path,
+        carried=carried,
     )
     _write_json(results_path, results)
+    if results["missing"]:
+        write_ledger(ledger_path, FLAGS.study, jobs, carried)
+    elif os.path.isfile(ledger_path):
+        os.remove(ledger_path)
     logging.info(
         "Results of %d runs in %s%s.", len(results["runs"]), results_path,
         f"; not finished: {results['missing']}" if results["missing"] else "",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -208,6 +209,82 @@ def test_collect_results_lists_finished_jobs_and_missing_ones(tmp_path, monkeypa
     assert results["machine"] == {"cpu_count": 2}
 
 
+def _machine(monkeypatch, tmp_path, name, cpu_count):
+    """Moves to another machine: its own working directory and machine description."""
+    directory = tmp_path / name
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    monkeypatch.setattr(sweep, "machine_description", lambda: {"cpu_count": cpu_count})
+    return directory
+
+
+def test_ledger_carries_finished_jobs_to_another_machine(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    plan = lambda: sweep.plan_jobs("study", "runs", [], ["a: --x=1", "b: --x=2"], [], ["a/e: --lambdas=0"])
+    first = _machine(monkeypatch, tmp_path, "first", 2)
+    jobs = plan()
+    sweep.run_job(jobs[0], "flags")
+    sweep.run_job(jobs[2], "flags")
+    sweep.write_ledger("ledger.json", "study", jobs, {})
+    ledger = json.loads((first / "ledger.json").read_text())
+    assert (ledger["finished"], ledger["of"], ledger["missing"]) == (2, 3, ["b"])
+    # A second machine with the ledger but no run directories.
+    second = _machine(monkeypatch, tmp_path, "second", 4)
+    (second / "ledger.json").write_text((first / "ledger.json").read_text())
+    jobs = plan()
+    carried = sweep.carried_jobs(jobs, sweep.read_ledger("ledger.json"))
+    assert sorted(carried) == ["a", "a/e"]
+    assert [sweep.job_state(job) for job in jobs] == ["start"] * 3
+    sweep.run_job(jobs[1], "flags")
+    assert len(calls) == 3 and "--name=b" in open(calls[-1][-1].split("=", 1)[1]).read()
+    results = sweep.collect_results(jobs, study="s", description="d", command="c", report="oat", carried=carried)
+    here = sweep.collect_results(
+        plan(), study="s", description="d", command="c", report="oat",
+        carried=None,
+    )
+    assert [r["name"] for r in here["runs"]] == ["b"] and here["missing"] == ["a", "a/e"]
+    assert [r["name"] for r in results["runs"]] == ["a", "b"] and results["missing"] == []
+    # The carried run is what the first machine measured, evaluation included.
+    assert results["runs"][0]["config"] == {"name": "a"}
+    assert results["runs"][0]["evaluations"][0]["results"]["clean_accuracy"] == {"0.0": 0.25}
+    assert results["machine"] == {"cpu_count": 2}
+    assert results["machines"] == [
+        {"machine": {"cpu_count": 2}, "jobs": 2}, {"machine": {"cpu_count": 4}, "jobs": 1}
+    ]
+    walls = [r["wall_seconds"] for r in results["runs"]] + [results["runs"][0]["evaluations"][0]["wall_seconds"]]
+    assert results["total_wall_seconds"] == pytest.approx(sum(walls), abs=0.2)
+
+
+def test_ledger_carries_only_jobs_with_their_flags_and_runs_with_all_evaluations(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    _machine(monkeypatch, tmp_path, "first", 2)
+    jobs = sweep.plan_jobs("study", "runs", [], ["a: --x=1", "b: --x=2"], [], ["a/e: --lambdas=0"])
+    sweep.run_job(jobs[0], "flags")
+    sweep.run_job(jobs[1], "flags")
+    sweep.write_ledger("ledger.json", "study", jobs, {})
+    ledger = sweep.read_ledger("ledger.json")
+    # Run a is finished but its evaluation is not: its checkpoints are still needed.
+    assert sorted(sweep.carried_jobs(jobs, ledger)) == ["b"]
+    # A changed flag makes another job, which is not carried.
+    changed = sweep.plan_jobs("study", "runs", [], ["a: --x=1", "b: --x=3"], [], ["a/e: --lambdas=0"])
+    assert sweep.carried_jobs(changed, ledger) == {}
+    # The ledger alone is a complete record of what it carries.
+    assert sweep.finished_jobs(jobs, sweep.carried_jobs(jobs, ledger))["b"] == sweep.finished_job(jobs[1])
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", json.dumps({"nojobs": {}}), json.dumps({"jobs": {"a": {"entry": {}}}}), json.dumps([1])]
+)
+def test_corrupt_ledger_is_a_clear_error(tmp_path, text):
+    path = tmp_path / "in_progress.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"ledger .*in_progress.json is unreadable"):
+        sweep.read_ledger(str(path))
+    assert sweep.read_ledger(str(tmp_path / "absent.json")) == {}
+
+
 def test_repeats_follow_every_other_job_with_their_seed_and_evaluations(tmp_path):
     jobs = sweep.plan_jobs(
         "study", str(tmp_path / "runs"), ["--epochs=1 --seed=0"],
@@ -277,10 +354,11 @@ def test_collected_repeats_carry_what_they_repeat(tmp_path, monkeypatch):
 
 
 def _sweep(tmp_path, *extra):
+    """Runs the tiny sweep in `tmp_path` (relative paths: another directory is another machine)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "oat_tf.sweep", "--study=tiny", f"--runs_dir={tmp_path}/runs",
-         f"--results_dir={tmp_path}/docs/tiny", f"--common={TINY_COMMON}",
+        [sys.executable, "-m", "oat_tf.sweep", "--study=tiny", "--runs_dir=runs",
+         "--results_dir=docs/tiny", f"--common={TINY_COMMON}",
          "--run=oat: --variant=oat --eval_lambdas=0,1",
          "--evaluate=oat/fgsm: --attacks=fgsm --lambdas=1 --masking_checks=false --plots=false",
          *extra],
@@ -288,24 +366,48 @@ def _sweep(tmp_path, *extra):
     )
 
 
-def test_sweep_end_to_end_then_skips_everything(tmp_path):
-    result = _sweep(tmp_path)
+def test_sweep_end_to_end_skips_finished_jobs_and_carries_them_to_another_machine(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    # Run oat and its evaluation, not run plain (--only): the study stays unfinished.
+    unfinished = ("--run=plain: --variant=plain", "--only=oat")
+    result = _sweep(first, *unfinished)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[1/2] train oat" in result.stderr and "[2/2] evaluate oat/fgsm" in result.stderr
-    results = json.loads((tmp_path / "docs" / "tiny" / "results.json").read_text())
-    assert [r["name"] for r in results["runs"]] == ["oat"] and not results["missing"]
+    results = json.loads((first / "docs" / "tiny" / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]] == ["oat"] and results["missing"] == ["plain"]
     oat_run = results["runs"][0]
-    on_disk = json.loads((tmp_path / "runs" / "tiny" / "oat" / "test_eval.json").read_text())
+    on_disk = json.loads((first / "runs" / "tiny" / "oat" / "test_eval.json").read_text())
     assert oat_run["test_eval"]["clean_accuracy"] == on_disk["clean_accuracy"]
     assert oat_run["config"]["model"]["filters"] == [4, 8]
     assert oat_run["evaluations"][0]["results"]["robust_accuracy"].keys() == {"FGSM"}
-    report = (tmp_path / "docs" / "tiny.md").read_text()
+    report = (first / "docs" / "tiny.md").read_text()
     assert "| oat | small_cnn | 4/8 | oat |" in report and "## `oat`" in report
-    # A second sweep finds everything finished and trains nothing.
-    again = _sweep(tmp_path)
+    assert "**Not finished:** plain" in report
+    # The ledger records the finished jobs, for another machine.
+    ledger = json.loads((first / "docs" / "tiny" / "in_progress.json").read_text())
+    assert (ledger["finished"], ledger["of"], ledger["missing"]) == (2, 3, ["plain"])
+    # A second sweep here finds everything finished and trains nothing.
+    again = _sweep(first, *unfinished)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skip: ") == 2 and "Epoch" not in again.stdout
-    assert (tmp_path / "docs" / "tiny.md").read_text() == report
+    assert (first / "docs" / "tiny.md").read_text() == report
+    # Another machine with the results directory (a clone of the repository), no run
+    # directories: the ledger's jobs are carried, not run, and the results are the same.
+    shutil.copytree(first / "docs", second / "docs")
+    (second / "docs" / "tiny" / "results.json").unlink()
+    carried = _sweep(second, *unfinished)
+    assert carried.returncode == 0, carried.stderr[-3000:]
+    assert carried.stderr.count("carried: ") == 2 and "Epoch" not in carried.stdout
+    assert not (second / "runs" / "tiny" / "oat").exists()
+    assert json.loads((second / "docs" / "tiny" / "results.json").read_text()) == results
+    assert (second / "docs" / "tiny.md").read_text() == report
+    # Once the study is complete no ledger is left beside its results.
+    complete = _sweep(first, "--run=plain: --variant=plain")
+    assert complete.returncode == 0, complete.stderr[-3000:]
+    assert not (first / "docs" / "tiny" / "in_progress.json").exists()
+    names = [r["name"] for r in json.loads((first / "docs" / "tiny" / "results.json").read_text())["runs"]]
+    assert names == ["oat", "plain"]
 
 
 def test_bad_inner_flags_fail_the_sweep_before_any_run(tmp_path):

@@ -187,8 +187,26 @@ def _run_filters(run: Dict[str, Any]) -> str:
 # --- common sections -------------------------------------------------------
 
 
+def _machine_text(machine: Dict[str, Any]) -> str:
+    return (
+        f"{machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPU cores, "
+        f"{machine.get('gpus', 0)} GPUs; TensorFlow {machine.get('tensorflow', '?')}, "
+        f"Keras {machine.get('keras', '?')}.{cpu_kernels.kernels_text(machine)}"
+    )
+
+
+def _machines_line(results: Dict[str, Any]) -> str:
+    """The page's machine line: one machine, or each machine a study's jobs ran on."""
+    machines = results.get("machines")
+    if not machines:
+        return f"- Machine: {_machine_text(results.get('machine') or {})}"
+    parts = [
+        f"{_machine_text(m['machine'] or {})} ({m['jobs']} job{'' if m['jobs'] == 1 else 's'})" for m in machines
+    ]
+    return f"- Machines (the jobs ran on {len(machines)}): " + "; ".join(parts)
+
+
 def _header(results: Dict[str, Any], results_path: str) -> List[str]:
-    machine = results.get("machine") or {}
     total = float(results.get("total_wall_seconds", 0.0))
     lines = [
         f"# Study `{results['study']}`",
@@ -198,9 +216,7 @@ def _header(results: Dict[str, Any], results_path: str) -> List[str]:
         f"- Rerun the study: `{results['command']}` (finished runs are skipped, a killed one resumes).",
         f"- Regenerate this page from the results: "
         f"`python -m oat_tf.evaluation.study_report --results={results_path}`.",
-        f"- Machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPU cores, "
-        f"{machine.get('gpus', 0)} GPUs; TensorFlow {machine.get('tensorflow', '?')}, "
-        f"Keras {machine.get('keras', '?')}.{cpu_kernels.kernels_text(machine)}",
+        _machines_line(results),
         f"- Wall time of the whole study: {total / 3600.0:.2f} h ({_minutes(total)} min, training "
         "and evaluation of every run, summed).",
         "- Accuracies in percent. RA is the per-sample worst case over the evaluated attacks "

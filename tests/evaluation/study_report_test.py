@@ -91,6 +91,20 @@ def test_oat_report_tables_hold_the_results(tmp_path):
     assert os.path.isfile(tmp_path / "ra_vs_sa.png") and os.path.isfile(tmp_path / "accuracy_vs_lambda.png")
 
 
+def test_header_names_every_machine_a_study_ran_on(tmp_path):
+    results = _oat_results()
+    text = study_report.render_study_report(results, "r.json", str(tmp_path))
+    assert "- Machine: Linux, 2 CPU cores, 0 GPUs; TensorFlow 2, Keras 3." in text
+    other = {"platform": "Linux-other", "cpu_count": 4, "gpus": 0, "tensorflow": "2", "keras": "3", "onednn": "on"}
+    results["machines"] = [{"machine": results["machine"], "jobs": 3}, {"machine": other, "jobs": 1}]
+    text = study_report.render_study_report(results, "r.json", str(tmp_path))
+    assert (
+        "- Machines (the jobs ran on 2): Linux, 2 CPU cores, 0 GPUs; TensorFlow 2, Keras 3. (3 jobs); "
+        "Linux-other, 4 CPU cores, 0 GPUs; TensorFlow 2, Keras 3. CPU kernels: oneDNN. (1 job)"
+    ) in text
+    assert "- Machine: " not in text
+
+
 def test_write_then_check_is_byte_for_byte_and_detects_edits(tmp_path):
     directory = tmp_path / "toy"
     directory.mkdir()
