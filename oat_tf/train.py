@@ -53,6 +53,10 @@ def main(argv):
         )
     except run_directory.RunRefusedError as error:
         raise app.UsageError(str(error), exitcode=run_directory.USAGE_EXIT_STATUS) from None
+    if summary["run_dir"] is None:
+        sys.stdout.write(f"\n{config.name}: trained as a worker; the chief writes the results.\n")
+        logging.info("Done.")
+        return
     heading = (
         "TA / ATA per attack form, exits and MFLOPs"
         if config_lib.is_multi_exit_architecture(config.model.architecture)

@@ -79,7 +79,12 @@ def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) ->
 
 
 def restore_run(
-    trainer: keras.Model, run_dir: str, *, resume: bool, max_to_keep: int = 3
+    trainer: keras.Model,
+    run_dir: str,
+    *,
+    resume: bool,
+    max_to_keep: int = 3,
+    restore_dir: Optional[str] = None,
 ) -> Tuple[tf.train.CheckpointManager, int]:
     """The checkpoint manager of a run directory, and the step to start from.
 
@@ -91,6 +96,9 @@ def restore_run(
         run_dir: str, the run directory (checkpoints in `checkpoint_directory`).
         resume: bool, continue from the latest checkpoint.
         max_to_keep: int, checkpoints kept.
+        restore_dir: str or None, the run directory whose checkpoints are read
+            (default `run_dir`): a multi-worker run's other workers save in
+            scratch space and resume from the chief's run directory.
 
     Returns:
         Tuple (manager, start step: 0 for a new run).
@@ -102,18 +110,21 @@ def restore_run(
     """
     # Strict: a corrupt state file is an error here, where TensorFlow's
     # reader would log "Checkpoint ignored" and let the run start over.
-    latest = checkpoint_state.latest_checkpoint(checkpoint_directory(run_dir))
+    source = run_dir if restore_dir is None else restore_dir
+    latest = checkpoint_state.latest_checkpoint(checkpoint_directory(source))
     manager = make_manager(trainer, checkpoint_directory(run_dir), max_to_keep)
     if latest is None:
         if resume:
-            logging.info("Resuming %s: no checkpoint was written yet, starting at step 0.", run_dir)
+            logging.info("Resuming %s: no checkpoint was written yet, starting at step 0.", source)
         return manager, 0
     if not resume:
         raise ValueError(
-            f"Run directory {run_dir!r} already holds checkpoints. Expected "
+            f"Run directory {source!r} already holds checkpoints. Expected "
             "`--resume` to continue that run, or another `--name`. "
             f"Received: resume={resume}"
         )
+    if source != run_dir:
+        return manager, restore_latest(make_manager(trainer, checkpoint_directory(source)), trainer) or 0
     return manager, restore_latest(manager, trainer) or 0
 
 

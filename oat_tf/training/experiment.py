@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -44,6 +45,7 @@ from oat_tf.models import batch_statistics
 from oat_tf.training import adversarial_trainer
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
+from oat_tf.training import distributed_loop
 from oat_tf.training import multi_exit_experiment
 from oat_tf.training import optimizers
 
@@ -92,8 +94,14 @@ def _checkpoint_bytes_estimate(config: config_lib.ExperimentConfig) -> int:
     return 16 * 2**20 + config.train.max_checkpoints * per_checkpoint
 
 
-def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
-    """Runs `fit` from `start_step`, splitting a partly done epoch off first."""
+def _fit(
+    fit: Callable[..., Any], split, config, steps_per_epoch: int, start_step: int, callbacks
+) -> None:
+    """Runs `fit` (`trainer.fit` or `distributed_loop.fit`) from `start_step`.
+
+    A partly done epoch is split off first, as a one-epoch fit of its
+    remaining steps.
+    """
     epochs = config.train.epochs
     total = steps_per_epoch * epochs
     step = start_step
@@ -109,7 +117,7 @@ def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
         )
         if offset:
             # Finish the interrupted epoch as a one-epoch fit of the remaining steps.
-            trainer.fit(
+            fit(
                 dataset,
                 initial_epoch=epoch,
                 epochs=epoch + 1,
@@ -119,7 +127,7 @@ def _fit(trainer, split, config, steps_per_epoch, start_step, callbacks):
             )
             step = (epoch + 1) * steps_per_epoch
             continue
-        trainer.fit(
+        fit(
             dataset,
             initial_epoch=epoch,
             epochs=epochs,
@@ -174,6 +182,7 @@ def run_experiment(
     resume: bool = False,
     flags_text: Optional[str] = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> Dict[str, Any]:
     """Trains, evaluates and exports one run.
 
@@ -185,6 +194,9 @@ def run_experiment(
         flags_text: str or None, the resolved flags (flagfile format), saved as
             `flags.txt` in the run directory.
         extra_callbacks: Keras callbacks added to `fit`.
+        strategy: tf.distribute.Strategy or None, the strategy to train
+            under; default: the one `config.train.strategy` names
+            (`make_strategy`).
 
     Returns:
         dict with `run_dir`, `export_dir` (or None), `results` (the test
@@ -193,7 +205,7 @@ def run_experiment(
     # Names, output paths and the run directory's state first: nothing is
     # loaded, built or created before they pass.
     run_directory.check_before_training(config, resume=resume)
-    strategy = make_strategy(config.train.strategy)
+    strategy = strategy or make_strategy(config.train.strategy)
     chief = is_chief(strategy)
     run_dir = run_directory.run_directory(config)
 
@@ -218,7 +230,11 @@ def run_experiment(
         )
     except ValueError as error:
         raise run_directory.RunRefusedError(str(error)) from None
-    # Every check passed: only now does the run directory appear.
+    # Every check passed: only now does the run directory appear. A worker
+    # other than the chief saves its checkpoints (which every worker must
+    # write under a multi-worker strategy) in scratch space deleted at the
+    # end, and resumes from the chief's.
+    chief_run_dir = run_dir
     if not chief:
         run_dir = tempfile.mkdtemp(prefix="oat_tf_worker_")
     os.makedirs(run_dir, exist_ok=True)
@@ -255,18 +271,23 @@ def run_experiment(
         strategy.num_replicas_in_sync,
     )
 
-    manager, start_step = checkpointing.restore_run(
-        trainer, run_dir, resume=resume, max_to_keep=config.train.max_checkpoints
-    )
+    with strategy.scope():  # Restoring builds the optimizer's variables.
+        manager, start_step = checkpointing.restore_run(
+            trainer,
+            run_dir,
+            resume=resume,
+            max_to_keep=config.train.max_checkpoints,
+            restore_dir=chief_run_dir,
+        )
+    distributed_loop.check_same_start_step(strategy, start_step)
 
     eval_batch = config.evaluation.batch_size
     validation = splits.validation
-    callbacks = [
-        checkpointing.CheckpointCallback(manager, config.train.checkpoint_every_steps),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")),
-    ]
+    callbacks = [checkpointing.CheckpointCallback(manager, config.train.checkpoint_every_steps)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard")))
     # RDI-Nets calibrate and evaluate their exits after training, not per epoch.
-    periodic = bool(config.evaluation.every_epochs) and not multi_exit
+    periodic = bool(config.evaluation.every_epochs) and not multi_exit and chief
     if periodic and validation is not None:
         callbacks.append(
             callbacks_lib.LambdaGridEvaluation(
@@ -287,7 +308,26 @@ def run_experiment(
             config.data.dataset,
         )
     callbacks.extend(extra_callbacks)
-    _fit(trainer, splits.train, config, steps_per_epoch, start_step, callbacks)
+    # Keras' fit fails under MultiWorkerMirroredStrategy: the custom loop runs
+    # the same train_step and callbacks there.
+    fit = (
+        distributed_loop.DistributedFit(trainer, strategy)
+        if distributed_loop.uses_custom_loop(strategy)
+        else trainer.fit
+    )
+    _fit(fit, splits.train, config, steps_per_epoch, start_step, callbacks)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        logging.info("Trained as a worker; the chief evaluates, writes the results and exports.")
+        return {
+            "run_dir": None,
+            "export_dir": None,
+            "results": None,
+            "width_results": None,
+            "table": "",
+            "network": network,
+            "trainer": trainer,
+        }
     if multi_exit:
         # RDI-Nets: exit calibration, the multi-exit evaluation and the adaptive export.
         return multi_exit_experiment.evaluate_and_export(
