@@ -97,7 +97,7 @@ def _checkpoint_bytes_estimate(config: config_lib.ExperimentConfig) -> int:
 def _fit(
     fit: Callable[..., Any], split, config, steps_per_epoch: int, start_step: int, callbacks
 ) -> None:
-    """Runs `fit` (`trainer.fit` or `distributed_loop.fit`) from `start_step`.
+    """Runs `fit` (`trainer.fit` or a `distributed_loop.DistributedFit`) from `start_step`.
 
     A partly done epoch is split off first, as a one-epoch fit of its
     remaining steps.
