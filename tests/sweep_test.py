@@ -1,5 +1,6 @@
 """The sweep runner: planning, skip / resume / restart decisions, results, and one real sweep."""
 
+import glob
 import json
 import os
 import shutil
@@ -414,3 +415,37 @@ def test_bad_inner_flags_fail_the_sweep_before_any_run(tmp_path):
         assert "bad:" in result.stderr and "num_train_examples" in result.stderr
         assert "nothing was run" in result.stderr
         assert not (tmp_path / "runs").exists()
+
+
+def _study_flags(path):
+    """The repeated sweep flags of a study flagfile, as lists (absl's multi-string flags)."""
+    values = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("--") and "=" in line:
+                name, value = line[2:].split("=", 1)
+                values.setdefault(name, []).append(value)
+    return values
+
+
+# Ledgers of unfinished studies, committed so that a fresh clone goes on where the last sweep stopped.
+LEDGERS = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", "*", sweep.LEDGER_FILE)))
+
+
+@pytest.mark.parametrize("path", LEDGERS, ids=[os.path.basename(os.path.dirname(p)) for p in LEDGERS])
+def test_committed_ledgers_carry_every_job_they_record(path):
+    study = os.path.basename(os.path.dirname(path))
+    flags = _study_flags(os.path.join(testing.REPO_ROOT, "experiments", f"study_{study}.flags"))
+    listed = lambda name: [item for value in flags.get(name, []) for item in value.split(",")]
+    jobs = sweep.plan_jobs(
+        flags["study"][0], "runs", flags.get("common", []), flags["run"], flags.get("common_evaluate", []),
+        flags.get("evaluate", []), repeat_seeds=sweep.parse_repeat_seeds(listed("repeat_seeds")),
+        repeat_runs=listed("repeat_runs"),
+    )
+    ledger = sweep.read_ledger(path)
+    # Every recorded job still has the flagfile's flags: a sweep from a clone skips them all.
+    assert set(sweep.carried_jobs(jobs, ledger)) == set(ledger)
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    assert recorded["finished"] == len(ledger) and recorded["of"] == len(jobs)
