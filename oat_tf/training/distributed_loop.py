@@ -94,8 +94,9 @@ def check_same_on_every_replica(
         ValueError: naming `what`, if the replicas hold different values.
     """
     per_replica = strategy.run(lambda: tf.cast(replica_value(), tf.float64))
+    squares = strategy.run(lambda: tf.square(tf.cast(replica_value(), tf.float64)))
     mean = float(strategy.reduce("MEAN", per_replica, axis=None))
-    mean_square = float(strategy.reduce("MEAN", strategy.run(lambda: tf.square(tf.cast(replica_value(), tf.float64))), axis=None))
+    mean_square = float(strategy.reduce("MEAN", squares, axis=None))
     if mean_square != mean * mean:
         values = [float(v) for v in strategy.experimental_local_results(per_replica)]
         raise ValueError(
