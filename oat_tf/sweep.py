@@ -42,7 +42,8 @@ time, machine and what results.json keeps of it. A sweep that finds the ledger
 skips the jobs it records with unchanged flags ("carried"), unless they were
 started in their own directory, and folds them into results.json, which then
 lists every machine the jobs ran on. A training run is carried only with all
-its evaluations (an evaluation still to run needs the run's checkpoints). The
+its evaluations, and an evaluation only with its run (an evaluation still to
+run needs the run's checkpoints). The
 ledger is removed once the study is complete. Keep it under version control
 while a study is unfinished.
 
@@ -753,8 +754,10 @@ def read_ledger(path: str) -> Dict[str, Dict[str, Any]]:
 def carried_jobs(jobs: Sequence[Job], ledger: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """The jobs a ledger records as finished with their current flags.
 
-    A training run is carried only with all its evaluations: an evaluation
-    still to run needs the run's checkpoints, which the ledger does not hold.
+    A training run is carried only with all its evaluations, and an
+    evaluation only with its run: an evaluation still to run needs the run's
+    checkpoints, which the ledger does not hold, and one of a run trained
+    again here must measure that run.
 
     Args:
         jobs: the sweep's jobs.
@@ -772,7 +775,10 @@ def carried_jobs(jobs: Sequence[Job], ledger: Dict[str, Dict[str, Any]]) -> Dict
     for job in jobs:
         if job.kind == "evaluate" and job.title not in carried:
             carried.pop(job.name, None)
-    return carried
+    return {
+        title: item for title, item in carried.items()
+        if all(job.name in carried for job in jobs if job.title == title and job.kind == "evaluate")
+    }
 
 
 def finished_jobs(

@@ -268,6 +268,13 @@ def test_ledger_carries_only_jobs_with_their_flags_and_runs_with_all_evaluations
     ledger = sweep.read_ledger("ledger.json")
     # Run a is finished but its evaluation is not: its checkpoints are still needed.
     assert sorted(sweep.carried_jobs(jobs, ledger)) == ["b"]
+    # With two evaluations and only one recorded, neither the run nor that evaluation is
+    # carried: the run trains again here and both evaluations measure it.
+    two = sweep.plan_jobs("study", "runs", [], ["a: --x=1"], [], ["a/e: --lambdas=0", "a/f: --lambdas=1"])
+    sweep.run_job(two[0], "flags")
+    sweep.run_job(two[1], "flags")
+    partial = {title: sweep.finished_job(job) for title, job in zip(("a", "a/e"), two)}
+    assert sweep.carried_jobs(two, partial) == {}
     # A changed flag makes another job, which is not carried.
     changed = sweep.plan_jobs("study", "runs", [], ["a: --x=1", "b: --x=3"], [], ["a/e: --lambdas=0"])
     assert sweep.carried_jobs(changed, ledger) == {}
