@@ -331,7 +331,7 @@ def run_experiment(
     if multi_exit:
         # RDI-Nets: exit calibration, the multi-exit evaluation and the adaptive export.
         return multi_exit_experiment.evaluate_and_export(
-            config, network=network, trainer=trainer, chief=chief, run_dir=run_dir, splits=splits
+            config, network=network, trainer=trainer, run_dir=run_dir, splits=splits
         )
 
     # Every width of a slimmable network (OATS, PGD-ATS), the full width of
@@ -347,7 +347,7 @@ def run_experiment(
         config.evaluation.lambdas,
         config.evaluation.attacks,
         seed=config.train.seed,
-        show_progress=chief,
+        show_progress=True,
     )
     # The checks that need only the recorded paired counts (a weaker attack
     # overstating robustness, Square beating the white-box attacks, ...).
@@ -365,39 +365,38 @@ def run_experiment(
     seen = config.lambda_sampling.values
     table = evaluation.format_table(results, seen_lambdas=seen)
     export_path = None
-    if chief:
-        title = (
-            f"{config.name}: {config.model.architecture}/{config.model.variant} on "
-            f"{config.data.dataset} (test split"
-            f"{', batch statistics' if batch_stats else ''})"
+    title = (
+        f"{config.name}: {config.model.architecture}/{config.model.variant} on "
+        f"{config.data.dataset} (test split"
+        f"{', batch statistics' if batch_stats else ''})"
+    )
+    evaluation.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
+    if width_results is not None:
+        for width in width_results["widths"][:-1]:
+            key = width_grid.width_key(width)
+            evaluation.write_report(
+                width_results["per_width"][key],
+                run_dir,
+                prefix=f"test_eval_width_{key}",
+                seen_lambdas=seen,
+                title=f"{title}, width {key}",
+            )
+        width_grid.write_width_report(
+            width_results, run_dir, prefix="test_eval_widths", title=title
         )
-        evaluation.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
-        if width_results is not None:
-            for width in width_results["widths"][:-1]:
-                key = width_grid.width_key(width)
-                evaluation.write_report(
-                    width_results["per_width"][key],
-                    run_dir,
-                    prefix=f"test_eval_width_{key}",
-                    seen_lambdas=seen,
-                    title=f"{title}, width {key}",
-                )
-            width_grid.write_width_report(
-                width_results, run_dir, prefix="test_eval_widths", title=title
-            )
-        writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
-        evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
-        writer.flush()
-        if config.export_dir:
-            export_batch_stats = config.export_bn_statistics == "batch"
-            if export_batch_stats:
-                logging.info("Exporting with batch statistics (each request batch's moments).")
-            export_path = export.export_saved_model(
-                batch_statistics.batch_statistics_model(network) if export_batch_stats else network,
-                os.path.join(config.export_dir, config.name),
-                image_shape=tuple(splits.image_shape),
-                model_card=model_card.make_model_card(config_lib.to_dict(config), results, width_results),
-            )
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
+    evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
+    writer.flush()
+    if config.export_dir:
+        export_batch_stats = config.export_bn_statistics == "batch"
+        if export_batch_stats:
+            logging.info("Exporting with batch statistics (each request batch's moments).")
+        export_path = export.export_saved_model(
+            batch_statistics.batch_statistics_model(network) if export_batch_stats else network,
+            os.path.join(config.export_dir, config.name),
+            image_shape=tuple(splits.image_shape),
+            model_card=model_card.make_model_card(config_lib.to_dict(config), results, width_results),
+        )
     logging.info("Test evaluation of %s:\n%s", config.name, table)
     return {
         "run_dir": run_dir,

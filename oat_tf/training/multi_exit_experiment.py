@@ -135,19 +135,17 @@ def evaluate_and_export(
     *,
     network: keras.Model,
     trainer: keras.Model,
-    chief: bool,
     run_dir: str,
     splits: data.DatasetSplits,
 ) -> Dict[str, Any]:
     """Calibrates the exits, evaluates and exports one trained multi-exit run.
 
-    Called by `experiment.run_experiment` after training.
+    Called by `experiment.run_experiment` after training, on the chief only.
 
     Args:
         config: ExperimentConfig with a multi-exit architecture.
         network: the trained multi-exit network.
         trainer: its `MultiExitTrainer` (returned to the caller).
-        chief: bool, this worker writes results and exports.
         run_dir: str, the run directory.
         splits: DatasetSplits.
 
@@ -163,8 +161,7 @@ def evaluate_and_export(
     )
     calibration = calibrate(network, validation, config.multi_exit, lam)
     thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
-    if chief:
-        atomic_files.write_json(os.path.join(run_dir, THRESHOLDS_FILE), calibration)
+    atomic_files.write_json(os.path.join(run_dir, THRESHOLDS_FILE), calibration)
     logging.info("Exit thresholds (%s, validation): %s", calibration["target"], calibration["thresholds"])
 
     lambdas = config.evaluation.lambdas if conditioned else (lam,)
@@ -185,34 +182,33 @@ def evaluate_and_export(
     results["calibration"] = calibration
     table = multi_exit_report.format_table(results)
     export_path = None
-    if chief:
-        title = (
-            f"{config.name}: {config.model.architecture}/{config.model.variant}, defence "
-            f"{config.multi_exit.defence} on {config.data.dataset} (test split)"
-        )
-        multi_exit_report.write_multi_exit_report(results, run_dir, prefix="test_eval_multi_exit", title=title)
-        if config.export_dir:
-            export_path = adaptive_saved_model.export_adaptive_saved_model(
-                network,
-                os.path.join(config.export_dir, config.name),
-                thresholds=thresholds,
-                image_shape=tuple(splits.image_shape),
-                model_card={
-                    "name": config.name,
-                    "dataset": config.data.dataset,
-                    "architecture": config.model.architecture,
-                    "variant": config.model.variant,
-                    "multi_exit": config_lib.to_dict(config.multi_exit),
-                    "train_attack": config_lib.to_dict(config.train_attack),
-                    "exit_calibration": calibration,
-                    "test_evaluation": {
-                        "split": "test",
-                        "table": table,
-                        "per_lambda": results["per_lambda"],
-                        "num_examples": results["num_examples"],
-                    },
+    title = (
+        f"{config.name}: {config.model.architecture}/{config.model.variant}, defence "
+        f"{config.multi_exit.defence} on {config.data.dataset} (test split)"
+    )
+    multi_exit_report.write_multi_exit_report(results, run_dir, prefix="test_eval_multi_exit", title=title)
+    if config.export_dir:
+        export_path = adaptive_saved_model.export_adaptive_saved_model(
+            network,
+            os.path.join(config.export_dir, config.name),
+            thresholds=thresholds,
+            image_shape=tuple(splits.image_shape),
+            model_card={
+                "name": config.name,
+                "dataset": config.data.dataset,
+                "architecture": config.model.architecture,
+                "variant": config.model.variant,
+                "multi_exit": config_lib.to_dict(config.multi_exit),
+                "train_attack": config_lib.to_dict(config.train_attack),
+                "exit_calibration": calibration,
+                "test_evaluation": {
+                    "split": "test",
+                    "table": table,
+                    "per_lambda": results["per_lambda"],
+                    "num_examples": results["num_examples"],
                 },
-            )
+            },
+        )
     logging.info("Test evaluation of %s:\n%s", config.name, table)
     return {
         "run_dir": run_dir,
