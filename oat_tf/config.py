@@ -74,6 +74,8 @@ EXIT_FORMS = ("single", "average", "max_average", "random")
 # backbone baseline).
 THRESHOLD_TARGETS = ("equal_usage", "flops_budget", "none")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Keras dtype policies a run trains under (`oat_tf.models.precision`).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # BN statistics of a test evaluation or an export (SPEC §4): the moving
 # averages (the usual inference mode), or each batch's own moments
 # (`oat_tf.models.batch_statistics`; functional, single-exit networks only).
@@ -777,6 +779,9 @@ class TrainConfig:
         max_checkpoints: int, checkpoints kept.
         strategy: str, "default", "mirrored" or "multi_worker".
         jit_compile: bool, compile the train step with XLA.
+        mixed_precision: str, the Keras dtype policy of the network:
+            "float32", "mixed_float16" (with dynamic loss scaling) or
+            "mixed_bfloat16" (`oat_tf.models.precision`).
         run_eagerly: bool, run the train step eagerly (debugging, benchmarks).
         adversarial_bn_statistics: str, which passes update the adversarial
             BN group's moving statistics in OAT training: "adversarial" (the
@@ -799,6 +804,7 @@ class TrainConfig:
     max_checkpoints: int = 3
     strategy: str = "default"
     jit_compile: bool = False
+    mixed_precision: str = "float32"
     run_eagerly: bool = False
     adversarial_bn_statistics: str = "adversarial"
     objective: str = "oat"
@@ -823,6 +829,11 @@ class TrainConfig:
         _check(
             self.strategy in STRATEGIES,
             f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}",
+        )
+        _check(
+            self.mixed_precision in PRECISIONS,
+            f"`mixed_precision` must be one of {PRECISIONS}. "
+            f"Received: mixed_precision={self.mixed_precision!r}",
         )
         _check(
             self.max_checkpoints >= 1,

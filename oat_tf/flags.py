@@ -333,6 +333,12 @@ def define_flags() -> None:
     flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
     flags.DEFINE_enum(
+        "mixed_precision", "float32", list(config_lib.PRECISIONS),
+        "Keras dtype policy of the network: float32, mixed_float16 (dynamic loss scaling; GPUs) or "
+        "mixed_bfloat16 (GPUs, TPUs and CPUs with bfloat16 kernels). Variables, normalisations and "
+        "logits stay float32.",
+    )
+    flags.DEFINE_enum(
         "onednn", "auto", ["auto", "on", "off"],
         "TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, set before TensorFlow loads): "
         "auto turns them on for x86-64 CPUs with AVX2 unless the environment sets the variable; "
@@ -562,6 +568,12 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
         ExperimentConfig.
     """
     check_inapplicable_flags(f)
+    if f.jit_compile and f.deterministic:
+        raise ValueError(
+            "--jit_compile needs --nodeterministic: with TensorFlow's op determinism on, XLA "
+            "refuses ops it has no deterministic kernel for (the max-pool gradient of SmallCNN "
+            "and RDI-SmallCNN). Received: --jit_compile with --deterministic (the default)."
+        )
     lambda_values = parse_lambda_list("lambda_values", f.lambda_values)
     sampling = config_lib.LambdaSamplingConfig(
         sampling=f.lambda_sampling, values=lambda_values, zero_probability=f.zero_probability
@@ -633,6 +645,7 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
             max_checkpoints=f.max_checkpoints,
             strategy=f.strategy,
             jit_compile=f.jit_compile,
+            mixed_precision=f.mixed_precision,
             run_eagerly=f.run_eagerly,
             adversarial_bn_statistics=f.adversarial_bn_statistics,
             objective=f.objective,

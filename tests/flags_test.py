@@ -469,3 +469,14 @@ def test_lambda_range_is_inclusive_and_exact():
     for bad in (["0:1:0"], ["1:0:0.1"], ["0:2:0.5"], ["a:b:c"]):
         with pytest.raises(ValueError, match="lambdas"):
             oat_flags.parse_lambdas(bad)
+
+
+def test_mixed_precision_flag_and_jit_compile_with_determinism():
+    assert _parse().train.mixed_precision == "float32"
+    assert _parse("--mixed_precision=mixed_bfloat16").train.mixed_precision == "mixed_bfloat16"
+    with pytest.raises(flags.IllegalFlagValueError, match="mixed_precision"):
+        _parse("--mixed_precision=bfloat16")
+    # XLA's max-pool gradient has no deterministic kernel: refused before any work.
+    with pytest.raises(ValueError, match="--jit_compile needs --nodeterministic"):
+        _parse("--jit_compile")
+    assert _parse("--jit_compile", "--nodeterministic").train.jit_compile

@@ -176,6 +176,11 @@ def momentum_sign_step(
 
 # === Loss and gradient ===
 
+# Power of two the attack objective is multiplied by before differentiation
+# (`input_gradient`); see BENCHMARKS.md, "Mixed precision", for PGD-10 RA of a
+# float16 network with and without it.
+GRADIENT_LOSS_SCALE = 2.0**12
+
 
 def input_gradient(
     objective_fn: ObjectiveFn, x: tf.Tensor
@@ -184,6 +189,16 @@ def input_gradient(
 
     Samples do not interact in inference mode, so row i of the gradient is the
     gradient of sample i's objective.
+
+    The objective is multiplied by `GRADIENT_LOSS_SCALE` before it is
+    differentiated and the gradient divided by it after, as loss scaling does
+    in float16 training: a network computing in float16 would otherwise lose
+    the small gradients of confidently classified images to underflow. The
+    scale is a power of two, so under float32 and bfloat16 (float32's exponent
+    range) the gradient is bit for bit the unscaled one. Under float16 a
+    scaled gradient above 65504 would overflow; the per-pixel input gradients
+    of a classifier's cross-entropy stay far below 65504 / 2^12 = 16 (see
+    BENCHMARKS.md, "Mixed precision", for the count measured).
 
     Args:
         objective_fn: callable mapping x [N, H, W, C] to an objective [N].
@@ -197,10 +212,11 @@ def input_gradient(
         ValueError: if the objective does not depend on `x` (the gradient is
             None), e.g. when `logits_fn` ignores its argument.
     """
+    scale = GRADIENT_LOSS_SCALE
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         objective = objective_fn(x)
-        total = tf.reduce_sum(objective)
+        total = tf.reduce_sum(objective) * scale
     grad = tape.gradient(total, x)
     if grad is None:
         raise ValueError(
@@ -209,7 +225,7 @@ def input_gradient(
             "from its argument (e.g. `lambda x: model({'image': x, ...}, "
             "training=False)`)."
         )
-    return tf.convert_to_tensor(grad), objective
+    return tf.convert_to_tensor(grad) / scale, objective
 
 
 def loss_objective(

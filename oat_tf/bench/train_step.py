@@ -1,7 +1,8 @@
 """OAT training-step throughput (images/s) in eager, tf.function and XLA modes.
 
 `python -m oat_tf.bench --models=small_cnn,resnet34 --modes=eager,function,xla`
-builds each OAT model (FiLM + dual BN, RO-128, λ ~ S1 element-wise), runs
+(and `--precisions=float32,mixed_bfloat16`, the network's dtype policy) builds
+each OAT model (FiLM + dual BN, RO-128, λ ~ S1 element-wise), runs
 `warmup` untimed steps (tracing / compilation) and `steps` timed steps of
 `OATTrainer.train_step` with PGD-k on random data, and prints a Markdown table.
 Numbers from one run are comparable with each other; this machine is shared
@@ -27,6 +28,7 @@ from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import models
 from oat_tf.bench import random_batch
+from oat_tf.models import precision as precision_lib
 from oat_tf.training import determinism
 from oat_tf.training import adversarial_trainer
 from oat_tf.training import optimizers
@@ -40,6 +42,10 @@ def define_flags() -> None:
     """Defines the benchmark flags."""
     flags.DEFINE_list("models", ["small_cnn", "resnet34"], "Architectures to time.")
     flags.DEFINE_list("modes", list(MODES), "eager | function | xla.")
+    flags.DEFINE_list(
+        "precisions", ["float32"],
+        f"Dtype policies of the network, each timed: {' | '.join(config_lib.PRECISIONS)}.",
+    )
     flags.DEFINE_string("variant", "oat", "Model variant (oat, plain, oat_single_bn).")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_integer("attack_steps", 7, "PGD steps of the training attack.")
@@ -80,6 +86,7 @@ def benchmark_trainer(
     run_eagerly: bool = False,
     jit_compile: bool = False,
     fused_normalization: bool = False,
+    mixed_precision: str = "float32",
 ) -> Tuple[adversarial_trainer.OATTrainer, np.ndarray, np.ndarray]:
     """A compiled `OATTrainer` on a fresh network, and one batch of random data.
 
@@ -92,6 +99,8 @@ def benchmark_trainer(
         run_eagerly: bool, compile for eager execution.
         jit_compile: bool, compile the step with XLA.
         fused_normalization: bool, build the network with the fused dual BN + FiLM.
+        mixed_precision: str, the network's dtype policy
+            (`config.PRECISIONS`); "mixed_float16" adds dynamic loss scaling.
 
     Returns:
         (trainer, images [N, H, W, C] float32 in [0, 1], labels [N] int32).
@@ -104,7 +113,8 @@ def benchmark_trainer(
             variant=variant,
             input_shape=shape,
             encoder=config_lib.EncoderConfig(fused_normalization=fused_normalization),
-        )
+        ),
+        precision=mixed_precision,
     )
     trainer = adversarial_trainer.OATTrainer(
         network,
@@ -112,8 +122,11 @@ def benchmark_trainer(
         attack=config_lib.AttackConfig(num_steps=attack_steps),
         seed=seed,
     )
+    optimizer = optimizers.SGDWithL2(learning_rate=0.01, momentum=0.9)
+    if precision_lib.uses_loss_scaling(mixed_precision):
+        optimizer = optimizers.StepCountingLossScaleOptimizer(optimizer)
     trainer.compile(
-        optimizer=optimizers.SGDWithL2(learning_rate=0.01, momentum=0.9),
+        optimizer=optimizer,
         run_eagerly=run_eagerly,
         jit_compile=jit_compile,
     )
@@ -132,6 +145,7 @@ def time_train_step(
     warmup: int = 1,
     seed: int = 0,
     fused_normalization: bool = False,
+    mixed_precision: str = "float32",
 ) -> Dict[str, float]:
     """Times `OATTrainer.train_step` for one model and execution mode.
 
@@ -145,6 +159,7 @@ def time_train_step(
         warmup: int, untimed steps before timing.
         seed: int, seed of data, weights and λ.
         fused_normalization: bool, build the network with the fused dual BN + FiLM.
+        mixed_precision: str, the network's dtype policy (`config.PRECISIONS`).
 
     Returns:
         dict with `seconds_per_step`, `images_per_second` and `first_step_seconds`.
@@ -154,7 +169,7 @@ def time_train_step(
     trainer, images, labels = benchmark_trainer(
         architecture, variant=variant, batch_size=batch_size, attack_steps=attack_steps,
         seed=seed, run_eagerly=mode == "eager", jit_compile=mode == "xla",
-        fused_normalization=fused_normalization,
+        fused_normalization=fused_normalization, mixed_precision=mixed_precision,
     )
     start = time.perf_counter()
     for _ in range(max(1, warmup)):
@@ -175,10 +190,11 @@ def time_train_step(
 _RESULT_PREFIX = "BENCH_RESULT "
 
 
-def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
+def _time_in_subprocess(architecture: str, mode: str, mixed_precision: str) -> Dict[str, float]:
     """Runs one measurement in a fresh Python process and parses its result."""
     command = [
         sys.executable, "-m", "oat_tf.bench", f"--models={architecture}", f"--modes={mode}",
+        f"--precisions={mixed_precision}",
         f"--variant={FLAGS.variant}", f"--batch_size={FLAGS.batch_size}",
         f"--attack_steps={FLAGS.attack_steps}", f"--steps={FLAGS.steps}",
         f"--warmup={FLAGS.warmup}", f"--seed={FLAGS.seed}", "--noisolate",
@@ -198,7 +214,9 @@ def _time_in_subprocess(architecture: str, mode: str) -> Dict[str, float]:
 
 def main(argv) -> None:
     del argv
-    configurations = [(a, m) for a in FLAGS.models for m in FLAGS.modes]
+    for name in FLAGS.precisions:
+        precision_lib.check_precision(name)
+    configurations = [(a, m, p) for a in FLAGS.models for m in FLAGS.modes for p in FLAGS.precisions]
     if min(FLAGS.intra_op_threads, FLAGS.inter_op_threads) < 0:
         raise ValueError(
             "`--intra_op_threads` and `--inter_op_threads` must be >= 0 (0: TensorFlow's default). "
@@ -209,11 +227,12 @@ def main(argv) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
         determinism.configure(FLAGS.deterministic)
-        for architecture, mode in configurations:
+        for architecture, mode, mixed_precision in configurations:
             result = time_train_step(
                 architecture, mode, variant=FLAGS.variant, batch_size=FLAGS.batch_size,
                 attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
                 seed=FLAGS.seed, fused_normalization=FLAGS.fused_normalization,
+                mixed_precision=mixed_precision,
             )
             sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
         return
@@ -227,14 +246,14 @@ def main(argv) -> None:
         f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
         f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
         "",
-        "| model | mode | s/step | images/s | first step (s) |",
-        "|---|---|---:|---:|---:|",
+        "| model | mode | precision | s/step | images/s | first step (s) |",
+        "|---|---|---|---:|---:|---:|",
     ]
-    for architecture, mode in configurations:
-        logging.info("Timing %s in %s mode...", architecture, mode)
-        result = _time_in_subprocess(architecture, mode)
+    for architecture, mode, mixed_precision in configurations:
+        logging.info("Timing %s in %s mode, %s...", architecture, mode, mixed_precision)
+        result = _time_in_subprocess(architecture, mode, mixed_precision)
         rows.append(
-            f"| {architecture} | {mode} | {result['seconds_per_step']:.2f} | "
+            f"| {architecture} | {mode} | {mixed_precision} | {result['seconds_per_step']:.2f} | "
             f"{result['images_per_second']:.2f} | {result['first_step_seconds']:.1f} |"
         )
         logging.info(rows[-1])

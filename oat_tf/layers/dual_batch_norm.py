@@ -103,21 +103,23 @@ class DualBatchNormalization(keras.layers.Layer):
                 f"Received: inputs_shape={inputs_shape}"
             )
         shape = (2, int(channels))
+        # Statistics and affine stay float32 under a mixed-precision policy, as
+        # in keras.layers.BatchNormalization: the layer computes in float32.
         self.gamma = (
-            self.add_weight(name="gamma", shape=shape, initializer="ones")
+            self.add_weight(name="gamma", shape=shape, initializer="ones", autocast=False)
             if self.scale
             else None
         )
         self.beta = (
-            self.add_weight(name="beta", shape=shape, initializer="zeros")
+            self.add_weight(name="beta", shape=shape, initializer="zeros", autocast=False)
             if self.center
             else None
         )
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=shape, initializer="zeros", trainable=False
+            name="moving_mean", shape=shape, initializer="zeros", trainable=False, autocast=False
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=shape, initializer="ones", trainable=False
+            name="moving_variance", shape=shape, initializer="ones", trainable=False, autocast=False
         )
 
     def _group_moments(self, x, route_one_hot, reduce_axes):

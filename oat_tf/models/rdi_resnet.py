@@ -227,7 +227,7 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
                         name=f"exit{exit_index}",
                     )
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs["final"] = keras.layers.Dense(num_classes, name="logits")(x)
+        outputs["final"] = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

@@ -32,6 +32,7 @@ import keras
 from absl import logging
 
 from oat_tf import config as config_lib
+from oat_tf.models import precision as precision_lib
 from oat_tf.models import rdi_mobilenet_v2
 from oat_tf.models import rdi_resnet
 from oat_tf.models import rdi_small_cnn
@@ -143,12 +144,18 @@ def size_kwargs(config: config_lib.ModelConfig) -> Dict[str, Any]:
     return kwargs
 
 
-def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model:
+def build_model(
+    config: config_lib.ModelConfig, *, precision: str = "float32", **overrides: Any
+) -> keras.Model:
     """Builds the network described by a `ModelConfig`.
 
     Args:
         config: ModelConfig, architecture, variant, classes, input shape and
             λ encoding.
+        precision: str, the Keras dtype policy the layers are built under
+            (`precision.PRECISIONS`): "float32", or "mixed_float16" /
+            "mixed_bfloat16" (float32 variables, low-precision compute, float32
+            normalisations and logits).
         **overrides: further constructor arguments of the family (e.g.
             `dropout=0.0`, `stage_filters=(8, 16, 16, 32)`, `filters=(4, 8)`),
             which replace the family defaults and `config.filters` /
@@ -156,15 +163,15 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
 
     Returns:
         A `keras.Model` taking `{"image": [N, H, W, C], "lambda": [N]}` and
-        returning logits [N, num_classes] (a dict of them, "exit_1", ...,
+        returning float32 logits [N, num_classes] (a dict of them, "exit_1", ...,
         "final", for a multi-exit network): functional, or for the slimmable
         variants a `SlimmableNetwork` that also takes `width=α` (one of
         `config.widths`) and gives functional views with `width_model(α)`.
 
     Raises:
         ValueError: unknown architecture, unsupported depth or width, sizes
-            the architecture does not take, or an input too small for the
-            network.
+            the architecture does not take, an input too small for the
+            network, or an unknown `precision`.
     """
     model_class, kwargs = parse_architecture(config.architecture, slimmable=config.slimmable)
     kwargs.update(
@@ -178,11 +185,13 @@ def build_model(config: config_lib.ModelConfig, **overrides: Any) -> keras.Model
     kwargs.update(size_kwargs(config))
     kwargs.update(overrides)
     logging.info(
-        "Building %s (%s) variant=%s input=%s classes=%d",
+        "Building %s (%s) variant=%s input=%s classes=%d precision=%s",
         config.architecture,
         model_class.__name__,
         config.variant,
         tuple(config.input_shape),
         config.num_classes,
+        precision,
     )
-    return model_class(**kwargs)
+    with precision_lib.dtype_policy_scope(precision):
+        return model_class(**kwargs)

@@ -315,7 +315,7 @@ class ResNet(saved_config.SavedConfig, keras.Model):
                     name=f"stage{stage + 1}_block{index + 1}",
                 )
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        logits = keras.layers.Dense(num_classes, name="logits")(x)
+        logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

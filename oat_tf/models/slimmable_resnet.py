@@ -201,6 +201,6 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         return self._sublayer(
             "logits",
             lambda: slimmable_dense.SlimmableDense(
-                self.num_classes, widths=self.widths, slim_outputs=False, name="logits"
+                self.num_classes, widths=self.widths, slim_outputs=False, name="logits", dtype="float32"
             ),
         )(x, width=width)

@@ -204,7 +204,7 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         return self._sublayer(
             "logits",
             lambda: slimmable_dense.SlimmableDense(
-                self.num_classes, widths=self.widths, slim_outputs=False, name="logits"
+                self.num_classes, widths=self.widths, slim_outputs=False, name="logits", dtype="float32"
             ),
         )(x, width=width)
 

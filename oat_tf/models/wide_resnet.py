@@ -183,7 +183,7 @@ class WideResNet(saved_config.SavedConfig, keras.Model):
         )
         x = keras.layers.ReLU(name="final_relu")(x)
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        logits = keras.layers.Dense(num_classes, name="logits")(x)
+        logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

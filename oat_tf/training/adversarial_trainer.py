@@ -26,7 +26,9 @@ weights and a width's BN statistics are its own, so the order of the widths
 does not change the update. Each replica's loss is divided by the number of
 replicas because the optimizer sums the replicas' gradients, so an update is
 that of the global batch. A resumed run replays the same λ draws and attack
-starts as an uninterrupted one.
+starts as an uninterrupted one. Under a float16 policy the loss is multiplied
+by the optimizer's loss scale (`optimizer.scale_loss`; a loss-scale optimizer
+divides the gradients back before the update).
 
 Metrics: `loss` (the step's total, regularizers included); with one pass,
 `clean_accuracy` and `adversarial_accuracy` (and `<...>_exit_<i>` of every
@@ -262,7 +264,9 @@ class AdversarialTrainer(keras.Model):
                     pass_loss = loss + regularization
                     total += regularization
                 # The optimizer sums the replicas' gradients: scale to the global mean.
-                scaled_loss = pass_loss / float(replicas)
+                # A loss-scale optimizer (float16) also multiplies by its scale and
+                # divides the gradients back; any other returns the loss as it is.
+                scaled_loss = self.optimizer.scale_loss(pass_loss / float(replicas))
             summed = _add_gradients(summed, tape.gradient(scaled_loss, variables))
             total += loss
             self._record(index, loss, labels, zeros, outputs, adversarial_outputs)

@@ -42,6 +42,7 @@ from oat_tf.evaluation import masking_checks
 from oat_tf.evaluation import model_card
 from oat_tf.evaluation import width_grid
 from oat_tf.models import batch_statistics
+from oat_tf.models import precision
 from oat_tf.training import adversarial_trainer
 from oat_tf.training import callbacks as callbacks_lib
 from oat_tf.training import checkpointing
@@ -247,11 +248,14 @@ def run_experiment(
     keras.utils.set_random_seed(config.train.seed)
     multi_exit = config_lib.is_multi_exit_architecture(config.model.architecture)
     with strategy.scope():
-        network = models.build_model(config.model)
+        network = models.build_model(config.model, precision=config.train.mixed_precision)
         trainer = build_trainer(config, network)
         trainer.compile(
             optimizer=optimizers.make_optimizer(
-                config.optimizer, steps_per_epoch=steps_per_epoch, epochs=config.train.epochs
+                config.optimizer,
+                steps_per_epoch=steps_per_epoch,
+                epochs=config.train.epochs,
+                loss_scaling=precision.uses_loss_scaling(config.train.mixed_precision),
             ),
             jit_compile=config.train.jit_compile,
             run_eagerly=config.train.run_eagerly,

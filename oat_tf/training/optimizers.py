@@ -1,4 +1,4 @@
-"""SGD with coupled L2 weight decay and the cosine learning-rate schedule."""
+"""SGD with coupled L2 weight decay, the cosine learning-rate schedule, and loss scaling for float16."""
 
 from __future__ import annotations
 
@@ -37,9 +37,34 @@ class SGDWithL2(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
+@keras.saving.register_keras_serializable(package="oat_tf")
+class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Dynamic loss scaling whose step counter counts skipped steps too.
+
+    Keras' `LossScaleOptimizer` skips the update of a step whose gradients
+    are not finite (and halves the scale) without advancing `iterations`.
+    Here `iterations` counts every batch: the trainers derive each step's λ
+    draws and attack seeds from it, and a resumed run finds its place in the
+    data from it, so a skipped step must still count as a step taken.
+
+    Args:
+        inner_optimizer: the optimizer that applies the unscaled gradients.
+        **kwargs: `keras.optimizers.LossScaleOptimizer` arguments
+            (`initial_scale`, `dynamic_growth_steps`).
+    """
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.inner_optimizer.iterations.assign_add(1)
+
+
 def make_optimizer(
-    config: config_lib.OptimizerConfig, *, steps_per_epoch: int, epochs: int
-) -> SGDWithL2:
+    config: config_lib.OptimizerConfig,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    loss_scaling: bool = False,
+) -> keras.optimizers.Optimizer:
     """Builds the optimizer and its schedule for a run.
 
     The cosine schedule decays per step over the whole run (after an optional
@@ -49,9 +74,13 @@ def make_optimizer(
         config: OptimizerConfig.
         steps_per_epoch: int, optimizer steps per epoch.
         epochs: int, epochs of the run.
+        loss_scaling: bool, wrap the optimizer in dynamic loss scaling (for
+            float16 training: the trainers multiply the loss by
+            `optimizer.scale_loss` and the optimizer divides the gradients
+            back, skipping a step whose gradients overflow).
 
     Returns:
-        SGDWithL2.
+        SGDWithL2, or a `StepCountingLossScaleOptimizer` around it.
     """
     total_steps = max(1, steps_per_epoch * epochs)
     if config.schedule == "constant":
@@ -69,6 +98,7 @@ def make_optimizer(
             learning_rate = keras.optimizers.schedules.CosineDecay(
                 initial_learning_rate=config.learning_rate, decay_steps=total_steps
             )
-    return SGDWithL2(
+    optimizer = SGDWithL2(
         l2=config.weight_decay, learning_rate=learning_rate, momentum=config.momentum
     )
+    return StepCountingLossScaleOptimizer(optimizer) if loss_scaling else optimizer

@@ -97,6 +97,43 @@ class GradientTest(parameterized.TestCase):
         targeted = core.loss_objective(logits_fn, losses.sparse_cross_entropy, labels, True)
         np.testing.assert_allclose(targeted(tf.constant(x)).numpy(), -value.numpy(), rtol=1e-6)
 
+    def test_loss_scale_leaves_a_float32_gradient_bit_for_bit(self):
+        rng = np.random.default_rng(5)
+        kernel = tf.constant(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+        w = tf.constant(rng.normal(size=(4 * 4 * 4, 3)).astype(np.float32))
+        labels = tf.constant([0, 1, 2], tf.int32)
+
+        def logits_fn(x):
+            features = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"))
+            return tf.matmul(tf.reshape(features, [3, -1]), w)
+
+        objective = core.loss_objective(logits_fn, losses.sparse_cross_entropy, labels, False)
+        x = tf.constant(_images())
+        self.assertGreater(core.GRADIENT_LOSS_SCALE, 1.0)
+        grad, _ = core.input_gradient(objective, x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(objective(x))
+        np.testing.assert_array_equal(grad.numpy(), tape.gradient(total, x).numpy())
+
+    def test_loss_scale_keeps_a_float16_gradient_from_underflowing(self):
+        # d/dx of 1e-4·(1e-4·x) in float16: 1e-8, below float16's smallest
+        # subnormal (6e-8) unless the objective is scaled first.
+        a, b = tf.constant(1e-4, tf.float16), tf.constant(1e-4, tf.float16)
+
+        def objective(x):
+            low = tf.cast(x, tf.float16) * a * b
+            return tf.cast(tf.reduce_sum(low, axis=[1, 2, 3]), tf.float32)
+
+        x = tf.constant(_images())
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(objective(x))
+        self.assertEqual(float(tf.reduce_max(tf.abs(tape.gradient(total, x)))), 0.0)
+        grad, _ = core.input_gradient(objective, x)
+        expected = float(a) * float(b)
+        np.testing.assert_allclose(grad.numpy(), np.full(SHAPE, expected), rtol=0.05)
+
     def test_input_gradient_refuses_an_objective_that_ignores_the_images(self):
         constant = tf.constant(np.ones((3, 3), np.float32))
         objective = core.loss_objective(lambda x: constant, losses.sparse_cross_entropy, [0, 1, 2], False)

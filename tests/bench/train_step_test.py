@@ -32,3 +32,18 @@ def test_negative_thread_pools_are_refused_with_the_flag_named():
     )
     assert completed.returncode != 0
     assert "--inter_op_threads=-1" in completed.stderr
+
+
+def test_benchmark_trainer_builds_the_policy_with_loss_scaling_for_float16():
+    from oat_tf.training import optimizers
+
+    trainer, _, _ = train_step.benchmark_trainer(
+        "small_cnn", batch_size=4, attack_steps=1, mixed_precision="mixed_float16"
+    )
+    assert trainer.network.compute_dtype == "float16"
+    assert isinstance(trainer.optimizer, optimizers.StepCountingLossScaleOptimizer)
+    bfloat16, _, _ = train_step.benchmark_trainer(
+        "small_cnn", batch_size=4, attack_steps=1, mixed_precision="mixed_bfloat16"
+    )
+    assert bfloat16.network.compute_dtype == "bfloat16"
+    assert isinstance(bfloat16.optimizer, optimizers.SGDWithL2)

@@ -157,13 +157,16 @@ def test_oat_exit_branches_are_conditioned():
 
 
 def test_oat_lambda_zero_and_one_differ_and_route_the_batch_norms():
+    keras.utils.set_random_seed(0)  # The weights, so that the test does not depend on the test order.
     model = _tiny("oat")
     model_testing.randomize_normalizations(model, seed=3)
     inputs = model_testing.random_inputs(TINY_SHAPE, [0.0, 1.0], seed=4)
     inputs["image"][1] = inputs["image"][0]
     outputs = model(inputs, training=False)
     for name in OUTPUTS:
-        assert not np.allclose(outputs[name][0], outputs[name][1], atol=1e-4), name
+        # Deep exits of random weights differ by as little as 5e-5, still 100× float32 rounding;
+        # one route for both λ would give equal outputs.
+        assert np.abs(outputs[name][0] - outputs[name][1]).max() > 1e-6, name
 
     # A clean-only training batch moves the clean statistics only.
     layers = [model.get_layer(name) for name in ("stem_bn", "exit1_conv_bn", "exit6_conv_bn")]

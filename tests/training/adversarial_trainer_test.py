@@ -361,3 +361,28 @@ def test_mixed_batch_config_round_trip_and_errors():
         adversarial_trainer.OATTrainer(_network(), sampling=sampling, attack=ATTACK, objective="madry")
     with pytest.raises(ValueError, match="`clean_fraction` must be.*Received: clean_fraction=1.5"):
         adversarial_trainer.OATTrainer(_network(), sampling=sampling, attack=ATTACK, clean_fraction=1.5)
+
+
+def test_loss_scaling_gives_the_unscaled_update():
+    # Under float32 a power-of-two loss scale is exact: the trainer multiplies
+    # its loss by the scale and the optimizer divides the gradients back.
+    images, labels = _data(8)
+    plain = _network()
+    initial = plain.get_weights()
+    _trainer(plain, lr=0.1).train_on_batch(images, labels)
+    scaled = _network()
+    scaled.set_weights(initial)
+    trainer = adversarial_trainer.OATTrainer(
+        scaled, sampling=config_lib.LambdaSamplingConfig(), attack=ATTACK, seed=3
+    )
+    trainer.compile(
+        optimizer=optimizers.StepCountingLossScaleOptimizer(
+            optimizers.SGDWithL2(l2=0.0, learning_rate=0.1, momentum=0.9), initial_scale=2.0**10
+        )
+    )
+    trainer.train_on_batch(images, labels)
+    for a, b in zip(plain.weights, scaled.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6, err_msg=a.path)
+    assert max(np.abs(w.numpy() - w0).max() for w, w0 in zip(scaled.weights, initial)) > 1e-4
+    # No step was skipped as overflowing.
+    assert float(trainer.optimizer.dynamic_scale.numpy()) == 2.0**10

@@ -113,3 +113,35 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
                 f.write(b"garbage")
     with pytest.raises(ValueError, match="cannot be restored"):
         experiment.run_experiment(config, resume=True)
+
+
+def test_mixed_float16_run_resumes_exactly_and_serves_float32_logits(tmp_path):
+    # Dynamic loss scaling starts at 2^15 and halves on overflow; a skipped step
+    # still counts, so the killed run resumes at its place in the data.
+    full = experiment.run_experiment(
+        _config(tmp_path / "a", "fp16", epochs=2, mixed_precision="mixed_float16")
+    )
+    trainer = full["trainer"]
+    assert int(trainer.optimizer.iterations.numpy()) == 6
+    assert trainer.network.compute_dtype == "float16"
+    config = dataclasses.replace(
+        _config(tmp_path / "b", "fp16", epochs=2, mixed_precision="mixed_float16"), export_dir=None
+    )
+    with pytest.raises(_Killed):
+        experiment.run_experiment(config, extra_callbacks=[_KillAtStep(4)])
+    resumed = experiment.run_experiment(config, resume=True)
+    assert int(resumed["trainer"].optimizer.iterations.numpy()) == 6
+    assert float(resumed["trainer"].optimizer.dynamic_scale.numpy()) == float(
+        trainer.optimizer.dynamic_scale.numpy()
+    )
+    for a, b in zip(_weights(full["network"]), _weights(resumed["network"])):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+    assert resumed["results"] == full["results"]
+    # The export computes as trained and answers in float32.
+    serve = export.load_serving_fn(full["export_dir"])
+    images = np.random.RandomState(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    lambdas = np.array([0.0, 0.2, 0.7, 1.0], "float32")
+    outputs = serve(image=tf.constant(images), **{export.LAMBDA_INPUT_NAME: tf.constant(lambdas)})
+    assert outputs["logits"].dtype == tf.float32
+    expected = full["network"]({"image": images, "lambda": lambdas}, training=False).numpy()
+    np.testing.assert_allclose(outputs["logits"].numpy(), expected, atol=1e-3)

@@ -48,3 +48,31 @@ def test_config_round_trip_and_errors():
     assert rebuilt.l2 == 1e-3 and rebuilt.momentum == 0.5
     with pytest.raises(ValueError, match="l2"):
         optimizers.SGDWithL2(l2=-1.0)
+
+
+def test_loss_scale_optimizer_unscales_and_counts_a_skipped_step():
+    w0 = np.array([1.0, -2.0], "float32")
+    variable = keras.Variable(w0)
+    optimizer = optimizers.StepCountingLossScaleOptimizer(
+        optimizers.SGDWithL2(l2=0.0, learning_rate=0.1), initial_scale=8.0
+    )
+    assert float(optimizer.scale_loss(np.float32(2.0))) == 16.0
+    # Finite: the scaled gradient is divided by the scale before SGD (w -= lr·g).
+    optimizer.apply([np.array([8.0, -4.0], "float32")], [variable])
+    np.testing.assert_allclose(variable.numpy(), w0 - 0.1 * np.array([1.0, -0.5]), rtol=1e-6)
+    assert int(optimizer.iterations.numpy()) == 1
+    # Overflow: no update, the scale halves, and the step still counts.
+    optimizer.apply([np.array([np.inf, 1.0], "float32")], [variable])
+    np.testing.assert_allclose(variable.numpy(), w0 - 0.1 * np.array([1.0, -0.5]), rtol=1e-6)
+    assert float(optimizer.dynamic_scale.numpy()) == 4.0
+    assert int(optimizer.iterations.numpy()) == 2
+
+
+def test_make_optimizer_wraps_in_loss_scaling_only_when_asked():
+    config = config_lib.OptimizerConfig(learning_rate=0.2)
+    plain = optimizers.make_optimizer(config, steps_per_epoch=10, epochs=5)
+    scaled = optimizers.make_optimizer(config, steps_per_epoch=10, epochs=5, loss_scaling=True)
+    assert isinstance(plain, optimizers.SGDWithL2)
+    assert isinstance(scaled, optimizers.StepCountingLossScaleOptimizer)
+    assert isinstance(scaled.inner_optimizer, optimizers.SGDWithL2)
+    assert float(scaled.learning_rate) == pytest.approx(0.2)
