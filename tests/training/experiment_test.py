@@ -118,15 +118,20 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
 def test_mixed_float16_run_resumes_exactly_and_serves_float32_logits(tmp_path):
     # Dynamic loss scaling starts at 2^15 and halves on overflow; a skipped step
     # still counts, so the killed run resumes at its place in the data.
-    full = experiment.run_experiment(
-        _config(tmp_path / "a", "fp16", epochs=2, mixed_precision="mixed_float16")
-    )
+    def fp16_config(root):
+        # float16 runs slowly on a CPU: a small batch and a small evaluation.
+        config = _config(root, "fp16", epochs=2, batch_size=8, mixed_precision="mixed_float16")
+        return dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, num_train_examples=24, num_eval_examples=8),
+            evaluation=dataclasses.replace(config.evaluation, lambdas=(0.0, 1.0), batch_size=8),
+        )
+
+    full = experiment.run_experiment(fp16_config(tmp_path / "a"))
     trainer = full["trainer"]
     assert int(trainer.optimizer.iterations.numpy()) == 6
     assert trainer.network.compute_dtype == "float16"
-    config = dataclasses.replace(
-        _config(tmp_path / "b", "fp16", epochs=2, mixed_precision="mixed_float16"), export_dir=None
-    )
+    config = dataclasses.replace(fp16_config(tmp_path / "b"), export_dir=None)
     with pytest.raises(_Killed):
         experiment.run_experiment(config, extra_callbacks=[_KillAtStep(4)])
     resumed = experiment.run_experiment(config, resume=True)
