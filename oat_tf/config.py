@@ -152,6 +152,18 @@ def check_optional_count(name: str, value: Any, minimum: int) -> Optional[int]:
     return value
 
 
+def _nonempty_floats(name: str, values: Any, interval: str) -> Tuple[float, ...]:
+    """`values` as a non-empty tuple of floats; `interval` names the range in errors."""
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a list of numbers in {interval}. Received: {name}={values!r}"
+        ) from None
+    _check(len(floats) > 0, f"`{name}` must not be empty. Received: {name}={values!r}")
+    return floats
+
+
 def check_lambda_values(name: str, values: Any) -> Tuple[float, ...]:
     """Validates a collection of λ values and returns it as a sorted tuple.
 
@@ -162,13 +174,7 @@ def check_lambda_values(name: str, values: Any) -> Tuple[float, ...]:
     Returns:
         Tuple of floats, sorted and without duplicates.
     """
-    try:
-        floats = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a list of numbers in [0, 1]. Received: {name}={values!r}"
-        ) from None
-    _check(len(floats) > 0, f"`{name}` must not be empty. Received: {name}={values!r}")
+    floats = _nonempty_floats(name, values, "[0, 1]")
     for v in floats:
         _check(
             math.isfinite(v) and 0.0 <= v <= 1.0,
@@ -191,13 +197,7 @@ def check_widths(name: str, values: Any) -> Tuple[float, ...]:
     Returns:
         Tuple of floats in increasing order, ending with 1.0.
     """
-    try:
-        floats = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a list of numbers in (0, 1]. Received: {name}={values!r}"
-        ) from None
-    _check(len(floats) > 0, f"`{name}` must not be empty. Received: {name}={values!r}")
+    floats = _nonempty_floats(name, values, "(0, 1]")
     _check(
         all(math.isfinite(v) and 0.0 < v <= 1.0 for v in floats),
         f"Every value of `{name}` must be in (0, 1]. Received: {name}={list(values)!r}",

@@ -99,14 +99,8 @@ def margin_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     Returns:
         tf.Tensor of shape [N] and dtype float32.
     """
-    shape = getattr(logits, "shape", None)  # None for e.g. a dict of exits.
-    if shape is None or tf.TensorShape(shape).rank != 2:
-        raise ValueError(
-            "`logits` must have shape [N, K] (the attack's `logits_fn` must "
-            "return class logits). Received: logits of type "
-            f"{type(logits).__name__} with shape {shape}"
-        )
-    num_classes = tf.TensorShape(shape)[-1]
+    shape = core.check_logits(logits, "the margin loss needs them").shape
+    num_classes = shape[-1]
     if num_classes is not None and num_classes < 2:
         raise ValueError(
             "`logits` must have at least 2 classes for a margin. Received: "

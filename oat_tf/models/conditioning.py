@@ -391,6 +391,28 @@ def apply_normalization_relu(
     return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x) if relu else x
 
 
+def apply_logits(
+    x: keras.KerasTensor, num_classes: int, *, pool: bool = False, name: str = "logits"
+) -> keras.KerasTensor:
+    """The classifier layer every backbone and exit ends with, in float32.
+
+    The logits stay float32 under a mixed-precision policy, so that losses,
+    attacks and serving outputs are float32 whatever the network computes in.
+
+    Args:
+        x: KerasTensor [N, C], or [N, H, W, C] with `pool`.
+        num_classes: int, the number of classes K.
+        pool: bool, global-average-pool `x` first (layer "avg_pool").
+        name: str, the name of the dense layer.
+
+    Returns:
+        KerasTensor [N, K], float32 logits (no softmax).
+    """
+    if pool:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.layers.Dense(num_classes, name=name, dtype="float32")(x)
+
+
 def apply_conv(
     x: keras.KerasTensor,
     filters: int,

@@ -205,4 +205,4 @@ def apply_exit_branch(
             seed=seed,
             name=f"{name}_fc{index + 1}",
         )
-    return keras.layers.Dense(num_classes, name=f"{name}_logits", dtype="float32")(x)
+    return conditioning_lib.apply_logits(x, num_classes, name=f"{name}_logits")

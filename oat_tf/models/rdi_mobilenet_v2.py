@@ -306,8 +306,7 @@ class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
                 )
         x = conditioning_lib.apply_conv(x, int(head_filters), 1, 1, name="head_conv")
         x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="head")
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs["final"] = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        outputs["final"] = conditioning_lib.apply_logits(x, num_classes, pool=True)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

@@ -226,8 +226,7 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
                         conv_stride=EXIT_CONV_STRIDES[stage],
                         name=f"exit{exit_index}",
                     )
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs["final"] = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        outputs["final"] = conditioning_lib.apply_logits(x, num_classes, pool=True)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

@@ -178,7 +178,7 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         x = small_cnn.apply_small_cnn_dense_block(
             x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
         )
-        outputs[multi_exit.FINAL_OUTPUT_NAME] = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        outputs[multi_exit.FINAL_OUTPUT_NAME] = conditioning_lib.apply_logits(x, num_classes)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

@@ -314,8 +314,7 @@ class ResNet(saved_config.SavedConfig, keras.Model):
                     stride=2 if stage > 0 and index == 0 else 1,
                     name=f"stage{stage + 1}_block{index + 1}",
                 )
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        logits = conditioning_lib.apply_logits(x, num_classes, pool=True)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

@@ -202,27 +202,23 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
         Returns:
             tensor shaped like `x`.
         """
+        norm_class = (
+            switchable_batch_norm.SwitchableDualBatchNormalization
+            if self.use_dual_bn
+            else switchable_batch_norm.SwitchableBatchNormalization
+        )
+        norm = self._sublayer(
+            norm_name,
+            lambda: norm_class(
+                widths=self.widths,
+                momentum=conditioning_lib.BN_MOMENTUM,
+                epsilon=conditioning_lib.BN_EPSILON,
+                name=norm_name,
+            ),
+        )
         if self.use_dual_bn:
-            norm = self._sublayer(
-                norm_name,
-                lambda: switchable_batch_norm.SwitchableDualBatchNormalization(
-                    widths=self.widths,
-                    momentum=conditioning_lib.BN_MOMENTUM,
-                    epsilon=conditioning_lib.BN_EPSILON,
-                    name=norm_name,
-                ),
-            )
             x = norm(x, conditioning.clean, width=width, training=training)
         else:
-            norm = self._sublayer(
-                norm_name,
-                lambda: switchable_batch_norm.SwitchableBatchNormalization(
-                    widths=self.widths,
-                    momentum=conditioning_lib.BN_MOMENTUM,
-                    epsilon=conditioning_lib.BN_EPSILON,
-                    name=norm_name,
-                ),
-            )
             x = norm(x, width=width, training=training)
         if film_name is not None and self.use_film:
             film = self._sublayer(

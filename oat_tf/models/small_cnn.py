@@ -248,7 +248,7 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
         x = apply_small_cnn_dense_block(
             x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
         )
-        logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        logits = conditioning_lib.apply_logits(x, num_classes)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

@@ -182,8 +182,7 @@ class WideResNet(saved_config.SavedConfig, keras.Model):
             film_name="final_film" if film_after_final_norm else None,
         )
         x = keras.layers.ReLU(name="final_relu")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+        logits = conditioning_lib.apply_logits(x, num_classes, pool=True)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

@@ -585,7 +585,9 @@ class ErrorTest(parameterized.TestCase):
     def test_logits_must_be_rank_2_with_two_classes(self):
         kwargs = {"epsilon": EPS, "num_queries": 3, "seed": [0, 0]}
         logits_fn = _mlp_logits_fn()
-        with self.assertRaisesRegex(ValueError, r"`logits` must have shape \[N, K\]"):
+        with self.assertRaisesRegex(
+            ValueError, r"`logits_fn` must return class logits of shape \[N, K\] \(the margin loss"
+        ):
             square.square_linf(
                 lambda x: {"exit_0": logits_fn(x)}, _images(), _labels(), **kwargs
             )
