@@ -144,8 +144,15 @@ def width_signature_name(width: float) -> str:
     return WIDTH_SIGNATURE_PREFIX + repr(width).replace(".", "_")
 
 
-def _signature_width(name: str) -> Optional[float]:
-    """Inverse of `width_signature_name`; None for a name it does not make."""
+def signature_width(name: str) -> Optional[float]:
+    """Inverse of `width_signature_name`: the width a signature name serves.
+
+    Args:
+        name: str, a signature name.
+
+    Returns:
+        float in (0, 1], or None for a name `width_signature_name` does not make.
+    """
     if name == SIGNATURE_KEY:
         return slimmable.FULL_WIDTH
     if not name.startswith(WIDTH_SIGNATURE_PREFIX):
@@ -175,7 +182,7 @@ def signature_widths(export_dir: str) -> Dict[str, float]:
         proto.ParseFromString(f.read())
     widths = {}
     for name in proto.meta_graphs[0].signature_def:
-        width = _signature_width(name)
+        width = signature_width(name)
         if width is not None:
             widths[name] = width
     return dict(sorted(widths.items(), key=lambda item: item[1]))

@@ -54,12 +54,12 @@ def exported(tmp_path_factory):
 )
 def test_width_signature_names(width, name):
     assert saved_model.width_signature_name(width) == name
-    assert saved_model._signature_width(name) == width
+    assert saved_model.signature_width(name) == width
 
 
 @pytest.mark.parametrize("name", ["predict", "width_1_0", "width_0_50", "width_x", "width_1_5"])
 def test_other_signature_names_have_no_width(name):
-    assert saved_model._signature_width(name) is None
+    assert saved_model.signature_width(name) is None
 
 
 def test_every_width_has_a_signature_that_reloads_to_its_view(exported):
