@@ -196,11 +196,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """The `oat-export-tflite` console script; `python -m oat_tf.export_tflite` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
+    """The `oat-export-tflite` console script (and `python -m oat_tf.export_tflite`): flags, then `main`."""
     define_flags()
     cli.run_main(main, __name__)
 

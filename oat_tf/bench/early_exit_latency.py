@@ -13,6 +13,13 @@ temporary directory, served the same way:
   not part of the graph), exported with `export_saved_model`: the cost of
   the backbone alone, which is what the paper's saving is measured against.
 
+Without `--run_dir`, `--architecture` (rdi_small_cnn, rdi_resnet38,
+rdi_mobilenet_v2) builds that network with random weights (the timing does not
+depend on them), feeds it `num_examples` uniform random images of
+`--image_shape`, and sets the thresholds from the side exits' entropies on those
+images so that `--exit_distribution` (fractions per output, side exits first)
+is the distribution the adaptive model takes.
+
 Both are fed the first `num_examples` test images (early exit depends on the
 data), split into batches of each `batch_sizes` value; one timed run is a
 pass over all of them. Per batch size, `warmup` untimed passes, then `runs`
@@ -47,6 +54,7 @@ from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.export import adaptive_saved_model
+from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
 
 FLAGS = flags.FLAGS
@@ -67,6 +75,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("warmup", 1, "Untimed passes first, per model and batch size.")
     flags.DEFINE_float("lambda_value", None, "λ fed to the models (default: the run's evaluation λ).")
     flags.DEFINE_string("output_json", None, "Also write the rows as JSON here.")
+    flags.DEFINE_string(
+        "architecture", None,
+        "Without --run_dir: a multi-exit architecture (rdi_small_cnn, rdi_resnet38, rdi_mobilenet_v2) "
+        "with random weights, on random images.",
+    )
+    flags.DEFINE_list("image_shape", ["32", "32", "3"], "H,W,C of the random images (with --architecture).")
+    flags.DEFINE_list(
+        "exit_distribution", None,
+        "With --architecture: the fraction of images per output, side exits first (sums to 1); "
+        "the thresholds are set to produce it.",
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the random weights and images (with --architecture).")
 
 
 def backbone_model(network: keras.Model) -> keras.Model:
@@ -156,11 +176,80 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
-    if not FLAGS.run_dir:
-        raise app.UsageError("--run_dir (a multi-exit training run) is required.")
+def thresholds_for_distribution(side_logits: Sequence[np.ndarray], distribution: Sequence[float]) -> List[float]:
+    """Entropy thresholds under which the images exit with the given distribution.
+
+    Exit i takes the `distribution[i]` share of all images, chosen among those
+    no earlier exit took, as the ones with the lowest entropy at exit i.
+
+    Args:
+        side_logits: M arrays [N, K], the side exits' logits on the images.
+        distribution: M + 1 fractions in [0, 1] summing to 1 (the last one: the
+            final output).
+
+    Returns:
+        list of M floats (+inf / -inf where everything / nothing remaining exits).
+    """
+    distribution = [float(d) for d in distribution]
+    if len(distribution) != len(side_logits) + 1 or any(d < 0 for d in distribution) or not np.isclose(
+        sum(distribution), 1.0, atol=1e-6
+    ):
+        raise ValueError(
+            f"`exit_distribution` must be {len(side_logits) + 1} fractions >= 0 summing to 1, one per "
+            f"output, side exits first. Received: {distribution}"
+        )
+    num_images = side_logits[0].shape[0]
+    remaining = np.ones(num_images, bool)
+    thresholds = []
+    for logits, share in zip(side_logits, distribution):
+        entropies = exit_rule.entropy_numpy(logits)
+        count = int(round(share * num_images))
+        candidates = np.sort(entropies[remaining])
+        if count <= 0:
+            threshold = -np.inf
+        elif count >= len(candidates):
+            threshold = np.inf
+        else:
+            threshold = float(np.nextafter(np.float32(candidates[count - 1]), np.float32(np.inf)))
+        thresholds.append(float(threshold))
+        remaining &= ~(entropies < threshold)
+    return thresholds
+
+
+def _random_network():
+    """(network, images, thresholds, λ, description) of the --architecture mode."""
+    from oat_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    from oat_tf import models  # pylint: disable=import-outside-toplevel
+
+    if not FLAGS.exit_distribution:
+        raise app.UsageError("--exit_distribution is required with --architecture.")
+    try:
+        shape = tuple(int(v) for v in FLAGS.image_shape)
+        model_config = config_lib.ModelConfig(architecture=FLAGS.architecture, variant="oat", input_shape=shape)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    keras.utils.set_random_seed(FLAGS.seed)
+    network = models.build_model(model_config)
+    images = np.random.default_rng(FLAGS.seed).uniform(size=(FLAGS.num_examples, *shape)).astype(np.float32)
+    lam = FLAGS.lambda_value if FLAGS.lambda_value is not None else 1.0
+    names = multi_exit.output_names(network)
+    outputs = {name: [] for name in names}
+    for start in range(0, len(images), 256):
+        batch = images[start : start + 256]
+        result = network({"image": batch, "lambda": np.full([len(batch)], lam, np.float32)}, training=False)
+        for name in names:
+            outputs[name].append(result[name].numpy())
+    side_logits = [np.concatenate(outputs[name]) for name in names[:-1]]
+    try:
+        thresholds = thresholds_for_distribution(side_logits, FLAGS.exit_distribution)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    description = f"{FLAGS.architecture} (random weights, seed {FLAGS.seed}), {len(images)} random images {shape}"
+    return network, images, thresholds, lam, description
+
+
+def _trained_network():
+    """(network, images, thresholds, λ, description) of a training run."""
     thresholds_path = os.path.join(FLAGS.run_dir, FLAGS.thresholds_file)
     if not os.path.isfile(thresholds_path):
         raise app.UsageError(
@@ -174,6 +263,21 @@ def main(argv) -> None:
     data_config = loading.data_config_from_run(run_config, FLAGS.num_examples)
     split = data.load_splits(data_config).test
     images = split.images.astype(np.float32) / 255.0
+    return network, images, thresholds, lam, f"{FLAGS.run_dir}, {len(images)} test images"
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    if bool(FLAGS.run_dir) == bool(FLAGS.architecture):
+        raise app.UsageError(
+            "Exactly one of --run_dir (a multi-exit training run) and --architecture (random weights) "
+            f"is required. Received: --run_dir={FLAGS.run_dir!r}, --architecture={FLAGS.architecture!r}"
+        )
+    if FLAGS.run_dir:
+        network, images, thresholds, lam, description = _trained_network()
+    else:
+        network, images, thresholds, lam, description = _random_network()
     image_shape = tuple(images.shape[1:])
     names = multi_exit.output_names(network)
     macs = multi_exit.exit_macs(network)
@@ -203,13 +307,16 @@ def main(argv) -> None:
     table = format_table(rows)
     machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, TF {tf.__version__}"
     print(
-        f"\nEarly exit against the backbone: {FLAGS.run_dir}, {len(images)} test images, λ = {lam}, "
-        f"thresholds {calibration['thresholds']} ({machine})\n\n{table}"
+        f"\nEarly exit against the backbone: {description}, λ = {lam}, "
+        f"thresholds {list(thresholds)} ({machine})\n\n{table}"
         f"\nExit distribution {rows[0]['exit_distribution'] if rows else []}; backbone "
         f"{backbone_macs / 1e6:.2f} M MACs per image.\n"
     )
     if FLAGS.output_json:
-        atomic_files.write_json(FLAGS.output_json, {"run_dir": FLAGS.run_dir, "machine": machine, "rows": rows})
+        atomic_files.write_json(
+            FLAGS.output_json,
+            {"model": description, "thresholds": [float(t) for t in thresholds], "machine": machine, "rows": rows},
+        )
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ import tensorflow as tf
 from oat_tf import export
 from oat_tf.bench import early_exit_latency
 from oat_tf.export import adaptive_saved_model
+from oat_tf.models import exit_rule
 from oat_tf.models import rdi_small_cnn
 from oat_tf.models import small_cnn
 
@@ -65,3 +66,22 @@ def test_infinite_thresholds_survive_the_export(tmp_path):
     outputs = serve(image=tf.constant(images), lambda_value=tf.ones([3]))
     # exit_1 never fires (-inf), exit_2 always does (+inf).
     np.testing.assert_array_equal(outputs["exit"].numpy(), [1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "distribution", [(0.4, 0.3, 0.3), (0.0, 0.5, 0.5), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.25, 0.75, 0.0)]
+)
+def test_thresholds_produce_the_asked_exit_distribution(distribution):
+    rng = np.random.default_rng(3)
+    side_logits = [rng.normal(scale=3.0, size=(200, 10)) for _ in range(2)]
+    thresholds = early_exit_latency.thresholds_for_distribution(side_logits, distribution)
+    entropies = np.stack([exit_rule.entropy_numpy(logits) for logits in side_logits], axis=1)
+    exits = exit_rule.assign_exits(entropies, np.asarray(thresholds, np.float32))
+    np.testing.assert_allclose(np.bincount(exits, minlength=3) / 200, distribution, atol=1e-9)
+
+
+@pytest.mark.parametrize("distribution", [(0.5, 0.5), (0.5, 0.6, 0.1), (-0.1, 0.6, 0.5)])
+def test_thresholds_refuse_a_bad_distribution(distribution):
+    side_logits = [np.zeros((4, 10)), np.zeros((4, 10))]
+    with pytest.raises(ValueError, match="`exit_distribution` must be 3 fractions >= 0 summing to 1"):
+        early_exit_latency.thresholds_for_distribution(side_logits, distribution)

@@ -202,6 +202,47 @@ def test_later_stages_run_on_the_remaining_samples_only(exported, thresholds, ex
     )
 
 
+def test_one_image_runs_only_the_stages_up_to_its_exit(exported):
+    """Batch 1 takes the chain of conditionals: stage i runs iff every exit before it declined."""
+    exits, logits = _expected(exported.full, exported.thresholds)
+    assert set(exits.tolist()) == {0, 1, 2}
+    for n in range(NUM_SAMPLES):
+        calls = []
+        views = [_RecordingView(v, calls) for v in multi_exit.stage_views(exported.network)]
+        got_logits, got_exit = adaptive_saved_model.adaptive_forward(
+            views,
+            tf.constant(exported.inputs["image"][n : n + 1]),
+            tf.constant(exported.inputs["lambda"][n : n + 1]),
+            tf.constant(exported.thresholds, tf.float32),
+        )
+        assert calls == [(stage, 1) for stage in range(exits[n] + 1)], n
+        assert got_exit.shape == (1,) and got_logits.shape == (1, logits.shape[1])
+        assert int(got_exit[0]) == exits[n]
+        np.testing.assert_allclose(got_logits[0], logits[n], rtol=1e-5, atol=1e-4)
+
+
+def test_both_paths_agree_in_a_traced_graph(exported):
+    """Traced with an unknown batch size, the batch-size conditional picks the right path."""
+    forward = tf.function(
+        lambda image, lam, thresholds: adaptive_saved_model.adaptive_forward(
+            multi_exit.stage_views(exported.network), image, lam, thresholds
+        ),
+        input_signature=[
+            tf.TensorSpec([None, *SHAPE], tf.float32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([2], tf.float32),
+        ],
+    )
+    thresholds = tf.constant(exported.thresholds, tf.float32)
+    exits, logits = _expected(exported.full, exported.thresholds)
+    for indices in ([7], [7, 8], list(range(NUM_SAMPLES))):
+        got_logits, got_exits = forward(
+            tf.constant(exported.inputs["image"][indices]), tf.constant(exported.inputs["lambda"][indices]), thresholds
+        )
+        np.testing.assert_array_equal(got_exits, exits[indices])
+        np.testing.assert_allclose(got_logits, logits[indices], rtol=1e-5, atol=1e-4)
+
+
 def test_signatures(exported):
     args, kwargs = exported.serve.structured_input_signature
     assert args == ()
