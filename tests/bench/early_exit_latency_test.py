@@ -73,15 +73,15 @@ def test_infinite_thresholds_survive_the_export(tmp_path):
 )
 def test_thresholds_produce_the_asked_exit_distribution(distribution):
     rng = np.random.default_rng(3)
-    side_logits = [rng.normal(scale=3.0, size=(200, 10)) for _ in range(2)]
-    thresholds = early_exit_latency.thresholds_for_distribution(side_logits, distribution)
-    entropies = np.stack([exit_rule.entropy_numpy(logits) for logits in side_logits], axis=1)
+    entropies = np.stack(
+        [exit_rule.entropy_numpy(rng.normal(scale=3.0, size=(200, 10))) for _ in range(2)], axis=1
+    ).astype(np.float32)
+    thresholds = early_exit_latency.thresholds_for_distribution(entropies, distribution)
     exits = exit_rule.assign_exits(entropies, np.asarray(thresholds, np.float32))
     np.testing.assert_allclose(np.bincount(exits, minlength=3) / 200, distribution, atol=1e-9)
 
 
 @pytest.mark.parametrize("distribution", [(0.5, 0.5), (0.5, 0.6, 0.1), (-0.1, 0.6, 0.5)])
 def test_thresholds_refuse_a_bad_distribution(distribution):
-    side_logits = [np.zeros((4, 10)), np.zeros((4, 10))]
     with pytest.raises(ValueError, match="`exit_distribution` must be 3 fractions >= 0 summing to 1"):
-        early_exit_latency.thresholds_for_distribution(side_logits, distribution)
+        early_exit_latency.thresholds_for_distribution(np.zeros((4, 2), np.float32), distribution)
