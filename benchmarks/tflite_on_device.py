@@ -118,7 +118,8 @@ def measure_run(run_dir, args):
             lambda x: serve(image=x, lambda_value=np.zeros([1], np.float32)), images, args.latency_runs
         )
         # White-box adversarial images of the float network, per (λ, width): the transfer set.
-        points = [(lam, w) for lam in args.lambdas for w in (widths or [None])]
+        # --latency_only: sizes and latencies alone (for a quiet machine), no accuracy.
+        points = [] if args.latency_only else [(lam, w) for lam in args.lambdas for w in (widths or [None])]
         crafted, float_results = {}, {}
         for lam, width in points:
             logits_fn = _logits_fn(network, lam, width)
@@ -223,6 +224,7 @@ def main():
     parser.add_argument("--square_queries", type=int, default=1000)
     parser.add_argument("--latency_runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency_only", action="store_true", help="Sizes and latencies only.")
     parser.add_argument("--output", default=None, help="JSON file for the results.")
     args = parser.parse_args()
     args.quantizations = args.quantizations.split(",")
