@@ -25,7 +25,9 @@ atomic write):
                  exit           int32   [-1], the exit taken: 0..M-1 for the
                                 side exits exit_1..exit_M, M for "final"
         thresholds: those given to `export_adaptive_saved_model`, constants
-        of the graph.
+        of the graph; or, with `lambda_thresholds` (a {λ: thresholds} table,
+        e.g. calibrated at each λ of multi-exit OAT), per sample the row of
+        the calibrated λ nearest its `lambda_value`.
     with_thresholds:
         the same, with a third input `thresholds` float32 [M] (one per side
         exit, in order; declared [-1] in the signature, the length M is
@@ -38,7 +40,8 @@ Invalid inputs raise `InvalidArgumentError` naming the input, as in
 `assets.extra/` holds the TF Serving warmup requests, the model card when
 given, and `early_exit.json`: the output names, the exported thresholds, the
 MACs per image of each exit (`exit_macs`) and of the backbone
-(`backbone_macs`), read back with `load_early_exit_info`.
+(`backbone_macs`), and the λ table (`lambda_thresholds`: `lambdas` and one
+`thresholds` row each, or null), read back with `load_early_exit_info`.
 
 Example:
 
@@ -99,6 +102,56 @@ def _check_thresholds(thresholds, num_exits: int, names: Sequence[str]) -> Tuple
     return values
 
 
+def _check_lambda_thresholds(
+    lambda_thresholds, num_exits: int, names: Sequence[str]
+) -> Optional[Tuple[Tuple[float, ...], Tuple[Tuple[float, ...], ...]]]:
+    """(λ values sorted, their threshold rows) of a {λ: thresholds} table, or None."""
+    if lambda_thresholds is None:
+        return None
+    if not isinstance(lambda_thresholds, Mapping) or not lambda_thresholds:
+        raise ValueError(
+            "`lambda_thresholds` must be a non-empty dict {λ: thresholds}. "
+            f"Received: lambda_thresholds={lambda_thresholds!r}"
+        )
+    rows = {}
+    for lam, row in lambda_thresholds.items():
+        try:
+            value = float(lam)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                "`lambda_thresholds` keys must be λ values in [0, 1]. "
+                f"Received: key {lam!r} in lambda_thresholds={lambda_thresholds!r}"
+            )
+        rows[value] = _check_thresholds(row, num_exits, names)
+    lambdas = tuple(sorted(rows))
+    return lambdas, tuple(rows[lam] for lam in lambdas)
+
+
+def select_lambda_thresholds(
+    lambda_value: tf.Tensor, table_lambdas: tf.Tensor, table: tf.Tensor
+) -> tf.Tensor:
+    """Each sample's threshold row: that of the calibrated λ nearest its own λ.
+
+    Args:
+        lambda_value: float32 [N], the samples' λ.
+        table_lambdas: float32 [L], the calibrated λ values, increasing.
+        table: float32 [L, M], their thresholds.
+
+    Returns:
+        float32 [N, M]; a λ halfway between two calibrated ones takes the
+        smaller one's row.
+    """
+    distance = tf.abs(lambda_value[:, tf.newaxis] - table_lambdas[tf.newaxis, :])
+    return tf.gather(table, tf.argmin(distance, axis=1, output_type=tf.int32))
+
+
+def _thresholds_json(thresholds: Sequence[float]) -> list:
+    """JSON has no infinities: ±inf are written as the strings "inf" / "-inf"."""
+    return [t if math.isfinite(t) else ("inf" if t > 0 else "-inf") for t in thresholds]
+
+
 def _checked_thresholds(thresholds: tf.Tensor, num_exits: int) -> tf.Tensor:
     """`thresholds` behind in-graph checks of its shape [M] and of NaN.
 
@@ -147,12 +200,16 @@ def adaptive_forward(
         views: the network's `multi_exit.stage_views` (M + 1 stages).
         image: float32 [N, H, W, C].
         lambda_value: float32 [N].
-        thresholds: float32 [M], entropy threshold of each side exit.
+        thresholds: float32 [M], entropy threshold of each side exit, or
+            [N, M], one row per sample (`select_lambda_thresholds`).
 
     Returns:
         Tuple (logits [N, K] float32 of the exit each sample took, exit index
         [N] int32 in 0..M).
     """
+    thresholds = tf.convert_to_tensor(thresholds, tf.float32)
+    if thresholds.shape.rank == 1:
+        thresholds = tf.broadcast_to(thresholds, tf.stack([tf.shape(image)[0], tf.size(thresholds)]))
     if image.shape[0] is not None:  # A static batch size picks the path when tracing.
         forward = single_image_forward if image.shape[0] == 1 else batched_forward
         return forward(views, image, lambda_value, thresholds)
@@ -180,7 +237,7 @@ def single_image_forward(
         views: the network's `multi_exit.stage_views` (M + 1 stages).
         image: float32 [1, H, W, C].
         lambda_value: float32 [1].
-        thresholds: float32 [M], entropy threshold of each side exit.
+        thresholds: float32 [1, M], entropy threshold of each side exit.
 
     Returns:
         Tuple (logits [1, K] float32 of the exit taken, exit index [1] int32).
@@ -199,7 +256,7 @@ def single_image_forward(
             return logits, tf.fill(batch_shape, tf.constant(index, tf.int32))
         next_features, logits = view(features, lambda_value, training=False)
         logits = tf.cast(logits, tf.float32)
-        exits_here = exit_rule.entropy(logits)[0] < thresholds[index]
+        exits_here = exit_rule.entropy(logits)[0] < thresholds[0, index]
         return tf.cond(
             exits_here,
             lambda: (logits, tf.fill(batch_shape, tf.constant(index, tf.int32))),
@@ -221,7 +278,8 @@ def batched_forward(
         views: the network's `multi_exit.stage_views` (M + 1 stages).
         image: float32 [N, H, W, C].
         lambda_value: float32 [N].
-        thresholds: float32 [M], entropy threshold of each side exit.
+        thresholds: float32 [N, M], each sample's entropy threshold of each
+            side exit.
 
     Returns:
         Tuple (logits [N, K] float32 of the exit each sample took, exit index
@@ -254,7 +312,7 @@ def batched_forward(
                 run_stage,
                 lambda e=empty: (e[0], tf.cast(e[1], tf.float32)),
             )
-            exits_here = exit_rule.entropy(logits) < thresholds[index]
+            exits_here = exit_rule.entropy(logits) < thresholds[:, index]
             exiting = tf.reshape(tf.where(exits_here), [-1])
             staying = tf.reshape(tf.where(tf.logical_not(exits_here)), [-1])
             taken = tf.gather(positions, exiting)
@@ -262,6 +320,7 @@ def batched_forward(
             positions = tf.gather(positions, staying)
             features = tf.gather(next_features, staying)
             lambdas = tf.gather(lambdas, staying)
+            thresholds = tf.gather(thresholds, staying)
         stitch_positions.append(taken)
         stitch_logits.append(logits)
         stitch_exits.append(tf.fill(tf.shape(taken), tf.constant(index, tf.int32)))
@@ -284,7 +343,7 @@ def _outputs(logits: tf.Tensor, exits: tf.Tensor) -> Dict[str, tf.Tensor]:
     }
 
 
-def _build_archive(network, views, image_shape, thresholds: Tuple[float, ...]):
+def _build_archive(network, views, image_shape, thresholds: Tuple[float, ...], table=None):
     num_exits = len(thresholds)
     archive = keras.export.ExportArchive()
     archive.track(network)
@@ -298,9 +357,13 @@ def _build_archive(network, views, image_shape, thresholds: Tuple[float, ...]):
 
     def serve(image, lambda_value):
         image, lambda_value = saved_model.checked_inputs(image, lambda_value, image_shape)
-        return _outputs(
-            *adaptive_forward(views, image, lambda_value, tf.constant(thresholds, tf.float32))
-        )
+        if table is None:
+            sample_thresholds = tf.constant(thresholds, tf.float32)
+        else:
+            sample_thresholds = select_lambda_thresholds(
+                lambda_value, tf.constant(table[0], tf.float32), tf.constant(table[1], tf.float32)
+            )
+        return _outputs(*adaptive_forward(views, image, lambda_value, sample_thresholds))
 
     def serve_with_thresholds(image, lambda_value, thresholds):
         image, lambda_value = saved_model.checked_inputs(image, lambda_value, image_shape)
@@ -323,6 +386,7 @@ def export_adaptive_saved_model(
     thresholds: Sequence[float],
     image_shape: tuple,
     model_card: Optional[Mapping[str, Any]] = None,
+    lambda_thresholds: Optional[Mapping[float, Sequence[float]]] = None,
 ) -> str:
     """Exports a multi-exit network with early-exit inference for TF Serving, atomically.
 
@@ -341,6 +405,12 @@ def export_adaptive_saved_model(
         image_shape: tuple of three ints (H, W, C), the network's image shape.
         model_card: dict or None, written to `assets.extra/model_card.json`
             (plain JSON, as `saved_model.export_saved_model`).
+        lambda_thresholds: dict {λ: M thresholds} or None. Given, e.g. the
+            thresholds calibrated at each λ of a multi-exit OAT network,
+            `serving_default` applies to each sample the row of the calibrated
+            λ nearest its `lambda_value` (`select_lambda_thresholds`) instead
+            of `thresholds`; `with_thresholds` still applies the thresholds
+            it is given.
 
     Returns:
         str, `export_dir`.
@@ -351,6 +421,7 @@ def export_adaptive_saved_model(
     """
     names = multi_exit.output_names(network)
     thresholds = _check_thresholds(thresholds, len(names) - 1, names)
+    table = _check_lambda_thresholds(lambda_thresholds, len(names) - 1, names)
     image_shape = saved_model.validate_image_shape(image_shape)
     network_shape = tuple(network.input[IMAGE_INPUT_NAME].shape[1:])
     if network_shape != image_shape:
@@ -362,15 +433,17 @@ def export_adaptive_saved_model(
     views = multi_exit.stage_views(network)
     early_exit_info = {
         "output_names": list(names),
-        # JSON has no infinities: ±inf are written as the strings "inf" / "-inf".
-        "thresholds": [t if math.isfinite(t) else ("inf" if t > 0 else "-inf") for t in thresholds],
+        "thresholds": _thresholds_json(thresholds),
+        "lambda_thresholds": None if table is None else {
+            "lambdas": list(table[0]), "thresholds": [_thresholds_json(row) for row in table[1]]
+        },
         "exit_macs": multi_exit.exit_macs(network),
         "backbone_macs": multi_exit.backbone_macs(network),
     }
     export_dir = os.fspath(export_dir)
     target = output_paths.check_export_target(export_dir)
 
-    archive = _build_archive(network, views, image_shape, thresholds)
+    archive = _build_archive(network, views, image_shape, thresholds, table)
     def write_contents(temp_dir: str) -> int:
         archive.write_out(temp_dir, verbose=False)
         return saved_model.write_warmup_requests(
@@ -427,8 +500,9 @@ def load_early_exit_info(export_dir: str) -> Dict[str, Any]:
 
     Returns:
         dict with "output_names" (list of str), "thresholds" (list of float),
-        "exit_macs" (dict name → int, MACs per image of taking each output)
-        and "backbone_macs" (int).
+        "exit_macs" (dict name → int, MACs per image of taking each output),
+        "backbone_macs" (int) and "lambda_thresholds" (dict with "lambdas"
+        and one "thresholds" row each, or None).
     """
     path = os.path.join(os.fspath(export_dir), saved_model.ASSETS_EXTRA_DIR, EARLY_EXIT_FILENAME)
     if not os.path.isfile(path):
@@ -440,4 +514,9 @@ def load_early_exit_info(export_dir: str) -> Dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         info = json.load(f)
     info["thresholds"] = [float(t) for t in info["thresholds"]]
+    table = info.get("lambda_thresholds")  # Absent in exports written before the table existed.
+    if table:
+        table["lambdas"] = [float(v) for v in table["lambdas"]]
+        table["thresholds"] = [[float(t) for t in row] for row in table["thresholds"]]
+    info["lambda_thresholds"] = table or None
     return info

@@ -9,7 +9,9 @@ then lands here:
 1. calibrate the entropy thresholds on the validation split, never the test
    split (`early_exit.calibrate_thresholds`; `threshold_target="none"`
    disables early exit, which evaluates the backbone alone), and save them in
-   `<run_dir>/exit_thresholds.json`;
+   `<run_dir>/exit_thresholds.json`; a λ-conditioned network is calibrated
+   at every evaluation λ as well (`per_lambda`, the λ → thresholds table the
+   export serves); the evaluation uses the thresholds of the last λ;
 2. evaluate on the test split (`multi_exit_eval.evaluate_multi_exit`): TA,
    ATA per attack form, worst case, exit distributions, MFLOPs and the saving,
    and the delay-exit attack; written as `test_eval_multi_exit.{json,md}` and
@@ -161,10 +163,18 @@ def evaluate_and_export(
     )
     calibration = calibrate(network, validation, config.multi_exit, lam)
     thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
+    lambdas = config.evaluation.lambdas if conditioned else (lam,)
+    # A λ-conditioned network gets thresholds per λ too (its exits' confidence
+    # moves with λ); the export serves each request the row of its nearest λ.
+    lambda_thresholds = None
+    if conditioned and len(lambdas) > 1:
+        per_lambda = {float(l): calibrate(network, validation, config.multi_exit, float(l)) for l in lambdas}
+        calibration["per_lambda"] = {f"{l:g}": record for l, record in per_lambda.items()}
+        lambda_thresholds = {
+            l: multi_exit_eval.thresholds_from_json(record["thresholds"]) for l, record in per_lambda.items()
+        }
     atomic_files.write_json(os.path.join(run_dir, THRESHOLDS_FILE), calibration)
     logging.info("Exit thresholds (%s, validation): %s", calibration["target"], calibration["thresholds"])
-
-    lambdas = config.evaluation.lambdas if conditioned else (lam,)
     attacks = [a for a in config.evaluation.attacks if a.name in ("pgd", "fgsm")]
     skipped = [a.describe() for a in config.evaluation.attacks if a.name not in ("pgd", "fgsm")]
     if skipped:
@@ -193,6 +203,7 @@ def evaluate_and_export(
             os.path.join(config.export_dir, config.name),
             thresholds=thresholds,
             image_shape=tuple(splits.image_shape),
+            lambda_thresholds=lambda_thresholds,
             model_card={
                 "name": config.name,
                 "dataset": config.data.dataset,

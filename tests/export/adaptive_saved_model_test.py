@@ -343,7 +343,86 @@ def test_assets_extra(exported):
     )
     assert info["exit_macs"] == multi_exit.exit_macs(exported.network)
     assert info["backbone_macs"] == multi_exit.backbone_macs(exported.network)
+    assert info["lambda_thresholds"] is None
     assert json.loads(json.dumps(info)) == info
+
+
+# Calibrated rows per λ: at λ = 0 everyone leaves at exit_1, at λ = 0.5 at exit_2, at λ = 1 nobody exits early.
+LAMBDA_TABLE = {0.0: [1e9, 1e9], 0.5: [0.0, np.inf], 1.0: [0.0, 0.0]}
+
+
+@pytest.fixture(scope="module")
+def exported_with_table(exported, tmp_path_factory):
+    export_dir = str(tmp_path_factory.mktemp("adaptive_table") / "1")
+    adaptive_saved_model.export_adaptive_saved_model(
+        exported.network, export_dir, thresholds=exported.thresholds, image_shape=SHAPE,
+        lambda_thresholds=LAMBDA_TABLE,
+    )
+    return export_dir
+
+
+@pytest.mark.parametrize("indices", [list(range(NUM_SAMPLES)), [0], [9]])
+def test_serving_picks_each_samples_row_of_the_lambda_table(exported, exported_with_table, indices):
+    serve = adaptive_saved_model.load_adaptive_fn(exported_with_table)
+    lambdas = np.resize(np.float32([0.0, 0.2, 0.26, 0.5, 0.74, 0.76, 1.0, 0.25]), NUM_SAMPLES)[indices]
+    outputs = serve(image=tf.constant(exported.inputs["image"][indices]), lambda_value=tf.constant(lambdas))
+    # The nearest calibrated λ (0.25, halfway, takes the smaller one's row).
+    nearest = np.array([0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1.0, 0.0], np.float32)
+    expected = {0.0: 0, 0.5: 1, 1.0: 2}
+    want = [expected[float(v)] for v in np.resize(nearest, NUM_SAMPLES)[indices]]
+    np.testing.assert_array_equal(outputs["exit"], want)
+    # The logits are those of the exit taken, from the full network at each sample's λ.
+    full = exported.network(
+        {"image": exported.inputs["image"][indices], "lambda": lambdas}, training=False
+    )
+    stacked = np.stack([full[name].numpy() for name in OUTPUTS])
+    np.testing.assert_allclose(outputs["logits"], stacked[want, np.arange(len(want))], rtol=1e-5, atol=1e-4)
+
+
+def test_with_thresholds_still_overrides_the_lambda_table(exported, exported_with_table):
+    serve = adaptive_saved_model.load_adaptive_fn(
+        exported_with_table, adaptive_saved_model.WITH_THRESHOLDS_SIGNATURE_KEY
+    )
+    outputs = _call(serve, exported.inputs, thresholds=tf.constant([1e9, 1e9], tf.float32))
+    np.testing.assert_array_equal(outputs["exit"], np.zeros(NUM_SAMPLES))
+
+
+def test_the_lambda_table_is_recorded(exported_with_table):
+    info = adaptive_saved_model.load_early_exit_info(exported_with_table)
+    assert info["lambda_thresholds"] == {
+        "lambdas": [0.0, 0.5, 1.0], "thresholds": [[1e9, 1e9], [0.0, np.inf], [0.0, 0.0]]
+    }
+
+
+@pytest.mark.parametrize(
+    "table, match",
+    [
+        ({}, "must be a non-empty dict"),
+        ({1.5: [0.1, 0.1]}, r"keys must be λ values in \[0, 1\]"),
+        ({"a": [0.1, 0.1]}, r"keys must be λ values in \[0, 1\]"),
+        ({0.0: [0.1]}, "`thresholds` must be 2 floats"),
+        ({0.0: [0.1, np.nan]}, "`thresholds` must be 2 floats"),
+    ],
+)
+def test_a_bad_lambda_table_is_refused_before_writing(exported, tmp_path, table, match):
+    with pytest.raises(ValueError, match=match):
+        adaptive_saved_model.export_adaptive_saved_model(
+            exported.network, str(tmp_path / "x"), thresholds=exported.thresholds, image_shape=SHAPE,
+            lambda_thresholds=table,
+        )
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_select_lambda_thresholds_against_numpy():
+    rng = np.random.default_rng(5)
+    table_lambdas = np.float32([0.0, 0.1, 0.4, 1.0])
+    table = rng.uniform(size=(4, 3)).astype(np.float32)
+    lambdas = rng.uniform(size=50).astype(np.float32)
+    got = adaptive_saved_model.select_lambda_thresholds(
+        tf.constant(lambdas), tf.constant(table_lambdas), tf.constant(table)
+    ).numpy()
+    nearest = np.abs(lambdas[:, None] - table_lambdas[None, :]).argmin(axis=1)
+    np.testing.assert_array_equal(got, table[nearest])
 
 
 def test_warmup_requests_run_through_the_signatures(exported):

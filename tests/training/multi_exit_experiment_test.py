@@ -173,3 +173,39 @@ def test_calibrate_exits_meets_a_flops_budget_on_validation(rdi_run):
     assert "| TA |" in result.stdout
     bad = _run_calibrate_exits(f"--run_dir={run_dir}", "--exit_thresholds=flops_budget", "--exit_flops_budget=1.5")
     assert bad.returncode != 0 and "flops_budget" in bad.stderr
+
+
+def test_multi_exit_oat_gets_thresholds_per_lambda_and_serves_them(tmp_path):
+    """Calibrated at every evaluation λ on validation; the export holds the λ → thresholds table."""
+    from oat_tf.export import adaptive_saved_model  # pylint: disable=import-outside-toplevel
+
+    config = _config(tmp_path, "rdi_oat", defence="max_average", eval_forms=("single",), efficiency_attack=False)
+    config = config_lib.ExperimentConfig(**{
+        **{f: getattr(config, f) for f in config.__dataclass_fields__},
+        "model": config_lib.ModelConfig(
+            architecture="rdi_small_cnn", variant="oat", encoder=config_lib.EncoderConfig(dim=8)
+        ),
+        "lambda_sampling": config_lib.LambdaSamplingConfig(sampling="element_wise", values=(0.0, 1.0)),
+        "evaluation": config_lib.EvalConfig(lambdas=(0.0, 1.0), attacks=(ATTACK,), batch_size=24),
+    })
+    summary = experiment.run_experiment(config)
+    with open(os.path.join(summary["run_dir"], multi_exit_experiment.THRESHOLDS_FILE)) as f:
+        calibration = json.load(f)
+    assert sorted(calibration["per_lambda"]) == ["0", "1"]
+    assert calibration["per_lambda"]["1"]["thresholds"] == calibration["thresholds"]  # The evaluation's λ.
+    assert [calibration["per_lambda"][k]["lambda"] for k in ("0", "1")] == [0.0, 1.0]
+    splits = data.load_splits(config.data, seed=config.train.seed)
+    validation = data.eval_dataset(splits.validation, batch_size=config.evaluation.batch_size)
+    for key, lam in (("0", 0.0), ("1", 1.0)):
+        # Each row reproduces its λ's recorded validation usage.
+        record = calibration["per_lambda"][key]
+        row = multi_exit_eval.thresholds_from_json(record["thresholds"])
+        entropies = multi_exit_experiment.validation_entropies(summary["network"], validation, lam)
+        usage = np.bincount(exit_rule.assign_exits(entropies, row), minlength=3) / len(entropies)
+        np.testing.assert_allclose(usage, record["validation_exit_distribution"], atol=1e-9)
+    # The export serves these rows (how it applies them: tests/export/adaptive_saved_model_test.py).
+    info = adaptive_saved_model.load_early_exit_info(summary["export_dir"])
+    assert info["lambda_thresholds"]["lambdas"] == [0.0, 1.0]
+    assert info["lambda_thresholds"]["thresholds"] == [
+        list(multi_exit_eval.thresholds_from_json(calibration["per_lambda"][k]["thresholds"])) for k in ("0", "1")
+    ]
