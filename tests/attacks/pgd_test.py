@@ -449,7 +449,7 @@ class CompileTest(parameterized.TestCase):
         self.assertGreater(np.abs(eager - images).max(), 0.0)
 
     def test_loop_is_not_unrolled(self):
-        images, labels, logits_fn = _images(), _labels(), _mlp_logits_fn()
+        logits_fn = _mlp_logits_fn()
 
         def num_ops(num_steps):
             fn = tf.function(

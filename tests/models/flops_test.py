@@ -1,7 +1,6 @@
 """Tests of the MAC and parameter counter against closed forms."""
 
 import keras
-import numpy as np
 import pytest
 
 from oat_tf.layers import dual_batch_norm
