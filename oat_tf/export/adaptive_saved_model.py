@@ -193,8 +193,9 @@ def adaptive_forward(
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Early-exit inference over the stages: each sample runs only up to its exit.
 
-    A batch of one image takes `single_image_forward` (a chain of `tf.cond`,
-    no gather or stitch); any other batch `batched_forward`.
+    (A chain of scalar `tf.cond` for a batch of one image, with no gather or
+    stitch, was measured 1.5× slower than this path at batch 1 on RDI-SmallCNN
+    in a SavedModel, and was dropped; see BENCHMARKS.md.)
 
     Args:
         views: the network's `multi_exit.stage_views` (M + 1 stages).
@@ -210,60 +211,7 @@ def adaptive_forward(
     thresholds = tf.convert_to_tensor(thresholds, tf.float32)
     if thresholds.shape.rank == 1:
         thresholds = tf.broadcast_to(thresholds, tf.stack([tf.shape(image)[0], tf.size(thresholds)]))
-    if image.shape[0] is not None:  # A static batch size picks the path when tracing.
-        forward = single_image_forward if image.shape[0] == 1 else batched_forward
-        return forward(views, image, lambda_value, thresholds)
-    return tf.cond(
-        tf.equal(tf.shape(image)[0], 1),
-        lambda: single_image_forward(views, image, lambda_value, thresholds),
-        lambda: batched_forward(views, image, lambda_value, thresholds),
-    )
-
-
-def single_image_forward(
-    views: Sequence[multi_exit.StageView],
-    image: tf.Tensor,
-    lambda_value: tf.Tensor,
-    thresholds: tf.Tensor,
-) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Early exit of one image: stage i runs only if every exit before it declined.
-
-    Each side exit's entropy test is a scalar `tf.cond` whose "go on" branch
-    holds the rest of the network, so the batch-1 graph has no gather,
-    scatter or stitch (the bookkeeping that made early exit slower than the
-    backbone at batch 1).
-
-    Args:
-        views: the network's `multi_exit.stage_views` (M + 1 stages).
-        image: float32 [1, H, W, C].
-        lambda_value: float32 [1].
-        thresholds: float32 [1, M], entropy threshold of each side exit.
-
-    Returns:
-        Tuple (logits [1, K] float32 of the exit taken, exit index [1] int32).
-    """
-
-    # Shapes are written with the (symbolic) batch size, never a literal 1:
-    # where this graph and `batched_forward` are the two branches of one
-    # conditional, a literal 1 lets Grappler's symbolic shape inference equate
-    # the batch size with 1 and fold the batch-size test to True.
-    batch_shape = tf.shape(image)[:1]
-
-    def run_from(index: int, features: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        view = views[index]
-        if view.is_final:
-            logits = tf.cast(view(features, lambda_value, training=False)[1], tf.float32)
-            return logits, tf.fill(batch_shape, tf.constant(index, tf.int32))
-        next_features, logits = view(features, lambda_value, training=False)
-        logits = tf.cast(logits, tf.float32)
-        exits_here = exit_rule.entropy(logits)[0] < thresholds[0, index]
-        return tf.cond(
-            exits_here,
-            lambda: (logits, tf.fill(batch_shape, tf.constant(index, tf.int32))),
-            lambda: run_from(index + 1, next_features),
-        )
-
-    return run_from(0, image)
+    return batched_forward(views, image, lambda_value, thresholds)
 
 
 def batched_forward(

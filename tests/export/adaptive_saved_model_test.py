@@ -203,7 +203,7 @@ def test_later_stages_run_on_the_remaining_samples_only(exported, thresholds, ex
 
 
 def test_one_image_runs_only_the_stages_up_to_its_exit(exported):
-    """Batch 1 takes the chain of conditionals: stage i runs iff every exit before it declined."""
+    """At batch 1 too, stage i runs iff the exits before it declined (an empty stage is skipped)."""
     exits, logits = _expected(exported.full, exported.thresholds)
     assert set(exits.tolist()) == {0, 1, 2}
     for n in range(NUM_SAMPLES):
@@ -221,8 +221,8 @@ def test_one_image_runs_only_the_stages_up_to_its_exit(exported):
         np.testing.assert_allclose(got_logits[0], logits[n], rtol=1e-5, atol=1e-4)
 
 
-def test_both_paths_agree_in_a_traced_graph(exported):
-    """Traced with an unknown batch size, the batch-size conditional picks the right path."""
+def test_a_traced_graph_serves_every_batch_size(exported):
+    """Traced with an unknown batch size and called with 1, 2 and 24 images."""
     forward = tf.function(
         lambda image, lam, thresholds: adaptive_saved_model.adaptive_forward(
             multi_exit.stage_views(exported.network), image, lam, thresholds
