@@ -114,6 +114,8 @@ def measure_run(run_dir, args):
             for root, _, files in os.walk(os.path.join(export_dir, "variables")) for name in files
         )
         serve = saved_model.load_serving_fn(export_dir)
+        serving_fns = {float(w): saved_model.load_serving_fn(export_dir, name)
+                       for name, w in saved_model.signature_widths(export_dir).items()}
         record["saved_model_ms"] = _median_ms(
             lambda x: serve(image=x, lambda_value=np.zeros([1], np.float32)), images, args.latency_runs
         )
@@ -161,8 +163,7 @@ def measure_run(run_dir, args):
                 w = 1.0 if width is None else width
                 lambdas = np.full([len(labels)], lam, np.float32)
                 predicted = classifier.predict(images, lambdas, width=w)["classes"]
-                reference = serve if width is None else saved_model.load_serving_fn(
-                    export_dir, saved_model.width_signature_name(w))
+                reference = serving_fns[w]
                 float_classes = reference(image=images, lambda_value=lambdas)["classes"].numpy()
                 clean = predicted == labels
                 transfer = {name: classifier.predict(xa, lambdas, width=w)["classes"] == labels

@@ -122,14 +122,12 @@ def _calibration_images(image_shape):
     return images.astype("float32") / 255.0
 
 
-def _agreement(flatbuffer: bytes, images) -> dict:
-    """Argmax agreement of the TFLite model with the float SavedModel, per width and λ."""
+def _agreement(classifier, images) -> dict:
+    """Argmax agreement of the TFLite model (a `TFLiteClassifier`) with the float SavedModel, per width and λ."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from oat_tf.export import saved_model  # pylint: disable=import-outside-toplevel
-    from oat_tf.export import tflite  # pylint: disable=import-outside-toplevel
 
-    classifier = tflite.TFLiteClassifier(flatbuffer)
     agreement = {}
     for name, width in classifier.widths.items():
         serve = saved_model.load_serving_fn(FLAGS.saved_model, name)
@@ -163,13 +161,14 @@ def main(argv) -> None:
         calibration_images=images if FLAGS.quantize == "int8" else None,
         seed=FLAGS.seed,
     )
-    agreement = _agreement(flatbuffer, images)
+    classifier = tflite.TFLiteClassifier(flatbuffer)
+    agreement = _agreement(classifier, images)
     metadata = {
         "source_saved_model": os.path.abspath(FLAGS.saved_model),
         "quantization": FLAGS.quantize,
         "bytes": len(flatbuffer),
         "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-        "signatures": tflite.TFLiteClassifier(flatbuffer).widths,
+        "signatures": classifier.widths,
         "inputs": {saved_model.IMAGE_INPUT_NAME: [None, *image_shape], saved_model.LAMBDA_INPUT_NAME: [None]},
         "calibration": None if FLAGS.quantize != "int8" else {
             "dataset": FLAGS.calibration_dataset,

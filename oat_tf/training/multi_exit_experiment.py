@@ -161,14 +161,15 @@ def evaluate_and_export(
     validation = (
         data.eval_dataset(splits.validation, batch_size=eval_batch) if splits.validation is not None else None
     )
-    calibration = calibrate(network, validation, config.multi_exit, lam)
-    thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
     lambdas = config.evaluation.lambdas if conditioned else (lam,)
     # A λ-conditioned network gets thresholds per λ too (its exits' confidence
     # moves with λ); the export serves each request the row of its nearest λ.
+    # `lam` is the last evaluation λ, so its record is one of them.
+    per_lambda = {float(l): calibrate(network, validation, config.multi_exit, float(l)) for l in lambdas}
+    calibration = dict(per_lambda[lam])
+    thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
     lambda_thresholds = None
-    if conditioned and len(lambdas) > 1:
-        per_lambda = {float(l): calibrate(network, validation, config.multi_exit, float(l)) for l in lambdas}
+    if len(per_lambda) > 1:
         calibration["per_lambda"] = {f"{l:g}": record for l, record in per_lambda.items()}
         lambda_thresholds = {
             l: multi_exit_eval.thresholds_from_json(record["thresholds"]) for l, record in per_lambda.items()
