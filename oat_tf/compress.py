@@ -117,10 +117,10 @@ def _check_run(run_config: Dict[str, Any]) -> None:
             f"slimmable layers have no tf_keras rebuild. Received: variant={model.get('variant')!r} "
             f"in {FLAGS.run_dir}/config.json"
         )
-    if run_config.get("train_attack", {}).get("name") != "pgd":
+    if run_config.get("train_attack", {}).get("name") not in ("pgd", "fgsm"):
         raise _usage(
-            "--run_dir must have been trained with PGD (its training attack is the fine-tuning "
-            f"attack). Received: {run_config.get('train_attack', {}).get('name')!r}"
+            "--run_dir must have been trained with PGD or FGSM (its training attack is the "
+            f"fine-tuning attack). Received: {run_config.get('train_attack', {}).get('name')!r}"
         )
 
 

@@ -5,7 +5,8 @@ Fig. 6): a backbone is compressed by magnitude pruning and adversarially
 trained, then compared with an input-adaptive network at equal MACs. Here the
 pruning is TFMOT's `prune_low_magnitude` with a polynomial sparsity schedule
 on a tf_keras rebuild of the backbone (`legacy_keras.to_tf_keras`), and every
-training step attacks the current (masked) network with `pgd_linf`.
+training step attacks the current (masked) network with the run's training
+attack (`oat_tf.attacks.run_attack`).
 
 **Importing this module imports TFMOT, which sets TF_USE_LEGACY_KERAS=1 for the
 whole process.** Only `oat_tf.compress` imports it, in its own process; no
@@ -23,8 +24,8 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
+from oat_tf import attacks
 from oat_tf import config as config_lib
-from oat_tf.attacks import pgd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,7 @@ class FinetuneSettings:
     """The adversarial fine-tuning during pruning.
 
     Attributes:
-        attack: AttackConfig, the PGD attack crafted against the current
+        attack: AttackConfig, the PGD (or FGSM) attack crafted against the current
             masked network at every step.
         clean_weight: float >= 0, weight of the clean cross-entropy.
         adversarial_weight: float >= 0, weight of the adversarial one (the
@@ -142,8 +143,8 @@ def finetune_with_pruning(
     Raises:
         ValueError: `batches` ends before `schedule.total_steps`.
     """
-    if settings.attack.name != "pgd":
-        raise ValueError(f"The fine-tuning attack must be PGD. Received: {settings.attack.name!r}")
+    if settings.attack.name not in ("pgd", "fgsm"):
+        raise ValueError(f"The fine-tuning attack must be PGD or FGSM. Received: {settings.attack.name!r}")
     learning_rate = tf_keras.optimizers.schedules.CosineDecay(settings.learning_rate, schedule.total_steps)
     optimizer = tf_keras.optimizers.SGD(learning_rate=learning_rate, momentum=settings.momentum)
     cross_entropy = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -152,17 +153,7 @@ def finetune_with_pruning(
     @tf.function
     def train_step(images, labels, step):
         seed = tf.stack([tf.constant(settings.seed, tf.int64), tf.cast(step, tf.int64)])
-        adversarial = pgd.pgd_linf(
-            lambda x: model(x, training=False),
-            images,
-            labels,
-            epsilon=attack.epsilon,
-            step_size=attack.step_size,
-            num_steps=attack.num_steps,
-            random_start=attack.random_start,
-            num_restarts=attack.num_restarts,
-            seed=seed,
-        )
+        adversarial = attacks.run_attack(attack, lambda x: model(x, training=False), images, labels, seed=seed)
         with tf.GradientTape() as tape:
             logits = model(tf.concat([images, adversarial], axis=0), training=True)
             clean_logits, adversarial_logits = tf.split(logits, 2, axis=0)
