@@ -166,6 +166,21 @@ def signature_width(name: str) -> Optional[float]:
     return width
 
 
+def signature_defs(export_dir: str) -> Mapping[str, Any]:
+    """The SignatureDefs of an export, read from its saved_model.pb without loading it.
+
+    Args:
+        export_dir: str, a SavedModel directory.
+
+    Returns:
+        Mapping {signature name: SignatureDef proto} of its first meta graph.
+    """
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(os.fspath(export_dir), "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto.meta_graphs[0].signature_def
+
+
 def signature_widths(export_dir: str) -> Dict[str, float]:
     """Returns {signature name: width} of an export, narrowest width first.
 
@@ -177,11 +192,8 @@ def signature_widths(export_dir: str) -> Dict[str, float]:
         "serving_default": 1.0}`; `{"serving_default": 1.0}` for a model
         that is not slimmable.
     """
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(os.fspath(export_dir), "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
     widths = {}
-    for name in proto.meta_graphs[0].signature_def:
+    for name in signature_defs(export_dir):
         width = signature_width(name)
         if width is not None:
             widths[name] = width

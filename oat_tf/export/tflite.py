@@ -55,7 +55,6 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.protobuf import saved_model_pb2
 
 from oat_tf.export import adaptive_saved_model
 from oat_tf.export import saved_model
@@ -115,10 +114,7 @@ def check_export_dir(export_dir: str) -> Dict[str, float]:
 
 def export_image_shape(export_dir: str) -> Tuple[int, int, int]:
     """(H, W, C) of the `image` input of an export's `serving_default` signature."""
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(os.fspath(export_dir), "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    signature = proto.meta_graphs[0].signature_def[saved_model.SIGNATURE_KEY]
+    signature = saved_model.signature_defs(export_dir)[saved_model.SIGNATURE_KEY]
     dims = signature.inputs[saved_model.IMAGE_INPUT_NAME].tensor_shape.dim
     return tuple(int(d.size) for d in dims[1:])
 

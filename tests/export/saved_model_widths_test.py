@@ -99,6 +99,16 @@ def test_every_width_signature_has_the_same_inputs_and_outputs(exported):
         }
 
 
+def test_signature_defs_read_without_loading_match_the_loaded_signatures(exported):
+    defs = saved_model.signature_defs(exported.export_dir)
+    assert set(WIDTH_SIGNATURES) <= set(defs)
+    loaded = tf.saved_model.load(exported.export_dir)
+    for name in WIDTH_SIGNATURES:
+        image = defs[name].inputs["image"].tensor_shape.dim
+        assert [d.size for d in image] == [-1, *IMAGE_SHAPE]
+        assert set(defs[name].outputs) == set(loaded.signatures[name].structured_outputs)
+
+
 @pytest.mark.parametrize("name", ["width_0_5", "serving_default"])
 def test_every_width_validates_its_inputs_in_the_graph(exported, name):
     serving_fn = saved_model.load_serving_fn(exported.export_dir, signature_name=name)
