@@ -37,7 +37,7 @@ result["per_lambda"]["1.0"]["worst_case"]["PGD-40"]["accuracy"]
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -214,6 +214,7 @@ def evaluate_multi_exit(
     forms: Sequence[str] = config_lib.EXIT_FORMS,
     efficiency_attack: bool = True,
     seed: int = 0,
+    lambda_thresholds: Optional[Mapping[float, Sequence[float]]] = None,
 ) -> Dict[str, Any]:
     """Measures TA, ATA per attack form, exit usage and cost under early exit.
 
@@ -233,10 +234,14 @@ def evaluate_multi_exit(
         efficiency_attack: bool, also run `delay_exit_attack` with the first
             attack's settings.
         seed: int >= 0, seed of every attack's random start.
+        lambda_thresholds: optional {λ: thresholds} with a row for every λ of
+            `lambdas` (e.g. those calibrated per λ for multi-exit OAT); each λ
+            is then evaluated with its own row instead of `thresholds`.
 
     Returns:
         dict, JSON-serialisable: `num_examples`, `seed`, `lambdas`,
-        `output_names`, `thresholds`, `exit_macs` ({output: MACs per image
+        `output_names`, `thresholds`, `lambda_thresholds` ({λ key: thresholds}
+        used per λ, or None), `exit_macs` ({output: MACs per image
         of exiting there; with every threshold -inf the side heads are
         skipped and "final" costs the backbone alone}),
         `backbone_macs`, `attacks` (label → settings), and `per_lambda`
@@ -263,12 +268,22 @@ def evaluate_multi_exit(
                 f"multi-exit forms). Received: attacks={attacks!r}"
             )
     labels_of_attacks = [a.describe() for a in attacks]
+    rows = {lam: threshold_values for lam in lambda_values}
+    if lambda_thresholds is not None:
+        given = {float(lam): row for lam, row in lambda_thresholds.items()}
+        missing = [lam for lam in lambda_values if lam not in given]
+        if missing:
+            raise ValueError(
+                "`lambda_thresholds` must have a row for every λ of `lambdas`. "
+                f"Missing: {missing}; received rows for {sorted(given)}"
+            )
+        rows = {lam: _check_thresholds(given[lam], len(names) - 1) for lam in lambda_values}
     instances = attack_instances(forms, names)
     image_spec = robust_eval.dataset_image_spec(dataset)
     macs = multi_exit.exit_macs(model)
     costs = np.asarray([macs[n] for n in names], np.float64)
     backbone = int(multi_exit.backbone_macs(model))
-    if np.all(np.isneginf(threshold_values)):
+    if all(np.all(np.isneginf(row)) for row in rows.values()):
         # No side exit can fire: the side heads need not run, and every
         # sample costs the backbone alone.
         costs[-1] = backbone
@@ -300,13 +315,14 @@ def evaluate_multi_exit(
     adversarial = {lam: {key: _Tally(num_outputs) for key in attack_fns} for lam in lambda_values}
     survived = {lam: {a: 0 for a in labels_of_attacks} for lam in lambda_values}
     delayed = {lam: _Tally(num_outputs) for lam in lambda_values}
-    thresholds_tensor = tf.constant(threshold_values)
+    thresholds_tensors = {lam: tf.constant(row) for lam, row in rows.items()}
     num_examples = 0
     start = time.time()
     for batch_index, (images, labels) in enumerate(dataset):
         images, labels = robust_eval.batch_inputs(images, labels)
         for lam in lambda_values:
             lam_tensor = tf.constant(lam, tf.float32)
+            thresholds_tensor = thresholds_tensors[lam]
             correct, exit_index, output_correct = clean_fn(images, labels, lam_tensor, thresholds_tensor)
             clean[lam].add(correct.numpy(), exit_index.numpy())
             per_output[lam] += output_correct.numpy().sum(axis=1)
@@ -362,6 +378,9 @@ def evaluate_multi_exit(
         "lambdas": lambda_values,
         "output_names": list(names),
         "thresholds": thresholds_to_json(threshold_values),
+        "lambda_thresholds": None if lambda_thresholds is None else {
+            robust_eval.lambda_key(lam): thresholds_to_json(row) for lam, row in rows.items()
+        },
         "exit_macs": {name: int(cost) for name, cost in zip(names, costs)},
         "backbone_macs": backbone,
         "attacks": {label: config_lib.to_dict(a) for label, a in zip(labels_of_attacks, attacks)},

@@ -198,7 +198,8 @@ def write_multi_exit_report(
     atomic_files.write_json(paths["json"], {**result, "plots": {k: os.path.basename(p) for k, p in plots.items()}})
     markdown = (f"# {title}\n\n" if title else "") + format_table(result)
     markdown += (
-        f"\n{result['num_examples']} examples; thresholds {result['thresholds']}; "
+        f"\n{result['num_examples']} examples; thresholds "
+        f"{result.get('lambda_thresholds') or result['thresholds']} (per λ when a table); "
         f"backbone {result['backbone_macs'] / 1e6:.2f} MFLOPs (multiply-accumulates).\n\n"
     )
     markdown += "\n".join(f"![exit distribution λ={k}]({os.path.basename(p)})" for k, p in plots.items()) + "\n"

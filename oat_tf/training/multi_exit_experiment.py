@@ -11,7 +11,7 @@ then lands here:
    disables early exit, which evaluates the backbone alone), and save them in
    `<run_dir>/exit_thresholds.json`; a λ-conditioned network is calibrated
    at every evaluation λ as well (`per_lambda`, the λ → thresholds table the
-   export serves); the evaluation uses the thresholds of the last λ;
+   export serves), and each λ is evaluated with its own row;
 2. evaluate on the test split (`multi_exit_eval.evaluate_multi_exit`): TA,
    ATA per attack form, worst case, exit distributions, MFLOPs and the saving,
    and the delay-exit attack; written as `test_eval_multi_exit.{json,md}` and
@@ -189,6 +189,7 @@ def evaluate_and_export(
         forms=config.multi_exit.eval_forms,
         efficiency_attack=config.multi_exit.efficiency_attack,
         seed=config.train.seed,
+        lambda_thresholds=lambda_thresholds,
     )
     results["calibration"] = calibration
     table = multi_exit_report.format_table(results)

@@ -164,6 +164,26 @@ def test_oat_backbone_is_evaluated_per_lambda():
         assert result["per_lambda"][key]["clean"]["accuracy"] == pytest.approx(expected)
 
 
+def test_each_lambda_uses_its_own_threshold_row():
+    model = _model(variant="oat")
+    images, labels = _data(num=12)
+    # λ = 0: nobody exits early (the backbone's final output); λ = 1: everyone leaves at exit 1.
+    result = multi_exit_eval.evaluate_multi_exit(
+        model, _dataset(images, labels), thresholds=[0.5, 0.5], lambdas=[0.0, 1.0], attacks=[],
+        efficiency_attack=False, lambda_thresholds={0.0: [-np.inf, -np.inf], 1.0: [np.inf, np.inf]},
+    )
+    assert result["per_lambda"]["0.0"]["clean"]["exit_distribution"] == [0.0, 0.0, 1.0]
+    assert result["per_lambda"]["1.0"]["clean"]["exit_distribution"] == [1.0, 0.0, 0.0]
+    expected = np.mean(_outputs(model, images, 0.0)["final"].argmax(-1) == labels)
+    assert result["per_lambda"]["0.0"]["clean"]["accuracy"] == pytest.approx(expected)
+    assert result["lambda_thresholds"] == {"0.0": ["-inf", "-inf"], "1.0": ["inf", "inf"]}
+    with pytest.raises(ValueError, match="must have a row for every λ"):
+        multi_exit_eval.evaluate_multi_exit(
+            model, _dataset(images, labels), thresholds=[0.5, 0.5], lambdas=[0.0, 1.0], attacks=[],
+            lambda_thresholds={1.0: [0.1, 0.1]},
+        )
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -203,6 +203,10 @@ def test_multi_exit_oat_gets_thresholds_per_lambda_and_serves_them(tmp_path):
         entropies = multi_exit_experiment.validation_entropies(summary["network"], validation, lam)
         usage = np.bincount(exit_rule.assign_exits(entropies, row), minlength=3) / len(entropies)
         np.testing.assert_allclose(usage, record["validation_exit_distribution"], atol=1e-9)
+    # The test evaluation used each λ's own row.
+    assert summary["results"]["lambda_thresholds"] == {
+        "0.0": calibration["per_lambda"]["0"]["thresholds"], "1.0": calibration["per_lambda"]["1"]["thresholds"],
+    }
     # The export serves these rows (how it applies them: tests/export/adaptive_saved_model_test.py).
     info = adaptive_saved_model.load_early_exit_info(summary["export_dir"])
     assert info["lambda_thresholds"]["lambdas"] == [0.0, 1.0]
