@@ -127,6 +127,10 @@ def measure_run(run_dir, args):
             logits_fn = _logits_fn(network, lam, width)
             x, y = tf.constant(images), tf.constant(labels)
             clean = np.argmax(logits_fn(x).numpy(), 1) == labels
+            if args.no_attacks:
+                crafted[(lam, width)] = {}
+                float_results[(lam, width)] = {"sa": _accuracy(clean)}
+                continue
             crafted[(lam, width)] = {
                 name: registry.run_attack(attack, logits_fn, x, y, seed=[args.seed, i]).numpy()
                 for i, (name, attack) in enumerate(attacks.items())
@@ -166,6 +170,11 @@ def measure_run(run_dir, args):
                 reference = serving_fns[w]
                 float_classes = reference(image=images, lambda_value=lambdas)["classes"].numpy()
                 clean = predicted == labels
+                if args.no_attacks:
+                    entry["points"][f"lambda={lam:g} width={w:g}"] = {
+                        "sa": _accuracy(clean), "agreement": _accuracy(predicted == float_classes),
+                    }
+                    continue
                 transfer = {name: classifier.predict(xa, lambdas, width=w)["classes"] == labels
                             for name, xa in crafted[(lam, width)].items()}
                 robust = clean & np.logical_and.reduce(list(transfer.values()))
@@ -210,9 +219,13 @@ def _tables(records):
         for point, ref in record["float"].items():
             for q, entry in record["quantizations"].items():
                 p = entry["points"][point]
-                lines.append(f"| {point} | {100 * ref['sa']:.1f} | {100 * ref['ra_worst']:.1f} | {q} | "
-                             f"{100 * p['sa']:.1f} | {100 * p['agreement']:.1f} | {100 * p['ra_transfer']:.1f} | "
-                             f"{100 * p['ra_square']:.1f} | {100 * p['ra_worst']:.1f} |")
+
+                def cell(values, key):
+                    return f"{100 * values[key]:.1f}" if key in values else "—"
+
+                lines.append(f"| {point} | {100 * ref['sa']:.1f} | {cell(ref, 'ra_worst')} | {q} | "
+                             f"{100 * p['sa']:.1f} | {100 * p['agreement']:.1f} | {cell(p, 'ra_transfer')} | "
+                             f"{cell(p, 'ra_square')} | {cell(p, 'ra_worst')} |")
     return "\n".join(lines)
 
 
@@ -226,6 +239,8 @@ def main():
     parser.add_argument("--latency_runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency_only", action="store_true", help="Sizes and latencies only.")
+    parser.add_argument("--no_attacks", action="store_true",
+                        help="Sizes, latencies, SA and argmax agreement only (no RA): cheap enough for 1,000 images.")
     parser.add_argument("--output", default=None, help="JSON file for the results.")
     args = parser.parse_args()
     args.quantizations = args.quantizations.split(",")
