@@ -23,7 +23,9 @@ The "pruning + defence" baseline of RDI-Nets (§4.3, Fig. 6). For each sparsity:
 
 Output: OUTPUT_DIR/sparsity_<s>/ with `results.json` and `saved_model/`; with
 `--evaluate_dense` also OUTPUT_DIR/dense/results.json (the backbone as trained,
-measured the same way); OUTPUT_DIR/compress_results.json and .md gather them,
+measured the same way) and with `--finetune_dense` OUTPUT_DIR/dense_finetuned/ (the
+control: the same fine-tuning with nothing pruned, so that the pruned backbones are
+compared at equal training); OUTPUT_DIR/compress_results.json and .md gather them,
 and OUTPUT_DIR/flags.txt holds the resolved flags. Every file is written
 atomically. A killed sweep resumes: a sparsity whose results.json exists with
 the same settings is skipped; one with other settings stops the command unless
@@ -55,6 +57,7 @@ RESULTS_FILENAME = "results.json"
 SUMMARY_BASENAME = "compress_results"
 EXPORT_SUBDIR = "saved_model"
 DENSE_SUBDIR = "dense"
+FINETUNED_DENSE_SUBDIR = "dense_finetuned"
 # Largest |logit difference| allowed between the Keras 3 network and its tf_keras rebuild.
 REBUILD_TOLERANCE = 1e-4
 
@@ -78,6 +81,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_eval_examples", None, "Test examples to evaluate on; default: the run's.")
     flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch size.")
     flags.DEFINE_bool("evaluate_dense", True, "Also measure the unpruned backbone the same way (sparsity 0).")
+    flags.DEFINE_bool(
+        "finetune_dense", True,
+        "Also fine-tune the unpruned backbone exactly as the pruned ones (the control at equal training).",
+    )
     flags.DEFINE_integer("seed", 0, "Seed of the fine-tuning order, its attacks and the evaluation attacks.")
     flags.DEFINE_bool("overwrite", False, "Redo sparsities whose results were made with other settings.")
 
@@ -344,7 +351,7 @@ def _check_rebuild(backbone, rebuilt, images) -> float:
 
 
 def _prune_one(sparsity: float, checked, splits) -> Dict[str, Any]:
-    """Prunes, fine-tunes, measures and exports one sparsity (see the module doc)."""
+    """Prunes (nothing at sparsity 0) and fine-tunes one backbone (see the module doc)."""
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf.compression import legacy_keras  # pylint: disable=import-outside-toplevel
     from oat_tf.compression import tfmot_pruning  # pylint: disable=import-outside-toplevel
@@ -381,10 +388,13 @@ def _prune_one(sparsity: float, checked, splits) -> Dict[str, Any]:
         "Pruning to sparsity %g: %d fine-tuning steps, target reached at step %d, masks every %d steps.",
         sparsity, schedule.total_steps, schedule.end_step, schedule.frequency,
     )
-    wrapped = tfmot_pruning.wrap_for_pruning(rebuilt, schedule)
-    finetune = tfmot_pruning.finetune_with_pruning(wrapped, batches, schedule, settings)
-    stripped = tfmot_pruning.strip_pruning(wrapped)
-    legacy_keras.copy_weights(stripped, backbone)
+    if sparsity > 0.0:
+        wrapped = tfmot_pruning.wrap_for_pruning(rebuilt, schedule)
+        finetune = tfmot_pruning.finetune_with_pruning(wrapped, batches, schedule, settings)
+        rebuilt = tfmot_pruning.strip_pruning(wrapped)
+    else:  # The control: the same fine-tuning, nothing pruned.
+        finetune = tfmot_pruning.finetune_with_pruning(rebuilt, batches, schedule, settings)
+    legacy_keras.copy_weights(rebuilt, backbone)
     return backbone, {
         "fine_tuning": {**finetune, "end_step": schedule.end_step, "frequency": schedule.frequency},
         "rebuild_max_logit_difference": rebuild_difference,
@@ -400,6 +410,7 @@ def _summary_rows(results: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
         rows.append({
             "name": name,
             "target_sparsity": result["settings"]["target_sparsity"] or 0.0,
+            "fine_tuned": result["settings"]["target_sparsity"] is not None,
             "kernel_sparsity": result["sparsity"]["sparsity"],
             "dense_macs": result["macs"]["dense_macs"],
             "effective_macs": result["macs"]["effective_macs"],
@@ -417,6 +428,8 @@ def main(argv) -> None:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     checked = _check_flags()
     directories = {f"sparsity_{s:g}": (s, os.path.join(FLAGS.output_dir, f"sparsity_{s:g}")) for s in checked["sparsities"]}
+    if FLAGS.finetune_dense:
+        directories = {FINETUNED_DENSE_SUBDIR: (0.0, os.path.join(FLAGS.output_dir, FINETUNED_DENSE_SUBDIR)), **directories}
     if FLAGS.evaluate_dense:
         directories = {DENSE_SUBDIR: (None, os.path.join(FLAGS.output_dir, DENSE_SUBDIR)), **directories}
     previous = {name: _previous_result(path, _settings(checked, s)) for name, (s, path) in directories.items()}

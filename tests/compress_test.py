@@ -62,9 +62,14 @@ def test_prunes_to_the_target_measures_exports_and_resumes(backbone_run):
     first = _compress(*flags)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((out / "compress_results.json").read_text())
-    assert [row["name"] for row in summary["rows"]] == ["dense", "sparsity_0.5", "sparsity_0.75"]
+    assert [row["name"] for row in summary["rows"]] == ["dense", "dense_finetuned", "sparsity_0.5", "sparsity_0.75"]
+    assert [row["fine_tuned"] for row in summary["rows"]] == [False, True, True, True]
     dense = json.loads((out / "dense" / "results.json").read_text())
     assert dense["sparsity"]["zeros"] < dense["sparsity"]["weights"] * 0.01
+    # The control went through the same fine-tuning and stays dense.
+    control = json.loads((out / "dense_finetuned" / "results.json").read_text())
+    assert control["fine_tuning"]["steps"] == 4
+    assert control["sparsity"]["zeros"] < control["sparsity"]["weights"] * 0.01
     images, labels = _test_images()
     for target in (0.5, 0.75):
         result = json.loads((out / f"sparsity_{target:g}" / "results.json").read_text())
@@ -100,7 +105,7 @@ def test_prunes_to_the_target_measures_exports_and_resumes(backbone_run):
 
     again = _compress(*flags)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("done before with the same settings, skipped") == 3
+    assert again.stderr.count("done before with the same settings, skipped") == 4
     after = testing.file_tree(out)
     for name in ("dense/results.json", "sparsity_0.5/results.json", "sparsity_0.75/results.json"):
         assert after[name] == before[name]

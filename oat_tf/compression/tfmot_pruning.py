@@ -33,8 +33,8 @@ class PruningSchedule:
     """When and how far magnitude pruning goes during fine-tuning.
 
     Attributes:
-        target_sparsity: float in (0, 1), the final fraction of zero weights in
-            every pruned kernel.
+        target_sparsity: float in [0, 1), the final fraction of zero weights in
+            every pruned kernel (0: fine-tuning alone, the unpruned control).
         total_steps: int >= 1, fine-tuning steps.
         end_fraction: float in (0, 1], share of `total_steps` after which the
             target sparsity is reached (the rest recovers accuracy at it).
@@ -47,8 +47,8 @@ class PruningSchedule:
     frequency: int = 10
 
     def __post_init__(self):
-        if not 0.0 < self.target_sparsity < 1.0:
-            raise ValueError(f"`target_sparsity` must be in (0, 1). Received: {self.target_sparsity!r}")
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ValueError(f"`target_sparsity` must be in [0, 1). Received: {self.target_sparsity!r}")
         if self.total_steps < 1:
             raise ValueError(f"`total_steps` must be >= 1. Received: {self.total_steps!r}")
         if not 0.0 < self.end_fraction <= 1.0:
@@ -129,7 +129,8 @@ def finetune_with_pruning(
     """Adversarial fine-tuning of a model wrapped by `wrap_for_pruning`, masks updated on schedule.
 
     Args:
-        model: tf_keras.Model from `wrap_for_pruning`.
+        model: tf_keras.Model from `wrap_for_pruning` (or an unwrapped model:
+            the same fine-tuning without pruning).
         batches: iterable of `(images, labels)`, images float32 [N, H, W, C]
             in [0, 1], at least `schedule.total_steps` of them (the rest is
             not read).

@@ -5,8 +5,8 @@
         --rdi_results="budget 0.55=docs/results/rdi_nets/maxavg_flops_budget_0.55.json" \
         --output_prefix=docs/results/rdi_nets/pruning
 
-Reads the rows `oat_tf.compress` wrote (one per sparsity, plus the dense
-backbone) and the multi-exit evaluations of RDI networks
+Reads the rows `oat_tf.compress` wrote (one per sparsity, the unpruned control
+fine-tuned the same way, and the backbone as trained) and the multi-exit evaluations of RDI networks
 (`multi_exit_report`'s JSON), and writes PREFIX.md (the pruned backbones'
 table, then each RDI network next to the pruned backbone interpolated to the
 same average MACs) and PREFIX.png (TA and ATA against MFLOPs). An RDI network's
@@ -43,11 +43,12 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
         str, a Markdown table: sparsity, MACs, SA, worst-case RA and RA per attack.
     """
     attacks = list(rows[0]["robust_accuracy"]) if rows else []
-    header = ["target sparsity", "kernel sparsity", "MACs (M)", "saving", "SA", "RA (worst case)"]
+    header = ["model", "target sparsity", "kernel sparsity", "MACs (M)", "saving", "SA", "RA (worst case)"]
     header += [f"RA {attack}" for attack in attacks]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for row in rows:
         cells = [
+            row["name"] + ("" if fine_tuned(row) else " (as trained)"),
             f"{row['target_sparsity']:.2f}",
             f"{100 * row['kernel_sparsity']:.1f}%",
             f"{row['effective_macs'] / 1e6:.2f}",
@@ -57,6 +58,11 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
         ] + [f"{100 * row['robust_accuracy'][attack]:.2f}%" for attack in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fine_tuned(row: Mapping[str, Any]) -> bool:
+    """Whether a row went through the fine-tuning (pruned, or the unpruned control), not the backbone as trained."""
+    return bool(row.get("fine_tuned", row["name"] != "dense"))
 
 
 def rdi_point(result: Mapping[str, Any], key: Optional[str] = None) -> Dict[str, float]:
@@ -86,14 +92,17 @@ def interpolate_at(rows: Sequence[Mapping[str, Any]], macs: float) -> Optional[D
     """SA and worst-case RA of the pruned series, linearly interpolated at `macs`.
 
     Args:
-        rows: `compress_results.json` rows.
+        rows: `compress_results.json` rows; only the fine-tuned ones (pruned
+            backbones and the unpruned control) make the series.
         macs: float, effective MACs to read the series at.
 
     Returns:
         dict with `clean_accuracy` and `worst_case_accuracy`, or None when
         `macs` lies outside the series' range (no extrapolation).
     """
-    points = sorted((row["effective_macs"], row["clean_accuracy"], row["worst_case_accuracy"]) for row in rows)
+    points = sorted(
+        (row["effective_macs"], row["clean_accuracy"], row["worst_case_accuracy"]) for row in rows if fine_tuned(row)
+    )
     xs = [p[0] for p in points]
     if not points or macs < xs[0] or macs > xs[-1]:
         return None
@@ -145,13 +154,17 @@ def pruning_figure(rows: Sequence[Mapping[str, Any]], rdi: Mapping[str, Mapping[
     fig = figure_lib.Figure(figsize=(9.0, 3.8))
     backend_agg.FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    ordered = sorted(rows, key=lambda row: row["effective_macs"])
+    ordered = sorted((row for row in rows if fine_tuned(row)), key=lambda row: row["effective_macs"])
+    as_trained = [row for row in rows if not fine_tuned(row)]
     for axis, field, title in zip(axes, ("clean_accuracy", "worst_case_accuracy"), ("TA", "ATA (worst case)")):
         xs = [row["effective_macs"] / 1e6 for row in ordered]
         axis.plot(xs, [100 * row[field] for row in ordered], "o-", color="tab:gray", label="pruned backbone + PGD")
         for row, x in zip(ordered, xs):
             axis.annotate(f"{row['target_sparsity']:g}", (x, 100 * row[field]), textcoords="offset points",
                           xytext=(3, 3), fontsize=7, color="tab:gray")
+        for row in as_trained:
+            axis.plot(row["effective_macs"] / 1e6, 100 * row[field], marker="x", markersize=8, linestyle="none",
+                      color="black", label="backbone as trained (no fine-tuning)")
         for index, (label, point) in enumerate(rdi.items()):
             axis.plot(point["macs"] / 1e6, 100 * point[field], marker="*", markersize=11, linestyle="none",
                       color=f"C{index}", label=f"RDI: {label}")

@@ -11,15 +11,20 @@ from oat_tf.evaluation import pruning_report
 from tests import testing
 
 
-def _row(sparsity, macs, clean, worst):
+def _row(sparsity, macs, clean, worst, name=None, fine_tuned=True):
     return {
-        "name": f"sparsity_{sparsity:g}", "target_sparsity": sparsity, "kernel_sparsity": sparsity,
+        "name": name or f"sparsity_{sparsity:g}", "fine_tuned": fine_tuned, "target_sparsity": sparsity, "kernel_sparsity": sparsity,
         "dense_macs": 10e6, "effective_macs": macs, "macs_saving": 1 - macs / 10e6, "lambda": "1.0",
         "clean_accuracy": clean, "worst_case_accuracy": worst, "robust_accuracy": {"PGD-40": worst},
     }
 
 
-ROWS = [_row(0.0, 10e6, 0.98, 0.80), _row(0.5, 6e6, 0.96, 0.70), _row(0.9, 2e6, 0.90, 0.50)]
+ROWS = [
+    _row(0.0, 10e6, 0.50, 0.10, name="dense", fine_tuned=False),  # As trained: not part of the series.
+    _row(0.0, 10e6, 0.98, 0.80, name="dense_finetuned"),
+    _row(0.5, 6e6, 0.96, 0.70),
+    _row(0.9, 2e6, 0.90, 0.50),
+]
 
 
 def _multi_exit_result(clean, per_sample, form_worst, macs):
@@ -39,13 +44,16 @@ def test_interpolation_is_linear_in_macs_and_never_extrapolates():
     assert at["clean_accuracy"] == pytest.approx(0.93)
     assert at["worst_case_accuracy"] == pytest.approx(0.60)
     assert pruning_report.interpolate_at(ROWS, 6e6)["worst_case_accuracy"] == pytest.approx(0.70)
+    # At the dense MACs the series is the fine-tuned control, never the backbone as trained.
+    assert pruning_report.interpolate_at(ROWS, 10e6)["worst_case_accuracy"] == pytest.approx(0.80)
     assert pruning_report.interpolate_at(ROWS, 1e6) is None
     assert pruning_report.interpolate_at(ROWS, 11e6) is None
 
 
 def test_tables_show_the_measured_values_and_the_difference():
     table = pruning_report.format_summary_table(ROWS)
-    assert "| 0.50 | 50.0% | 6.00 | 40.0% | 96.00% | **70.00%** | 70.00% |" in table
+    assert "| sparsity_0.5 | 0.50 | 50.0% | 6.00 | 40.0% | 96.00% | **70.00%** | 70.00% |" in table
+    assert "| dense (as trained) | 0.00 | 0.0% | 10.00 | 0.0% | 50.00% | **10.00%** | 10.00% |" in table
     comparison = pruning_report.format_comparison(
         ROWS, {"budget": {"clean_accuracy": 0.98, "worst_case_accuracy": 0.65, "macs": 4e6}}
     )
