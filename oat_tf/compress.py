@@ -43,7 +43,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -89,14 +89,10 @@ def define_flags() -> None:
     flags.DEFINE_bool("overwrite", False, "Redo sparsities whose results were made with other settings.")
 
 
-def _usage(message: str) -> app.UsageError:
-    return app.UsageError(message)
-
-
 def _sparsities() -> List[float]:
     """The target sparsities from --sparsity / --sparsities, checked."""
     if (FLAGS.sparsity is None) == (FLAGS.sparsities is None):
-        raise _usage(
+        raise app.UsageError(
             "Exactly one of --sparsity and --sparsities is required. "
             f"Received: --sparsity={FLAGS.sparsity!r} --sparsities={FLAGS.sparsities!r}"
         )
@@ -106,12 +102,12 @@ def _sparsities() -> List[float]:
         try:
             value = float(item)
         except (TypeError, ValueError):
-            raise _usage(f"--sparsities must be numbers in (0, 1). Received: {item!r}") from None
+            raise app.UsageError(f"--sparsities must be numbers in (0, 1). Received: {item!r}") from None
         if not 0.0 < value < 1.0:
-            raise _usage(f"Every sparsity must be in (0, 1) (exclusive). Received: {item!r}")
+            raise app.UsageError(f"Every sparsity must be in (0, 1) (exclusive). Received: {item!r}")
         values.append(value)
     if len(set(values)) != len(values):
-        raise _usage(f"--sparsities must not repeat a value. Received: {raw}")
+        raise app.UsageError(f"--sparsities must not repeat a value. Received: {raw}")
     return sorted(values)
 
 
@@ -119,13 +115,13 @@ def _check_run(run_config: Dict[str, Any]) -> None:
     """Refuses runs whose network is not plain (FiLM, dual BN and slimmable layers have no tf_keras rebuild)."""
     model = run_config.get("model", {})
     if model.get("variant") != "plain":
-        raise _usage(
+        raise app.UsageError(
             "--run_dir must be a run of a plain network (variant 'plain'): FiLM, dual BN and "
             f"slimmable layers have no tf_keras rebuild. Received: variant={model.get('variant')!r} "
             f"in {FLAGS.run_dir}/config.json"
         )
     if run_config.get("train_attack", {}).get("name") not in ("pgd", "fgsm"):
-        raise _usage(
+        raise app.UsageError(
             "--run_dir must have been trained with PGD or FGSM (its training attack is the "
             f"fine-tuning attack). Received: {run_config.get('train_attack', {}).get('name')!r}"
         )
@@ -142,7 +138,7 @@ def _loss_weights(run_config: Dict[str, Any]) -> Dict[str, float]:
         else:
             values = run_config.get("lambda_sampling", {}).get("values", [])
             if run_config.get("lambda_sampling", {}).get("sampling") != "fixed" or len(values) != 1:
-                raise _usage(
+                raise app.UsageError(
                     "--clean_loss_weight and --adversarial_loss_weight are required for a run "
                     "not trained at one fixed λ. Received: lambda_sampling="
                     f"{run_config.get('lambda_sampling')!r}"
@@ -152,9 +148,9 @@ def _loss_weights(run_config: Dict[str, Any]) -> Dict[str, float]:
         adversarial = default[1] if adversarial is None else adversarial
     for name, value in (("clean_loss_weight", clean), ("adversarial_loss_weight", adversarial)):
         if not value >= 0.0:
-            raise _usage(f"--{name} must be >= 0. Received: {value!r}")
+            raise app.UsageError(f"--{name} must be >= 0. Received: {value!r}")
     if clean + adversarial <= 0.0:
-        raise _usage("--clean_loss_weight and --adversarial_loss_weight must not both be 0.")
+        raise app.UsageError("--clean_loss_weight and --adversarial_loss_weight must not both be 0.")
     return {"clean": float(clean), "adversarial": float(adversarial)}
 
 
@@ -172,41 +168,41 @@ def _check_flags() -> Dict[str, Any]:
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
 
     if not FLAGS.run_dir:
-        raise _usage("--run_dir (a plain backbone run directory) is required.")
+        raise app.UsageError("--run_dir (a plain backbone run directory) is required.")
     if not FLAGS.output_dir:
-        raise _usage("--output_dir is required.")
+        raise app.UsageError("--output_dir is required.")
     sparsities = _sparsities()
     try:
         run_config = loading.read_run_config(FLAGS.run_dir)
         checkpoint = checkpoint_state.latest_checkpoint(os.path.join(FLAGS.run_dir, "checkpoints"))
     except (FileNotFoundError, ValueError) as error:
-        raise _usage(f"--run_dir: {error}") from None
+        raise app.UsageError(f"--run_dir: {error}") from None
     _check_run(run_config)
     if checkpoint is None:
-        raise _usage(f"--run_dir must hold a checkpoint in checkpoints/. Received: --run_dir={FLAGS.run_dir!r}")
+        raise app.UsageError(f"--run_dir must hold a checkpoint in checkpoints/. Received: --run_dir={FLAGS.run_dir!r}")
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
-        raise _usage(f"--output_dir must be a directory. Received: {FLAGS.output_dir!r} (a file)")
+        raise app.UsageError(f"--output_dir must be a directory. Received: {FLAGS.output_dir!r} (a file)")
     try:
         output_paths.check_writable_directory("output_dir", FLAGS.output_dir)
     except ValueError as error:
-        raise _usage(str(error)) from None
+        raise app.UsageError(str(error)) from None
     if not FLAGS.epochs > 0:
-        raise _usage(f"--epochs must be > 0. Received: {FLAGS.epochs!r}")
+        raise app.UsageError(f"--epochs must be > 0. Received: {FLAGS.epochs!r}")
     if not 0.0 < FLAGS.pruning_end_fraction <= 1.0:
-        raise _usage(f"--pruning_end_fraction must be in (0, 1]. Received: {FLAGS.pruning_end_fraction!r}")
+        raise app.UsageError(f"--pruning_end_fraction must be in (0, 1]. Received: {FLAGS.pruning_end_fraction!r}")
     if FLAGS.pruning_frequency < 1:
-        raise _usage(f"--pruning_frequency must be >= 1. Received: {FLAGS.pruning_frequency!r}")
+        raise app.UsageError(f"--pruning_frequency must be >= 1. Received: {FLAGS.pruning_frequency!r}")
     learning_rate = FLAGS.learning_rate
     if learning_rate is None:
         learning_rate = run_config.get("optimizer", {}).get("learning_rate")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-        raise _usage(f"--learning_rate must be > 0. Received: {learning_rate!r}")
+        raise app.UsageError(f"--learning_rate must be > 0. Received: {learning_rate!r}")
     if FLAGS.num_eval_examples is not None and FLAGS.num_eval_examples < 1:
-        raise _usage(f"--num_eval_examples must be >= 1. Received: {FLAGS.num_eval_examples!r}")
+        raise app.UsageError(f"--num_eval_examples must be >= 1. Received: {FLAGS.num_eval_examples!r}")
     if FLAGS.eval_batch_size < 1:
-        raise _usage(f"--eval_batch_size must be >= 1. Received: {FLAGS.eval_batch_size!r}")
+        raise app.UsageError(f"--eval_batch_size must be >= 1. Received: {FLAGS.eval_batch_size!r}")
     if FLAGS.seed < 0:
-        raise _usage(f"--seed must be >= 0. Received: {FLAGS.seed!r}")
+        raise app.UsageError(f"--seed must be >= 0. Received: {FLAGS.seed!r}")
     train_attack = config_lib.AttackConfig(**run_config["train_attack"])
     if FLAGS.eval_attacks is None:
         attacks = tuple(config_lib.AttackConfig(**entry) for entry in run_config["evaluation"]["attacks"])
@@ -214,7 +210,7 @@ def _check_flags() -> Dict[str, Any]:
         try:
             attacks = flags_lib.parse_eval_attacks(FLAGS.eval_attacks, train_attack)
         except ValueError as error:
-            raise _usage(f"--eval_attacks: {error}") from None
+            raise app.UsageError(f"--eval_attacks: {error}") from None
     return {
         "sparsities": sparsities,
         "run_config": run_config,
@@ -261,7 +257,7 @@ def _previous_result(directory: str, settings: Dict[str, Any]) -> Optional[Dict[
     if result is not None and result.get("settings") == settings:
         return result
     if not FLAGS.overwrite:
-        raise _usage(
+        raise app.UsageError(
             f"{path} holds a result made with other settings (or is corrupt); pass --overwrite to "
             "redo it, or choose another --output_dir."
         )
@@ -350,8 +346,13 @@ def _check_rebuild(backbone, rebuilt, images) -> float:
     return difference
 
 
-def _prune_one(sparsity: float, checked, splits) -> Dict[str, Any]:
-    """Prunes (nothing at sparsity 0) and fine-tunes one backbone (see the module doc)."""
+def _prune_one(sparsity: float, checked, splits) -> Tuple[Any, Dict[str, Any]]:
+    """Prunes (nothing at sparsity 0) and fine-tunes one backbone (see the module doc).
+
+    Returns:
+        (the Keras 3 backbone holding the fine-tuned weights, dict of the
+        fine-tuning record and the rebuild check to add to its result).
+    """
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf.compression import legacy_keras  # pylint: disable=import-outside-toplevel
     from oat_tf.compression import tfmot_pruning  # pylint: disable=import-outside-toplevel
@@ -386,7 +387,7 @@ def _prune_one(sparsity: float, checked, splits) -> Dict[str, Any]:
     )
     logging.info(
         "Pruning to sparsity %g: %d fine-tuning steps, target reached at step %d, masks every %d steps.",
-        sparsity, schedule.total_steps, schedule.end_step, schedule.frequency,
+        sparsity, schedule.total_steps, schedule.end_step, schedule.update_every,
     )
     if sparsity > 0.0:
         wrapped = tfmot_pruning.wrap_for_pruning(rebuilt, schedule)
@@ -396,7 +397,7 @@ def _prune_one(sparsity: float, checked, splits) -> Dict[str, Any]:
         finetune = tfmot_pruning.finetune_with_pruning(rebuilt, batches, schedule, settings)
     legacy_keras.copy_weights(rebuilt, backbone)
     return backbone, {
-        "fine_tuning": {**finetune, "end_step": schedule.end_step, "frequency": schedule.frequency},
+        "fine_tuning": {**finetune, "end_step": schedule.end_step, "frequency": schedule.update_every},
         "rebuild_max_logit_difference": rebuild_difference,
     }
 
@@ -432,7 +433,8 @@ def main(argv) -> None:
         directories = {FINETUNED_DENSE_SUBDIR: (0.0, os.path.join(FLAGS.output_dir, FINETUNED_DENSE_SUBDIR)), **directories}
     if FLAGS.evaluate_dense:
         directories = {DENSE_SUBDIR: (None, os.path.join(FLAGS.output_dir, DENSE_SUBDIR)), **directories}
-    previous = {name: _previous_result(path, _settings(checked, s)) for name, (s, path) in directories.items()}
+    settings = {name: _settings(checked, s) for name, (s, _) in directories.items()}
+    previous = {name: _previous_result(path, settings[name]) for name, (_, path) in directories.items()}
 
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
@@ -447,13 +449,12 @@ def main(argv) -> None:
             logging.info("%s: done before with the same settings, skipped.", name)
             results[name] = previous[name]
             continue
-        settings = _settings(checked, sparsity)
         os.makedirs(directory, exist_ok=True)
         if sparsity is None:
-            result = _measure(_load_backbone(), checked, splits, settings, {})
+            result = _measure(_load_backbone(), checked, splits, settings[name], {})
         else:
             backbone, extra = _prune_one(sparsity, checked, splits)
-            result = _measure(backbone, checked, splits, settings, extra)
+            result = _measure(backbone, checked, splits, settings[name], extra)
             result["export_dir"] = os.path.abspath(_export(backbone, checked, directory, result))
         atomic_files.write_json(os.path.join(directory, RESULTS_FILENAME), result)
         results[name] = result

@@ -57,12 +57,16 @@ class PruningSchedule:
             raise ValueError(f"`frequency` must be >= 1. Received: {self.frequency!r}")
 
     @property
+    def update_every(self) -> int:
+        """Steps between two mask updates as applied: `frequency`, at most `total_steps`."""
+        return min(self.frequency, self.total_steps)
+
+    @property
     def end_step(self) -> int:
-        """The step at which the target is reached: a multiple of `frequency` (TFMOT
+        """The step at which the target is reached: a multiple of `update_every` (TFMOT
         updates masks only there), at least one update, at most `total_steps`."""
-        frequency = min(self.frequency, self.total_steps)
-        steps = max(frequency, int(self.end_fraction * self.total_steps))
-        return steps - steps % frequency
+        steps = max(self.update_every, int(self.end_fraction * self.total_steps))
+        return steps - steps % self.update_every
 
     def tfmot_schedule(self) -> Any:
         """The TFMOT `PolynomialDecay` schedule, from 0 at step 0 to the target at `end_step`."""
@@ -71,7 +75,7 @@ class PruningSchedule:
             final_sparsity=self.target_sparsity,
             begin_step=0,
             end_step=self.end_step,
-            frequency=min(self.frequency, self.total_steps),
+            frequency=self.update_every,
         )
 
 
