@@ -114,6 +114,7 @@ def test_cli_chooses_on_validation_and_exports_the_card(tiny_run, reference, tmp
     assert choice["ra"] == max(p["ra"] for p in record["curve"] if p["sa"] >= min_sa - 1e-9)
     assert f"lambda_value={choice['lambda']!r}" in result.stdout and "◀ chosen" in result.stdout
     assert record["export_dir"] == str(export_dir)
+    assert record["operating_point"] == {"lambda": choice["lambda"], "width": 1.0}
 
     # The export carries the training card (with the test table) and the calibration.
     card = export.load_model_card(str(export_dir))
@@ -181,6 +182,7 @@ def test_infeasible_requirement_exits_3_and_exports_nothing(tiny_run, reference,
     assert "No λ meets SA ≥ 100.00%: the highest SA is" in result.stdout
     record = json.loads((tmp_path / "out" / calibrate_model.CALIBRATION_FILENAME).read_text())
     assert record["choice"]["feasible"] is False and record["choice"]["lambda"] is None
+    assert record["operating_point"] is None
     best_sa = max(p["sa"] for p in reference)
     assert record["choice"]["closest"]["sa"] == best_sa
     assert [p["sa"] for p in record["curve"]] == [p["sa"] for p in reference]

@@ -69,6 +69,7 @@ def test_budget_restricts_the_widths_and_the_card_records_the_choice(oats_run, t
     )
     choice = record["choice"]
     assert choice["feasible"] and choice["width"] == 0.5 and choice["signature_name"] == "width_0_5"
+    assert record["operating_point"] == {"lambda": choice["lambda"], "width": 0.5}
     assert record["widths"] == [0.5] and record["max_width"] == 0.5
     assert list(record["curves"]) == ["0.5"]
     assert record["curves"]["0.5"] == _curve(summary["network"], 0.5, dataset) == record["curve"]

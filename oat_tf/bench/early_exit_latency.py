@@ -27,8 +27,13 @@ timed passes, alternating adaptive and backbone so that a change of the
 machine's load hits both alike. Reported: the median pass time of each,
 throughput, the wall-clock saving 1 − t_adaptive / t_backbone, and the MACs
 saving of the same images (from the exits the adaptive model returned and
-`multi_exit.exit_macs`), which the wall-clock saving should approach. No
-timing is asserted anywhere: the machine is shared and noisy.
+`multi_exit.exit_macs`), which the wall-clock saving should approach. With
+`--stage_bound` (default), each stage is also timed alone on a full batch and
+the row gets `stage_time_bound`: the saving an adaptive model whose gathers and
+conditionals cost nothing would reach with those stage times. The gap between
+it and the wall-clock saving is the early-exit bookkeeping; the gap between it
+and the MACs saving is the stages' differing time per MAC. No timing is
+asserted anywhere: the machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -87,6 +92,20 @@ def define_flags() -> None:
         "the thresholds are set to produce it.",
     )
     flags.DEFINE_integer("seed", 0, "Seed of the random weights and images (with --architecture).")
+    flags.DEFINE_enum(
+        "variant", "oat", ["plain", "oat"],
+        "With --architecture: the network's variant, plain (BN, the paper's RDI-Nets) or oat (FiLM + dual BN).",
+    )
+    flags.DEFINE_boolean(
+        "fused_normalization", False,
+        "With --architecture --variant=oat: dual BN + FiLM as one per-sample scale and shift "
+        "(`EncoderConfig.fused_normalization`).",
+    )
+    flags.DEFINE_boolean(
+        "stage_bound", True,
+        "Also time each stage alone on a full batch and report the saving a gather of no cost would "
+        "reach with those stage times (`stage_time_bound`).",
+    )
 
 
 def backbone_model(network: keras.Model) -> keras.Model:
@@ -160,18 +179,91 @@ def measure(
     }
 
 
+def stage_seconds(
+    views: Sequence[multi_exit.StageView], images: np.ndarray, lam: float, batch_size: int, *, runs: int
+) -> List[float]:
+    """Median seconds of each stage run alone on one full batch.
+
+    Stage i is fed the features the stages before it computed for the first
+    `batch_size` images, so every stage sees the whole batch; a side stage's
+    time includes its exit head (the adaptive model runs it for every sample
+    that reaches the stage).
+
+    Args:
+        views: the network's `multi_exit.stage_views`.
+        images: float32 [N, H, W, C], N >= 1.
+        lam: float, λ fed to every stage.
+        batch_size: int, samples per call (at most N are used).
+        runs: int >= 1, timed calls per stage after one untimed call.
+
+    Returns:
+        list of float, one per stage.
+    """
+    batch = tf.constant(images[:batch_size])
+    lambdas = tf.fill([batch.shape[0]], tf.constant(lam, tf.float32))
+    calls = [tf.function(lambda f, l, view=view: view(f, l, training=False)) for view in views]
+    seconds, features = [], batch
+    for call in calls:
+        outputs = call(features, lambdas)  # Traces, and gives the next stage its input.
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            call(features, lambdas)[1].numpy()
+            times.append(time.perf_counter() - start)
+        seconds.append(float(np.median(times)))
+        features = outputs[0]
+    return seconds
+
+
+def stage_time_bound(seconds: Sequence[float], exit_index: np.ndarray) -> float:
+    """The wall-clock saving if each stage's time scaled exactly with the samples reaching it.
+
+    With t_i the time of stage i on a full batch (`stage_seconds`) and r_i
+    the share of samples that run stage i (those whose exit is i or later),
+    the bound is 1 − Σ r_i t_i / Σ t_i: what an adaptive model whose gathers,
+    conditionals and entropy tests cost nothing would save over running every
+    stage. It differs from the MACs saving when the stages' time per
+    multiply-accumulate differs (early, high-resolution stages with few
+    channels spend more time per MAC in normalisation and element-wise ops).
+    Σ t_i includes the side heads, which the backbone does not run, so the
+    bound is a little pessimistic when the heads are not negligible.
+
+    Args:
+        seconds: time of each of the M + 1 stages.
+        exit_index: int array [N] of exits taken, in 0..M.
+
+    Returns:
+        float.
+    """
+    seconds = np.asarray(seconds, np.float64)
+    exit_index = np.asarray(exit_index)
+    if seconds.ndim != 1 or seconds.size < 1 or np.any(seconds < 0):
+        raise ValueError(f"`seconds` must be a non-empty list of times >= 0. Received: {seconds.tolist()}")
+    if exit_index.size == 0 or np.any(exit_index < 0) or np.any(exit_index >= seconds.size):
+        raise ValueError(
+            f"`exit_index` must be a non-empty array of exits in 0..{seconds.size - 1}. "
+            f"Received: values in [{exit_index.min() if exit_index.size else None}, "
+            f"{exit_index.max() if exit_index.size else None}]"
+        )
+    reach = np.array([np.mean(exit_index >= i) for i in range(seconds.size)])
+    return float(1.0 - np.dot(reach, seconds) / seconds.sum())
+
+
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     """Markdown table of `measure` rows (with `macs_saving` added)."""
     lines = [
         "| batch | adaptive (s / pass) | backbone (s / pass) | adaptive img/s | backbone img/s "
-        "| wall-clock saving | MACs saving |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| wall-clock saving | MACs saving | share of the MACs saving | stage-time bound |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        share = row["wall_clock_saving"] / row["macs_saving"] if row["macs_saving"] > 0 else float("nan")
+        bound = row.get("stage_time_bound")
         lines.append(
             f"| {row['batch_size']} | {row['adaptive_s']:.3f} | {row['backbone_s']:.3f} | "
             f"{row['adaptive_images_per_s']:.0f} | {row['backbone_images_per_s']:.0f} | "
-            f"{100 * row['wall_clock_saving']:.1f}% | {100 * row['macs_saving']:.1f}% |"
+            f"{100 * row['wall_clock_saving']:.1f}% | {100 * row['macs_saving']:.1f}% | "
+            f"{100 * share:.0f}% | {'' if bound is None else f'{100 * bound:.1f}%'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -233,9 +325,19 @@ def _random_network():
 
     if not FLAGS.exit_distribution:
         raise app.UsageError("--exit_distribution is required with --architecture.")
+    if FLAGS.fused_normalization and FLAGS.variant != "oat":
+        raise app.UsageError(
+            "--fused_normalization needs --variant=oat (it fuses the dual BN with FiLM). "
+            f"Received: --variant={FLAGS.variant}"
+        )
     try:
         shape = tuple(int(v) for v in FLAGS.image_shape)
-        model_config = config_lib.ModelConfig(architecture=FLAGS.architecture, variant="oat", input_shape=shape)
+        model_config = config_lib.ModelConfig(
+            architecture=FLAGS.architecture,
+            variant=FLAGS.variant,
+            input_shape=shape,
+            encoder=config_lib.EncoderConfig(fused_normalization=FLAGS.fused_normalization),
+        )
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     keras.utils.set_random_seed(FLAGS.seed)
@@ -259,7 +361,11 @@ def _random_network():
         thresholds = thresholds_for_distribution(entropies, FLAGS.exit_distribution)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    description = f"{FLAGS.architecture} (random weights, seed {FLAGS.seed}), {len(images)} random images {shape}"
+    fused = ", fused normalization" if FLAGS.fused_normalization else ""
+    description = (
+        f"{FLAGS.architecture} ({FLAGS.variant} variant{fused}, random weights, seed {FLAGS.seed}), "
+        f"{len(images)} random images {shape}"
+    )
     return network, images, thresholds, lam, description
 
 
@@ -317,6 +423,11 @@ def main(argv) -> None:
             row["exit_distribution"] = [float(v) for v in distribution]
             row["average_macs"] = float(np.dot(distribution, costs))
             row["macs_saving"] = float(1.0 - row["average_macs"] / backbone_macs)
+            if FLAGS.stage_bound:
+                row["stage_seconds"] = stage_seconds(
+                    multi_exit.stage_views(network), images, lam, batch_size, runs=max(3, FLAGS.runs)
+                )
+                row["stage_time_bound"] = stage_time_bound(row["stage_seconds"], exits)
             rows.append(row)
             logging.info("Batch %d: %s", batch_size, row)
     table = format_table(rows)

@@ -23,6 +23,7 @@ from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import export
 from oat_tf import flags as oat_flags
+from oat_tf import operating_point
 from oat_tf import output_paths
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import calibration
@@ -257,8 +258,9 @@ def calibrate(
 
     Returns:
         dict, the record written to calibration.json (`choice["feasible"]`
-        says whether a λ meets the requirement; `export_dir` is None when
-        nothing was exported).
+        says whether a λ meets the requirement; `operating_point` is the
+        chosen point as `OperatingPoint.to_json`, or None; `export_dir` is
+        None when nothing was exported).
     """
     constraint = calibration.check_constraint(min_sa=min_sa, min_ra=min_ra)
     if (run_dir is None) == (saved_model is None):
@@ -351,6 +353,11 @@ def calibrate(
         "constraint": choice["constraint"],
         "curve": curve,
         "choice": choice,
+        # The chosen (λ, width), None when no λ meets the requirement.
+        "operating_point": (
+            operating_point.OperatingPoint(choice["lambda"], choice.get("width", 1.0)).to_json()
+            if choice["feasible"] else None
+        ),
         "evaluation": {
             key: result[key] for key in ("clean_accuracy", "robust_accuracy", "worst_case_accuracy")
         },

@@ -12,6 +12,7 @@ import json
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from oat_tf import export
+from oat_tf import operating_point
 from oat_tf.evaluation import report
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import width_grid
@@ -92,6 +93,8 @@ def make_model_card(
         `widths` (the exported widths with their signature names) and
         `test_evaluation_per_width`: `widths`, `per_width` (the measured
         results of each width) and `table` (the λ × width Markdown table).
+        With either, `operating_points`: the (λ, width) points the card's
+        measurements cover, as `OperatingPoint.to_json` dicts.
     """
     model = run_config["model"]
     sampling = run_config["lambda_sampling"]
@@ -123,6 +126,7 @@ def make_model_card(
         "serving": serving_contract(model["input_shape"]),
     }
     if test_results is not None:
+        card["operating_points"] = [p.to_json() for p in operating_point.grid(list(test_results["lambdas"]))]
         # The measurement only (a report's JSON may hold more, e.g. plot names).
         measured = {k: test_results[k] for k in results_lib.MEASURED_KEYS if k in test_results}
         card["test_evaluation"] = {
@@ -139,6 +143,12 @@ def make_model_card(
                 json.dumps(test_results["masking_checks"])
             )
     if width_results is not None:
+        # Every width's measured λ (a width may have its own).
+        card["operating_points"] = [
+            operating_point.OperatingPoint(lam, w).to_json()
+            for w in width_results["widths"]
+            for lam in width_results["per_width"][width_grid.width_key(w)]["lambdas"]
+        ]
         per_width = {
             key: {k: result[k] for k in results_lib.MEASURED_KEYS if k in result}
             for key, result in width_results["per_width"].items()

@@ -45,6 +45,7 @@ import tensorflow as tf
 from absl import logging
 
 from oat_tf import config as config_lib
+from oat_tf import operating_point
 from oat_tf.attacks import multi_exit as multi_exit_attacks
 from oat_tf.evaluation import robust_eval
 from oat_tf.models import exit_rule
@@ -97,24 +98,29 @@ def attack_instances(forms: Sequence[str], names: Sequence[str]) -> List[Tuple[s
     return instances
 
 
-def thresholds_to_json(thresholds: Sequence[float]) -> List[Any]:
-    """Thresholds as JSON values: finite floats, or the strings "inf" / "-inf"."""
-    return [float(t) if np.isfinite(t) else ("inf" if t > 0 else "-inf") for t in np.asarray(thresholds, np.float64)]
-
-
 def thresholds_from_json(values: Sequence[Any]) -> np.ndarray:
-    """Inverse of `thresholds_to_json`: float32 [M]."""
-    return np.asarray([float(v) for v in values], np.float32)
+    """Inverse of `operating_point.thresholds_to_json`: float32 [M]."""
+    return np.asarray(operating_point.check_thresholds(values, name="thresholds"), np.float32)
 
 
 def _check_thresholds(thresholds: Sequence[float], num_side_exits: int) -> np.ndarray:
-    values = np.asarray(thresholds, np.float64).reshape(-1)
-    if values.shape[0] != num_side_exits or np.isnan(values).any():
+    return np.asarray(operating_point.check_thresholds(thresholds, num_side_exits, "thresholds"), np.float32)
+
+
+def _lambda_rows(lambda_thresholds: Any, lambdas: Sequence[float], num_side_exits: int) -> Dict[float, np.ndarray]:
+    """{λ: thresholds} for every λ of `lambdas`, from a table or a list of OperatingPoints."""
+    if isinstance(lambda_thresholds, Mapping):
+        points = operating_point.points_from_table(lambda_thresholds, num_side_exits=num_side_exits)
+    else:
+        points = operating_point.check_points(lambda_thresholds, "lambda_thresholds")
+    table = operating_point.threshold_table(points, num_side_exits)
+    missing = [lam for lam in lambdas if lam not in table]
+    if missing:
         raise ValueError(
-            f"`thresholds` must be {num_side_exits} numbers, one entropy threshold per side exit "
-            f"(-inf: that exit never fires). Received: thresholds={list(thresholds)!r}"
+            "`lambda_thresholds` must have a row for every λ of `lambdas`. "
+            f"Missing: {missing}; received rows for {sorted(table)}"
         )
-    return values.astype(np.float32)
+    return {lam: np.asarray(table[lam], np.float32) for lam in lambdas}
 
 
 def _outputs_fn(model, names, lam):
@@ -214,7 +220,7 @@ def evaluate_multi_exit(
     forms: Sequence[str] = config_lib.EXIT_FORMS,
     efficiency_attack: bool = True,
     seed: int = 0,
-    lambda_thresholds: Optional[Mapping[float, Sequence[float]]] = None,
+    lambda_thresholds: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Measures TA, ATA per attack form, exit usage and cost under early exit.
 
@@ -234,9 +240,11 @@ def evaluate_multi_exit(
         efficiency_attack: bool, also run `delay_exit_attack` with the first
             attack's settings.
         seed: int >= 0, seed of every attack's random start.
-        lambda_thresholds: optional {λ: thresholds} with a row for every λ of
-            `lambdas` (e.g. those calibrated per λ for multi-exit OAT); each λ
-            is then evaluated with its own row instead of `thresholds`.
+        lambda_thresholds: optional {λ: thresholds}, or a list of
+            `operating_point.OperatingPoint`s carrying `exit_thresholds`, with
+            a row for every λ of `lambdas` (e.g. those calibrated per λ for
+            multi-exit OAT); each λ is then evaluated with its own row instead
+            of `thresholds`.
 
     Returns:
         dict, JSON-serialisable: `num_examples`, `seed`, `lambdas`,
@@ -270,14 +278,7 @@ def evaluate_multi_exit(
     labels_of_attacks = [a.describe() for a in attacks]
     rows = {lam: threshold_values for lam in lambda_values}
     if lambda_thresholds is not None:
-        given = {float(lam): row for lam, row in lambda_thresholds.items()}
-        missing = [lam for lam in lambda_values if lam not in given]
-        if missing:
-            raise ValueError(
-                "`lambda_thresholds` must have a row for every λ of `lambdas`. "
-                f"Missing: {missing}; received rows for {sorted(given)}"
-            )
-        rows = {lam: _check_thresholds(given[lam], len(names) - 1) for lam in lambda_values}
+        rows = _lambda_rows(lambda_thresholds, lambda_values, len(names) - 1)
     instances = attack_instances(forms, names)
     image_spec = robust_eval.dataset_image_spec(dataset)
     macs = multi_exit.exit_macs(model)
@@ -377,9 +378,9 @@ def evaluate_multi_exit(
         "seed": int(seed),
         "lambdas": lambda_values,
         "output_names": list(names),
-        "thresholds": thresholds_to_json(threshold_values),
+        "thresholds": operating_point.thresholds_to_json(threshold_values),
         "lambda_thresholds": None if lambda_thresholds is None else {
-            robust_eval.lambda_key(lam): thresholds_to_json(row) for lam, row in rows.items()
+            robust_eval.lambda_key(lam): operating_point.thresholds_to_json(row) for lam, row in rows.items()
         },
         "exit_macs": {name: int(cost) for name, cost in zip(names, costs)},
         "backbone_macs": backbone,

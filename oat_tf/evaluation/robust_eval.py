@@ -56,21 +56,12 @@ from absl import logging
 
 from oat_tf import attacks as attacks_lib
 from oat_tf import config as config_lib
+from oat_tf import operating_point
 
 
-def lambda_key(value: float) -> str:
-    """Returns the dictionary key of a λ value in an evaluation result.
-
-    The key is Python's shortest round-trip form of the float ("0.0", "0.1",
-    "0.15", "1.0"), so `float(lambda_key(v)) == v`.
-
-    Args:
-        value: float, a λ value.
-
-    Returns:
-        str, the key.
-    """
-    return repr(float(value))
+# The key of a λ value in an evaluation result ("0.0", "0.1", "1.0"), one
+# format for every axis of an operating point.
+lambda_key = operating_point.value_key
 
 
 def _validate_lambdas(lambdas: Sequence[float]) -> List[float]:

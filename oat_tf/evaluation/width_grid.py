@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
+from oat_tf import operating_point
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import results as results_lib
@@ -36,9 +37,9 @@ from oat_tf.models import slimmable_network
 WIDTH_COLORS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b")
 
 
-def width_key(width: float) -> str:
-    """Returns the key of `width` in a width-grid result (e.g. "0.5", "1.0")."""
-    return robust_eval.lambda_key(float(width))
+# The key of a width in a width-grid result ("0.5", "1.0"): the format of every
+# operating-point axis.
+width_key = operating_point.value_key
 
 
 def check_widths_of(model: Any, widths: Optional[Sequence[float]]) -> tuple:
@@ -78,6 +79,62 @@ def width_model(model: Any, width: float) -> Any:
     return model
 
 
+def evaluate_operating_points(
+    model: Any,
+    dataset: Any,
+    points: Sequence[operating_point.OperatingPoint],
+    attacks: Sequence[Any],
+    *,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> Dict[str, Any]:
+    """Measures SA and RA at each operating point (λ, width) of `points`.
+
+    The points are grouped by width; each width runs `evaluate_lambda_grid`
+    over its own λ values, so a width may have other λ than the next.
+
+    Args:
+        model: a `SlimmableNetwork` (any width it has), or any oat_tf model
+            (width 1.0 only).
+        dataset: tf.data.Dataset of (images, labels), as for
+            `evaluate_lambda_grid`.
+        points: sequence of `operating_point.OperatingPoint` (exit
+            thresholds must be None: early exit is measured by
+            `multi_exit_eval`).
+        attacks: sequence of AttackConfig.
+        seed: int, seed of the attacks (the same at every width).
+        show_progress: bool, show a tqdm progress bar per width.
+
+    Returns:
+        dict with `widths` (sorted floats), `per_width` ({width key: λ-grid
+        result}) and `operating_points` (the points, `OperatingPoint.to_json`).
+
+    Raises:
+        ValueError: for a width the model does not have, or a point with exit
+            thresholds, before anything runs.
+    """
+    points = operating_point.check_points(points, "points")
+    with_thresholds = [str(p) for p in points if p.exit_thresholds is not None]
+    if with_thresholds:
+        raise ValueError(
+            "`points` of a λ × width evaluation must not carry exit thresholds (early exit is "
+            f"evaluated by `multi_exit_eval.evaluate_multi_exit`). Received: {with_thresholds}"
+        )
+    by_width = operating_point.lambdas_by_width(points)
+    widths = check_widths_of(model, list(by_width))
+    per_width = {
+        width_key(w): robust_eval.evaluate_lambda_grid(
+            width_model(model, w), dataset, by_width[w], attacks, seed=seed, show_progress=show_progress,
+        )
+        for w in widths
+    }
+    return {
+        "widths": list(widths),
+        "per_width": per_width,
+        "operating_points": [p.to_json() for p in points],
+    }
+
+
 def evaluate_width_grid(
     model: Any,
     dataset: Any,
@@ -101,18 +158,12 @@ def evaluate_width_grid(
         show_progress: bool, show a tqdm progress bar per width.
 
     Returns:
-        dict with `widths` (sorted floats) and `per_width` ({width key:
-        λ-grid result}).
+        dict, as `evaluate_operating_points` over every (width, λ) pair.
     """
-    widths = check_widths_of(model, widths)
-    per_width = {
-        width_key(w): robust_eval.evaluate_lambda_grid(
-            width_model(model, w), dataset, lambdas, attacks, seed=seed,
-            show_progress=show_progress,
-        )
-        for w in widths
-    }
-    return {"widths": list(widths), "per_width": per_width}
+    points = operating_point.grid(list(lambdas), check_widths_of(model, widths))
+    return evaluate_operating_points(
+        model, dataset, points, attacks, seed=seed, show_progress=show_progress
+    )
 
 
 def check_width_grid(grid: Any) -> None:

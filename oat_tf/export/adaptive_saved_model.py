@@ -41,7 +41,9 @@ Invalid inputs raise `InvalidArgumentError` naming the input, as in
 given, and `early_exit.json`: the output names, the exported thresholds, the
 MACs per image of each exit (`exit_macs`) and of the backbone
 (`backbone_macs`), and the λ table (`lambda_thresholds`: `lambdas` and one
-`thresholds` row each, or null), read back with `load_early_exit_info`.
+`thresholds` row each, or null, and the same rows as `operating_points`, the
+JSON of `oat_tf.operating_point.OperatingPoint`), read back with
+`load_early_exit_info`.
 
 Example:
 
@@ -60,7 +62,6 @@ outputs = serve_at(image=images, lambda_value=tf.zeros([n]), thresholds=tf.const
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -69,6 +70,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from oat_tf import operating_point
 from oat_tf import output_paths
 from oat_tf.export import saved_model
 from oat_tf.models import exit_rule
@@ -88,45 +90,27 @@ EARLY_EXIT_FILENAME = "early_exit.json"
 
 
 def _check_thresholds(thresholds, num_exits: int, names: Sequence[str]) -> Tuple[float, ...]:
-    try:
-        values = tuple(float(t) for t in np.asarray(thresholds, dtype=np.float64).reshape(-1))
-        shape_ok = np.ndim(thresholds) == 1
-    except (TypeError, ValueError):
-        values, shape_ok = (), False
-    if not shape_ok or len(values) != num_exits or any(math.isnan(t) for t in values):
-        raise ValueError(
-            f"`thresholds` must be {num_exits} floats (not NaN; +inf: every sample leaves at "
-            f"that exit, -inf: none does), one per side exit "
-            f"({', '.join(names[:-1])}). Received: thresholds={thresholds!r}"
-        )
-    return values
+    return operating_point.check_thresholds(thresholds, num_exits, "thresholds", names[:-1])
 
 
 def _check_lambda_thresholds(
     lambda_thresholds, num_exits: int, names: Sequence[str]
 ) -> Optional[Tuple[Tuple[float, ...], Tuple[Tuple[float, ...], ...]]]:
-    """(λ values sorted, their threshold rows) of a {λ: thresholds} table, or None."""
+    """(λ values sorted, their threshold rows) of a λ → thresholds table, or None.
+
+    The table is a dict {λ: thresholds} or a list of `OperatingPoint`s that
+    carry `exit_thresholds` (one width, distinct λ).
+    """
     if lambda_thresholds is None:
         return None
-    if not isinstance(lambda_thresholds, Mapping) or not lambda_thresholds:
-        raise ValueError(
-            "`lambda_thresholds` must be a non-empty dict {λ: thresholds}. "
-            f"Received: lambda_thresholds={lambda_thresholds!r}"
+    if isinstance(lambda_thresholds, Mapping):
+        points = operating_point.points_from_table(
+            lambda_thresholds, num_side_exits=num_exits, exit_names=names[:-1]
         )
-    rows = {}
-    for lam, row in lambda_thresholds.items():
-        try:
-            value = float(lam)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                "`lambda_thresholds` keys must be λ values in [0, 1]. "
-                f"Received: key {lam!r} in lambda_thresholds={lambda_thresholds!r}"
-            )
-        rows[value] = _check_thresholds(row, num_exits, names)
-    lambdas = tuple(sorted(rows))
-    return lambdas, tuple(rows[lam] for lam in lambdas)
+    else:
+        points = operating_point.check_points(lambda_thresholds, "lambda_thresholds")
+    table = operating_point.threshold_table(points, num_exits)
+    return tuple(table), tuple(table.values())
 
 
 def select_lambda_thresholds(
@@ -145,11 +129,6 @@ def select_lambda_thresholds(
     """
     distance = tf.abs(lambda_value[:, tf.newaxis] - table_lambdas[tf.newaxis, :])
     return tf.gather(table, tf.argmin(distance, axis=1, output_type=tf.int32))
-
-
-def _thresholds_json(thresholds: Sequence[float]) -> list:
-    """JSON has no infinities: ±inf are written as the strings "inf" / "-inf"."""
-    return [t if math.isfinite(t) else ("inf" if t > 0 else "-inf") for t in thresholds]
 
 
 def _checked_thresholds(thresholds: tf.Tensor, num_exits: int) -> tf.Tensor:
@@ -313,7 +292,7 @@ def export_adaptive_saved_model(
     thresholds: Sequence[float],
     image_shape: tuple,
     model_card: Optional[Mapping[str, Any]] = None,
-    lambda_thresholds: Optional[Mapping[float, Sequence[float]]] = None,
+    lambda_thresholds: Optional[Any] = None,
 ) -> str:
     """Exports a multi-exit network with early-exit inference for TF Serving, atomically.
 
@@ -332,7 +311,9 @@ def export_adaptive_saved_model(
         image_shape: tuple of three ints (H, W, C), the network's image shape.
         model_card: dict or None, written to `assets.extra/model_card.json`
             (plain JSON, as `saved_model.export_saved_model`).
-        lambda_thresholds: dict {λ: M thresholds} or None. Given, e.g. the
+        lambda_thresholds: dict {λ: M thresholds}, a list of
+            `operating_point.OperatingPoint`s carrying `exit_thresholds`, or
+            None. Given, e.g. the
             thresholds calibrated at each λ of a multi-exit OAT network,
             `serving_default` applies to each sample the row of the calibrated
             λ nearest its `lambda_value` (`select_lambda_thresholds`) instead
@@ -360,10 +341,14 @@ def export_adaptive_saved_model(
     views = multi_exit.stage_views(network)
     early_exit_info = {
         "output_names": list(names),
-        "thresholds": _thresholds_json(thresholds),
+        "thresholds": operating_point.thresholds_to_json(thresholds),
         "lambda_thresholds": None if table is None else {
-            "lambdas": list(table[0]), "thresholds": [_thresholds_json(row) for row in table[1]]
+            "lambdas": list(table[0]), "thresholds": [operating_point.thresholds_to_json(row) for row in table[1]]
         },
+        # The same table as operating points (`OperatingPoint.from_json` reads them back).
+        "operating_points": None if table is None else [
+            operating_point.OperatingPoint(lam, exit_thresholds=row).to_json() for lam, row in zip(*table)
+        ],
         "exit_macs": multi_exit.exit_macs(network),
         "backbone_macs": multi_exit.backbone_macs(network),
     }
@@ -428,8 +413,10 @@ def load_early_exit_info(export_dir: str) -> Dict[str, Any]:
     Returns:
         dict with "output_names" (list of str), "thresholds" (list of float),
         "exit_macs" (dict name → int, MACs per image of taking each output),
-        "backbone_macs" (int) and "lambda_thresholds" (dict with "lambdas"
-        and one "thresholds" row each, or None).
+        "backbone_macs" (int), "lambda_thresholds" (dict with "lambdas"
+        and one "thresholds" row each, or None) and "operating_points" (the
+        same table as `OperatingPoint.to_json` dicts, or None; rebuilt from
+        "lambda_thresholds" for exports written before it was recorded).
     """
     path = os.path.join(os.fspath(export_dir), saved_model.ASSETS_EXTRA_DIR, EARLY_EXIT_FILENAME)
     if not os.path.isfile(path):
@@ -446,4 +433,8 @@ def load_early_exit_info(export_dir: str) -> Dict[str, Any]:
         table["lambdas"] = [float(v) for v in table["lambdas"]]
         table["thresholds"] = [[float(t) for t in row] for row in table["thresholds"]]
     info["lambda_thresholds"] = table or None
+    if table and not info.get("operating_points"):
+        points = operating_point.points_from_table(dict(zip(table["lambdas"], table["thresholds"])))
+        info["operating_points"] = [point.to_json() for point in points]
+    info.setdefault("operating_points", None)
     return info

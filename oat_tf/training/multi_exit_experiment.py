@@ -32,6 +32,7 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import data
+from oat_tf import operating_point
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
@@ -90,7 +91,7 @@ def calibrate(
 
     Returns:
         dict: `thresholds` (JSON values, see
-        `multi_exit_eval.thresholds_to_json`), `target`, `lambda`,
+        `operating_point.thresholds_to_json`), `target`, `lambda`,
         `validation_exit_distribution` and `validation_average_macs` (None
         without calibration), `exit_macs`, `backbone_macs`.
     """
@@ -105,7 +106,7 @@ def calibrate(
         "validation_exit_distribution": None, "validation_average_macs": None,
     }
     if target == "none":
-        record["thresholds"] = multi_exit_eval.thresholds_to_json([-np.inf] * (len(names) - 1))
+        record["thresholds"] = operating_point.thresholds_to_json([-np.inf] * (len(names) - 1))
         return record
     if validation is None:
         raise ValueError(
@@ -118,7 +119,7 @@ def calibrate(
         kwargs["budget"] = float(multi_exit_config.flops_budget) * backbone
     thresholds = early_exit.calibrate_thresholds(entropies, **kwargs)
     exits = exit_rule.assign_exits(entropies, thresholds)
-    record["thresholds"] = multi_exit_eval.thresholds_to_json(thresholds)
+    record["thresholds"] = operating_point.thresholds_to_json(thresholds)
     record["validation_exit_distribution"] = [
         float(v) for v in early_exit.exit_distribution(exits, len(names))
     ]
@@ -168,12 +169,13 @@ def evaluate_and_export(
     per_lambda = {float(l): calibrate(network, validation, config.multi_exit, float(l)) for l in lambdas}
     calibration = dict(per_lambda[lam])
     thresholds = multi_exit_eval.thresholds_from_json(calibration["thresholds"])
+    # The calibrated operating points: each λ with its own thresholds.
     lambda_thresholds = None
     if len(per_lambda) > 1:
         calibration["per_lambda"] = {f"{l:g}": record for l, record in per_lambda.items()}
-        lambda_thresholds = {
-            l: multi_exit_eval.thresholds_from_json(record["thresholds"]) for l, record in per_lambda.items()
-        }
+        lambda_thresholds = [
+            operating_point.OperatingPoint(l, exit_thresholds=record["thresholds"]) for l, record in per_lambda.items()
+        ]
     atomic_files.write_json(os.path.join(run_dir, THRESHOLDS_FILE), calibration)
     logging.info("Exit thresholds (%s, validation): %s", calibration["target"], calibration["thresholds"])
     attacks = [a for a in config.evaluation.attacks if a.name in ("pgd", "fgsm")]
@@ -214,6 +216,11 @@ def evaluate_and_export(
                 "multi_exit": config_lib.to_dict(config.multi_exit),
                 "train_attack": config_lib.to_dict(config.train_attack),
                 "exit_calibration": calibration,
+                # What serving_default applies: each calibrated λ with its thresholds.
+                "operating_points": [
+                    point.to_json()
+                    for point in lambda_thresholds or [operating_point.OperatingPoint(lam, exit_thresholds=thresholds)]
+                ],
                 "test_evaluation": {
                     "split": "test",
                     "table": table,

@@ -85,3 +85,32 @@ def test_thresholds_produce_the_asked_exit_distribution(distribution):
 def test_thresholds_refuse_a_bad_distribution(distribution):
     with pytest.raises(ValueError, match="`exit_distribution` must be 3 fractions >= 0 summing to 1"):
         early_exit_latency.thresholds_for_distribution(np.zeros((4, 2), np.float32), distribution)
+
+
+def test_stage_time_bound_against_a_hand_count():
+    # Stages of 1, 2 and 3 s; exits 0, 1, 2, 2: every sample runs stage 0,
+    # three run stage 1 and two run stage 2.
+    bound = early_exit_latency.stage_time_bound([1.0, 2.0, 3.0], np.array([0, 1, 2, 2]))
+    assert bound == pytest.approx(1 - (1.0 * 1 + 0.75 * 2 + 0.5 * 3) / 6)
+    # Everything to the final output: no saving.
+    assert early_exit_latency.stage_time_bound([1.0, 2.0], np.array([1, 1])) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "seconds, exits, match",
+    [([], [0], "seconds"), ([1.0, -1.0], [0], "seconds"), ([1.0, 2.0], [2], "exit_index"), ([1.0], [], "exit_index")],
+)
+def test_stage_time_bound_refuses_bad_input(seconds, exits, match):
+    with pytest.raises(ValueError, match=match):
+        early_exit_latency.stage_time_bound(seconds, np.array(exits, np.int64))
+
+
+def test_stage_seconds_times_every_stage_once_per_view():
+    from oat_tf.models import multi_exit  # pylint: disable=import-outside-toplevel
+
+    network = _network()
+    views = multi_exit.stage_views(network)
+    images = np.random.RandomState(2).uniform(size=(4, 28, 28, 1)).astype("float32")
+    seconds = early_exit_latency.stage_seconds(views, images, 1.0, 4, runs=1)
+    assert len(seconds) == len(views) == 3
+    assert all(s > 0 for s in seconds)

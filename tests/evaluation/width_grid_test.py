@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from oat_tf import config
+from oat_tf import operating_point
 from oat_tf.evaluation import robust_eval
 from oat_tf.evaluation import width_grid
 from tests.models import model_testing
@@ -48,6 +49,33 @@ def test_every_width_equals_the_lambda_grid_of_its_view(evaluated):
     )
     assert grid["per_width"]["0.5"] == expected
     assert json.loads(json.dumps(grid)) == grid
+    assert grid["operating_points"] == [
+        operating_point.OperatingPoint(lam, w).to_json() for w in (0.5, 0.75, 1.0) for lam in sorted(LAMBDAS)
+    ]
+
+
+def test_operating_points_may_give_each_width_its_own_lambdas(evaluated):
+    network, dataset, grid = evaluated
+    points = [operating_point.OperatingPoint(LAMBDAS[0], 0.5), operating_point.OperatingPoint(LAMBDAS[-1], 1.0)]
+    result = width_grid.evaluate_operating_points(network, dataset, points, [ATTACK], seed=3)
+    assert result["widths"] == [0.5, 1.0]
+    for point in points:
+        measured = result["per_width"][point.width_key]
+        assert measured["lambdas"] == [point.lambda_]
+        # The same numbers as the full grid's at that point (same seed, same batches).
+        full = grid["per_width"][point.width_key]
+        assert measured["clean_accuracy"][point.lambda_key] == full["clean_accuracy"][point.lambda_key]
+        assert measured["worst_case_accuracy"][point.lambda_key] == full["worst_case_accuracy"][point.lambda_key]
+
+
+def test_operating_points_are_checked_before_anything_runs(evaluated):
+    network, dataset, _ = evaluated
+    with pytest.raises(ValueError, match="must not carry exit thresholds"):
+        width_grid.evaluate_operating_points(
+            network, dataset, [operating_point.OperatingPoint(0.0, exit_thresholds=[1.0])], [ATTACK]
+        )
+    with pytest.raises(ValueError, match="`width` must be one of"):
+        width_grid.evaluate_operating_points(network, dataset, [operating_point.OperatingPoint(0.0, 0.3)], [ATTACK])
 
 
 def test_widths_are_checked():

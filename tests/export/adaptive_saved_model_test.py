@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from oat_tf import operating_point
 from oat_tf.export import adaptive_saved_model
 from oat_tf.export import saved_model
 from oat_tf.models import multi_exit
@@ -402,6 +403,14 @@ def test_the_lambda_table_is_recorded(exported_with_table):
         ({"a": [0.1, 0.1]}, r"keys must be λ values in \[0, 1\]"),
         ({0.0: [0.1]}, "`thresholds` must be 2 floats"),
         ({0.0: [0.1, np.nan]}, "`thresholds` must be 2 floats"),
+        # The table as operating points.
+        ([operating_point.OperatingPoint(0.0)], "needs `exit_thresholds`"),
+        ([operating_point.OperatingPoint(0.0, exit_thresholds=(0.1,))], "must be 2 floats"),
+        (
+            [operating_point.OperatingPoint(0.0, 0.5, (0.1, 0.1)), operating_point.OperatingPoint(1.0, 1.0, (0.1, 0.1))],
+            "one width",
+        ),
+        (["0.0"], "OperatingPoint"),
     ],
 )
 def test_a_bad_lambda_table_is_refused_before_writing(exported, tmp_path, table, match):
@@ -467,3 +476,16 @@ def test_a_single_output_network_is_rejected(tmp_path):
         adaptive_saved_model.export_adaptive_saved_model(
             network, str(tmp_path / "x"), thresholds=[0.5], image_shape=SHAPE
         )
+
+
+def test_the_lambda_table_is_recorded_as_operating_points(exported, exported_with_table, tmp_path):
+    info = adaptive_saved_model.load_early_exit_info(exported_with_table)
+    points = [operating_point.OperatingPoint.from_json(p) for p in info["operating_points"]]
+    assert points == list(operating_point.points_from_table(LAMBDA_TABLE))
+    assert json.loads(json.dumps(info)) == info
+    # The same table given as operating points exports the same early_exit.json.
+    export_dir = str(tmp_path / "points")
+    adaptive_saved_model.export_adaptive_saved_model(
+        exported.network, export_dir, thresholds=exported.thresholds, image_shape=SHAPE, lambda_thresholds=points,
+    )
+    assert adaptive_saved_model.load_early_exit_info(export_dir) == info

@@ -213,3 +213,15 @@ def test_multi_exit_oat_gets_thresholds_per_lambda_and_serves_them(tmp_path):
     assert info["lambda_thresholds"]["thresholds"] == [
         list(multi_exit_eval.thresholds_from_json(calibration["per_lambda"][k]["thresholds"])) for k in ("0", "1")
     ]
+    # The model card lists the same rows as operating points.
+    from oat_tf import operating_point  # pylint: disable=import-outside-toplevel
+    from oat_tf.export import saved_model  # pylint: disable=import-outside-toplevel
+
+    card_points = [
+        operating_point.OperatingPoint.from_json(p)
+        for p in saved_model.load_model_card(summary["export_dir"])["operating_points"]
+    ]
+    assert card_points == [
+        operating_point.OperatingPoint(lam, exit_thresholds=calibration["per_lambda"][k]["thresholds"])
+        for k, lam in (("0", 0.0), ("1", 1.0))
+    ]

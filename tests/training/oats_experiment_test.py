@@ -96,6 +96,10 @@ def test_oats_run_evaluates_every_width_and_the_card_lists_the_table(uninterrupt
     assert per_width["per_width"]["0.5"]["clean_accuracy"] == grid["per_width"]["0.5"]["clean_accuracy"]
     assert "SA α=0.5 (%)" in per_width["table"] and "SA α=1.0 (%)" in per_width["table"]
     assert card["test_evaluation"]["clean_accuracy"] == summary["results"]["clean_accuracy"]
+    # The card's operating points are the measured (λ, width) pairs.
+    assert card["operating_points"] == [
+        {"lambda": lam, "width": width} for width in (0.5, 1.0) for lam in (0.0, 1.0)
+    ]
 
 
 def test_killed_and_resumed_oats_run_ends_with_the_same_weights(uninterrupted, tmp_path):
