@@ -38,7 +38,6 @@ imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -268,12 +267,7 @@ def _data_config(run_config: Dict[str, Any]):
     """The run's data: its dataset, validation split, training subset and augmentation."""
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
 
-    data_section = run_config["data"]
-    return dataclasses.replace(
-        loading.data_config_from_run(run_config, FLAGS.num_eval_examples),
-        num_train_examples=data_section.get("num_train_examples"),
-        augment=data_section.get("augment"),
-    )
+    return loading.data_config_from_run(run_config, FLAGS.num_eval_examples, training=True)
 
 
 def _load_backbone():

@@ -67,24 +67,39 @@ def model_config_from_run(run_config: Dict[str, Any]) -> config_lib.ModelConfig:
 
 
 def data_config_from_run(
-    run_config: Dict[str, Any], num_eval_examples: Optional[int] = None
+    run_config: Dict[str, Any], num_eval_examples: Optional[int] = None, *, training: bool = False
 ) -> config_lib.DataConfig:
     """The data a run trained and was evaluated on, from its saved config.
+
+    The validation split is cut before any training subset (`data.load_splits`),
+    so evaluation needs only the dataset, its directory and the validation
+    size; `training=True` also carries what shaped the training stream.
 
     Args:
         run_config: dict, the run's config.json (`read_run_config`).
         num_eval_examples: int or None, test examples to keep; None keeps the
             run's own setting.
+        training: bool, also carry the run's training subset
+            (`num_train_examples`) and augmentation, for a command that trains
+            further on the run's data (e.g. `oat_tf.compress`).
 
     Returns:
-        DataConfig with the run's dataset, data_dir and validation split.
+        DataConfig with the run's dataset, data_dir and validation split (and,
+        with `training`, its training subset and augmentation).
     """
     data_section = run_config["data"]
+    extra = {}
+    if training:
+        extra = {
+            "num_train_examples": data_section.get("num_train_examples"),
+            "augment": data_section.get("augment"),
+        }
     return config_lib.DataConfig(
         dataset=data_section["dataset"],
         data_dir=data_section.get("data_dir"),
         validation_size=data_section.get("validation_size"),
         num_eval_examples=num_eval_examples or data_section.get("num_eval_examples"),
+        **extra,
     )
 
 
