@@ -55,6 +55,7 @@ from absl import logging
 from oat_tf import cli
 from oat_tf import data
 from oat_tf import export
+from oat_tf import operating_point
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import multi_exit_eval
@@ -441,7 +442,12 @@ def main(argv) -> None:
     if FLAGS.output_json:
         atomic_files.write_json(
             FLAGS.output_json,
-            {"model": description, "thresholds": [float(t) for t in thresholds], "machine": machine, "rows": rows},
+            {
+                "model": description,
+                "thresholds": operating_point.thresholds_to_json(thresholds),  # ±inf as strings.
+                "machine": machine,
+                "rows": rows,
+            },
         )
 
 

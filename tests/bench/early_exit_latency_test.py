@@ -114,3 +114,26 @@ def test_stage_seconds_times_every_stage_once_per_view():
     seconds = early_exit_latency.stage_seconds(views, images, 1.0, 4, runs=1)
     assert len(seconds) == len(views) == 3
     assert all(s > 0 for s in seconds)
+
+
+def test_the_command_writes_infinite_thresholds_as_json(tmp_path):
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    output = tmp_path / "latency.json"
+    # Every image at exit 1: its threshold is +inf, the next one's -inf.
+    subprocess.run(
+        [sys.executable, "-m", "oat_tf.bench.early_exit_latency", "--architecture=rdi_small_cnn",
+         "--image_shape=28,28,1", "--exit_distribution=1,0,0", "--num_examples=8", "--batch_sizes=4",
+         "--runs=1", "--warmup=0", "--variant=plain", f"--output_json={output}"],
+        check=True, capture_output=True, text=True,
+    )
+    record = json.loads(output.read_text())
+    assert record["thresholds"] == ["inf", "-inf"]
+    (row,) = record["rows"]
+    assert row["exit_distribution"] == [1.0, 0.0, 0.0]
+    assert len(row["stage_seconds"]) == 3
+    assert row["stage_time_bound"] == pytest.approx(
+        early_exit_latency.stage_time_bound(row["stage_seconds"], np.zeros(8, np.int64))
+    )
