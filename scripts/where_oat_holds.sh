@@ -16,5 +16,9 @@ cells=docs/results/where_oat_holds/cells/*/results.json
 if [[ -f docs/results/oat_fashion_mnist/results.json ]]; then
   cells="docs/results/oat_fashion_mnist/results.json,${cells}"
 fi
+reading=()
+if [[ -f docs/results/where_oat_holds/reading.md ]]; then
+  reading=(--reading=docs/results/where_oat_holds/reading.md)
+fi
 "${PYTHON}" -m oat_tf.evaluation.where_oat_holds --cells="${cells}" \
-  --output=docs/results/where_oat_holds/results.json
+  --output=docs/results/where_oat_holds/results.json "${reading[@]}"

@@ -146,15 +146,19 @@ def within_count(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
     return {"compared": list(gaps), "within": within, "gaps": gaps}
 
 
-def collect(cell_paths: Sequence[str], command: str) -> Dict[str, Any]:
+def collect(cell_paths: Sequence[str], command: str, reading: Optional[str] = None) -> Dict[str, Any]:
     """Reads the cells and returns the page's summary (its results.json).
 
     Args:
         cell_paths: paths of the cells' results.json.
         command: str, the command that collected them (shown on the page).
+        reading: str or None, the page's plain reading (Markdown, written by
+            a person from the numbers), kept in the summary so that the page
+            regenerates from it alone.
 
     Returns:
-        dict with `version`, `command` and `cells` (sorted by MACs, then epochs).
+        dict with `version`, `command`, `cells` (sorted by MACs, then epochs)
+        and, when given, `reading`.
     """
     if not cell_paths:
         raise ValueError("`cells` must name at least one results.json. Received none.")
@@ -163,7 +167,40 @@ def collect(cell_paths: Sequence[str], command: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             cells.append(cell_summary(json.load(f), path))
     cells.sort(key=lambda c: (c["macs"], c["epochs"], c["study"]))
-    return {"version": SUMMARY_VERSION, "command": command, "cells": cells}
+    summary = {"version": SUMMARY_VERSION, "command": command, "cells": cells}
+    if reading is not None:
+        if not reading.strip():
+            raise ValueError("`reading` must be Markdown text, not empty. Received an empty reading.")
+        summary["reading"] = reading.strip() + "\n"
+    return summary
+
+
+def _trend_lines(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any]]) -> List[str]:
+    """The baseline's gaps at the two ends of S1 and its SA spread over λ, cell by cell."""
+    lines = [
+        "## The trend: where the baseline misses", "",
+        "Per cell (by MACs, then epochs): the baseline's SA gap at the smallest S1 λ (where a "
+        "standard model is the reference), its RA gap at the largest, and how far its SA moves "
+        "over λ against the frontier's move (the \"collapse\" is a small ratio). Points, "
+        "percent of test images.", "",
+        "| cell | MACs/image | epochs | SA gap at λ = 0 | RA gap at λ = 1 | SA moved by λ | frontier SA moved by λ |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell, cell_counts in zip(cells, counts):
+        if BASELINE_RUN not in cell_counts:
+            continue
+        gaps = cell_counts[BASELINE_RUN]["gaps"]
+        keys = sorted(gaps, key=float)
+        if not keys:
+            continue
+        ours = [cell["runs"][BASELINE_RUN]["lambdas"][k]["SA"] for k in keys]
+        frontier = [cell["frontier"][k]["SA"] for k in keys]
+        lines.append(
+            f"| {cell['study']} | {cell['macs'] / 1e6:,.1f} M | {cell['epochs']} | "
+            f"{100 * gaps[keys[0]][0]:+.1f} | {100 * gaps[keys[-1]][1]:+.1f} | "
+            f"{100 * (max(ours) - min(ours)):.1f} | {100 * (max(frontier) - min(frontier)):.1f} |"
+        )
+    return lines + [""]
 
 
 def _capacity(cell: Dict[str, Any]) -> str:
@@ -234,6 +271,9 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
                else "The baseline holds at every S1 λ in no cell."),
             "",
         ]
+    lines += _trend_lines(cells, counts)
+    if summary.get("reading"):
+        lines += ["## Reading", "", summary["reading"].rstrip("\n"), ""]
     lines += ["## Every cell", ""]
     for cell, cell_counts in zip(cells, counts):
         page = os.path.splitext(os.path.dirname(cell["results_path"]))[0] + ".md"
@@ -317,6 +357,11 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "The summary results.json to write (its page is <dir>.md).")
     flags.DEFINE_string("results", None, "An existing summary results.json to regenerate the page from.")
     flags.DEFINE_bool("check", False, "With --results: compare the regenerated page instead of writing it.")
+    flags.DEFINE_string(
+        "reading", None,
+        "With --cells: a Markdown file with the page's plain reading, kept in the summary (so that "
+        "--results regenerates the page from the summary alone).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -325,8 +370,10 @@ def main(argv: Sequence[str]) -> None:
     f = flags.FLAGS
     try:
         if f.results is not None:
-            if f.cells or f.output:
-                raise ValueError("Give either --results (regenerate) or --cells with --output (collect).")
+            if f.cells or f.output or f.reading:
+                raise ValueError(
+                    "Give either --results (regenerate) or --cells with --output (and --reading) to collect."
+                )
             path = write(f.results, check=f.check)
         else:
             if not f.cells or not f.output or f.check:
@@ -334,12 +381,19 @@ def main(argv: Sequence[str]) -> None:
                     "`--cells` and `--output` are needed to collect a grid (or --results to "
                     f"regenerate a page). Received: --cells={f.cells} --output={f.output}"
                 )
+            reading = None
+            if f.reading is not None:
+                if not os.path.isfile(f.reading):
+                    raise ValueError(f"`--reading` must be an existing Markdown file. Received: --reading={f.reading}")
+                with open(f.reading, encoding="utf-8") as reading_file:
+                    reading = reading_file.read()
             paths = sorted({p for pattern in f.cells for p in glob.glob(pattern)})
             if not paths:
                 raise ValueError(f"`--cells` matched no results.json. Received: --cells={','.join(f.cells)}")
             command = ("python -m oat_tf.evaluation.where_oat_holds "
-                       f"--cells={','.join(f.cells)} --output={f.output}")
-            atomic_files.write_json(f.output, collect(paths, command))
+                       f"--cells={','.join(f.cells)} --output={f.output}"
+                       + (f" --reading={f.reading}" if f.reading else ""))
+            atomic_files.write_json(f.output, collect(paths, command, reading))
             path = write(f.output)
     except (FileNotFoundError, ValueError) as error:
         raise app.UsageError(str(error)) from None

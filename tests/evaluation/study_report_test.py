@@ -304,10 +304,14 @@ def _report_kind(path):
         return json.load(f).get("report")
 
 
-# Study pages; results with report "none" are seed spreads (seed_spread_test checks those).
+# Study pages, the where-OAT-holds grid's cells included; results with report "none" are seed spreads
+# (seed_spread_test checks those), and a summary without a report is the where-OAT-holds page's
+# (where_oat_holds_test checks it).
 COMMITTED = sorted(
-    path for path in glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", "*", "results.json"))
-    if _report_kind(path) != "none"
+    path
+    for pattern in (("*", "results.json"), ("where_oat_holds", "cells", "*", "results.json"))
+    for path in glob.glob(os.path.join(testing.REPO_ROOT, "docs", "results", *pattern))
+    if _report_kind(path) not in ("none", None)
 )
 
 

@@ -128,3 +128,49 @@ def test_the_command_needs_cells_and_output_or_results(tmp_path):
     assert completed.returncode != 0
     assert "--cells` matched no results.json" in completed.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_trend_table_and_the_reading_are_on_the_regenerated_page(tmp_path):
+    directory = tmp_path / "cells" / "c"
+    directory.mkdir(parents=True)
+    # SA 5 points short at λ = 0 (frontier SA 0.9 there), RA 2 short at λ = 1; SA flat at 0.85 otherwise.
+    gaps = [(-0.05, 0.0)] + [(0.85 - (0.9 - lam / 2), 0.0) for lam in S1[1:-1]] + [(0.85 - 0.4, -0.02)]
+    (directory / "results.json").write_text(json.dumps(_cell("c", gaps)))
+    summary = where_oat_holds.collect([str(directory / "results.json")], "collect", reading="It does not hold.\n\n")
+    assert summary["reading"] == "It does not hold.\n"
+    output = tmp_path / "page" / "results.json"
+    output.parent.mkdir()
+    output.write_text(json.dumps(summary))
+    page = open(where_oat_holds.write(str(output)), encoding="utf-8").read()
+    # SA gap at λ = 0, RA gap at λ = 1; the baseline's SA spans 0.85 only, the frontier's 0.9 − 0.4.
+    assert "| c | 0.0 M | 5 | -5.0 | -2.0 | 0.0 | 50.0 |" in page.replace(
+        f"{summary['cells'][0]['macs'] / 1e6:,.1f} M", "0.0 M"
+    )
+    assert "## Reading\n\nIt does not hold.\n\n## Every cell" in page
+    assert where_oat_holds.write(str(output), check=True)
+    with pytest.raises(ValueError, match="`reading` must be Markdown text"):
+        where_oat_holds.collect([str(directory / "results.json")], "collect", reading="  \n")
+
+
+def test_a_missing_reading_file_is_refused_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    completed = subprocess.run(
+        [sys.executable, "-m", "oat_tf.evaluation.where_oat_holds", f"--cells={tmp_path}/*.json",
+         f"--output={tmp_path}/out/results.json", f"--reading={tmp_path}/missing.md"],
+        capture_output=True, text=True, cwd=repo, check=False,
+    )
+    assert completed.returncode != 0
+    assert "`--reading` must be an existing Markdown file" in completed.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_committed_page_regenerates_byte_for_byte():
+    from tests import testing  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(testing.REPO_ROOT, "docs", "results", "where_oat_holds", "results.json")
+    if not os.path.isfile(path):
+        pytest.skip("The grid's page is not committed.")
+    where_oat_holds.write(path, check=True)
