@@ -466,8 +466,7 @@ def main(argv) -> None:
 
 def run() -> None:
     """The `oat-compress` console script (and `python -m oat_tf.compress`): flags, then `main`."""
-    define_flags()
-    cli.run_main(main, __name__)
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -642,13 +642,8 @@ def run_masking_checks(model, split, result, attack_list, lambdas, masking_check
 
 
 def run() -> None:
-    """The `oat-evaluate` console script; `python -m oat_tf.evaluate` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-evaluate` console script; `python -m oat_tf.evaluate` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -196,8 +196,7 @@ def main(argv) -> None:
 
 def run() -> None:
     """The `oat-export-tflite` console script (and `python -m oat_tf.export_tflite`): flags, then `main`."""
-    define_flags()
-    cli.run_main(main, __name__)
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

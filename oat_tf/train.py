@@ -72,13 +72,8 @@ def main(argv):
 
 
 def run() -> None:
-    """The `oat-train` console script; `python -m oat_tf.train` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    oat_flags.define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-train` console script; `python -m oat_tf.train` runs it too."""
+    cli.run_main(main, __name__, oat_flags.define_flags)
 
 
 if __name__ == "__main__":

@@ -189,13 +189,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-attack-cost` console script; `python -m oat_tf.bench.attack_cost` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-attack-cost` console script; `python -m oat_tf.bench.attack_cost` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -168,8 +168,7 @@ def main(argv) -> None:
 
 def run() -> None:
     """The `oat-attack-share` console script."""
-    define_flags()
-    cli.run_main(main, __name__)
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

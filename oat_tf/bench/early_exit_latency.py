@@ -452,13 +452,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """The `oat-early-exit-latency` console script; `python -m oat_tf.bench.early_exit_latency` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-early-exit-latency` console script; `python -m oat_tf.bench.early_exit_latency` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -305,13 +305,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-step-profile` console script; `python -m oat_tf.bench.step_profile` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-step-profile` console script; `python -m oat_tf.bench.step_profile` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -261,13 +261,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """The `oat-bench` console script; `python -m oat_tf.bench` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-bench` console script; `python -m oat_tf.bench` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -210,15 +210,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """The `oat-width-latency` console script; `python -m oat_tf.bench.width_latency` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
+    """The `oat-width-latency` console script; `python -m oat_tf.bench.width_latency` runs it too."""
     from oat_tf import cli  # pylint: disable=import-outside-toplevel
 
-    define_flags()
-    cli.run_main(main, __name__)
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -225,8 +225,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """The `oat-pruning-report` console script: flags, then `main`."""
-    define_flags()
-    cli.run_main(main, __name__)
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

@@ -264,13 +264,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-seed-spread` console script; `python -m oat_tf.evaluation.seed_spread` runs it too.
-
-    Defines the command's flags and runs `main` through `cli.run_main` (absl's
-    `app.run`), which parses `sys.argv` and exits the process.
-    """
-    define_flags()
-    cli.run_main(main, __name__)
+    """The `oat-seed-spread` console script; `python -m oat_tf.evaluation.seed_spread` runs it too."""
+    cli.run_main(main, __name__, define_flags)
 
 
 if __name__ == "__main__":
