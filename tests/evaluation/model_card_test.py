@@ -26,3 +26,12 @@ def test_model_card_records_the_objective_and_bn_statistics():
     assert (card["objective"], card["clean_fraction"], card["test_bn"]) == ("oat", 0.5, "adversarial")
     assert card["bn_statistics"] == "moving" and card["export_bn_statistics"] == "moving"
     json.dumps(card)
+
+
+def test_model_card_lists_the_measured_operating_points():
+    config = config_lib.to_dict(config_lib.ExperimentConfig())
+    result = {"lambdas": [0.0, 0.5], "clean_accuracy": {"0.0": 0.9, "0.5": 0.8}, "robust_accuracy": {},
+              "worst_case_accuracy": {"0.0": 0.1, "0.5": 0.4}, "num_examples": 10}
+    card = model_card.make_model_card(config, result)
+    assert card["operating_points"] == [{"lambda": 0.0, "width": 1.0}, {"lambda": 0.5, "width": 1.0}]
+    json.dumps(card)
