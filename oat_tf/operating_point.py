@@ -379,3 +379,25 @@ def points_from_table(
             OperatingPoint(lam, width, check_thresholds(row, num_side_exits, "thresholds", exit_names))
         )
     return tuple(sorted(points, key=lambda p: p.lambda_))
+
+
+def checked_table(
+    table: Any, num_side_exits: Optional[int] = None, exit_names: Sequence[str] = ()
+) -> Dict[float, Tuple[float, ...]]:
+    """A λ → thresholds table given as a dict or as points, checked, λ increasing.
+
+    Args:
+        table: dict {λ: thresholds} (`points_from_table`) or a sequence of
+            `OperatingPoint`s carrying `exit_thresholds` (`threshold_table`).
+        num_side_exits: int or None, the row length required.
+        exit_names: names of the side exits, for errors.
+
+    Returns:
+        dict {λ: thresholds}.
+    """
+    if isinstance(table, Mapping):
+        points = points_from_table(table, num_side_exits=num_side_exits, exit_names=exit_names)
+    else:
+        points = check_points(table, "lambda_thresholds")
+    return threshold_table(points, num_side_exits)
+

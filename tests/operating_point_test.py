@@ -193,3 +193,14 @@ def test_importing_the_module_imports_neither_tensorflow_nor_keras():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_checked_table_takes_a_dict_or_points_alike():
+    table = {"1.0": [0.2], 0.0: ["inf"]}
+    expected = {0.0: (math.inf,), 1.0: (0.2,)}
+    assert operating_point.checked_table(table, 1) == expected
+    assert operating_point.checked_table(operating_point.points_from_table(table), 1) == expected
+    with pytest.raises(ValueError, match="must be 2 floats"):
+        operating_point.checked_table(table, 2)
+    with pytest.raises(ValueError, match="OperatingPoint objects"):
+        operating_point.checked_table([[0.2]], 1)

@@ -37,7 +37,7 @@ result["per_lambda"]["1.0"]["worst_case"]["PGD-40"]["accuracy"]
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -109,11 +109,7 @@ def _check_thresholds(thresholds: Sequence[float], num_side_exits: int) -> np.nd
 
 def _lambda_rows(lambda_thresholds: Any, lambdas: Sequence[float], num_side_exits: int) -> Dict[float, np.ndarray]:
     """{λ: thresholds} for every λ of `lambdas`, from a table or a list of OperatingPoints."""
-    if isinstance(lambda_thresholds, Mapping):
-        points = operating_point.points_from_table(lambda_thresholds, num_side_exits=num_side_exits)
-    else:
-        points = operating_point.check_points(lambda_thresholds, "lambda_thresholds")
-    table = operating_point.threshold_table(points, num_side_exits)
+    table = operating_point.checked_table(lambda_thresholds, num_side_exits)
     missing = [lam for lam in lambdas if lam not in table]
     if missing:
         raise ValueError(

@@ -103,13 +103,7 @@ def _check_lambda_thresholds(
     """
     if lambda_thresholds is None:
         return None
-    if isinstance(lambda_thresholds, Mapping):
-        points = operating_point.points_from_table(
-            lambda_thresholds, num_side_exits=num_exits, exit_names=names[:-1]
-        )
-    else:
-        points = operating_point.check_points(lambda_thresholds, "lambda_thresholds")
-    table = operating_point.threshold_table(points, num_exits)
+    table = operating_point.checked_table(lambda_thresholds, num_exits, names[:-1])
     return tuple(table), tuple(table.values())
 
 
