@@ -53,7 +53,7 @@ def main(argv) -> None:
     from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import multi_exit_eval  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import multi_exit_report  # pylint: disable=import-outside-toplevel
+    from oat_tf.reporting import multi_exit_report  # pylint: disable=import-outside-toplevel
     from oat_tf.training import multi_exit_experiment  # pylint: disable=import-outside-toplevel
 
     run_config = loading.read_run_config(FLAGS.run_dir)

@@ -432,7 +432,7 @@ def main(argv) -> None:
 
     from oat_tf import data  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import pruning_report  # pylint: disable=import-outside-toplevel
+    from oat_tf.reporting import pruning_report  # pylint: disable=import-outside-toplevel
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     atomic_files.write_text(os.path.join(FLAGS.output_dir, "flags.txt"), FLAGS.flags_into_string())

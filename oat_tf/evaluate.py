@@ -42,7 +42,7 @@ error for it).
 The RA of the plots and of the frontier is under `--plot_attack` (default:
 the strongest attack). TensorBoard summaries (per-λ scalars, trade-off curves
 against λ, the plots, the HParams dashboard) go to `--tensorboard_dir`
-(default `<output_dir>/tensorboard`); see `evaluation.tensorboard_logging`.
+(default `<output_dir>/tensorboard`); see `reporting.tensorboard_logging`.
 
     python -m oat_tf.evaluate --run_dir=runs/oat --lambdas=0:1:0.1 --plot_attack=PGD-20 \\
         --frontier_runs=runs/pgdat_0.1,runs/pgdat_0.3,runs/pgdat_1.0 \\
@@ -413,6 +413,7 @@ def evaluate_width(
     import tqdm  # pylint: disable=import-outside-toplevel
 
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from oat_tf import reporting  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
@@ -472,12 +473,12 @@ def evaluate_width(
             result, model, split, run_config, bn_run_configs, seen_lambdas, plot_attack,
             frontier_points, title, saliency_lambdas, saliency_indices,
         )
-    paths = evaluation.write_report(
+    paths = reporting.write_report(
         result, output_dir, prefix="evaluation", seen_lambdas=seen_lambdas, title=title,
         attack=plot_attack, frontier=frontier_points, figures=figures,
     )
     if tensorboard_dir:
-        evaluation.log_evaluation(
+        reporting.log_evaluation(
             result, tensorboard_dir, plot_paths=paths["plots"], width=1.0 if width is None else width
         )
     table = evaluation.format_table(result, seen_lambdas=seen_lambdas)
@@ -553,7 +554,7 @@ def make_figures(
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import bn_statistics  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import plots  # pylint: disable=import-outside-toplevel
+    from oat_tf.reporting import plots  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
 
     figures = {

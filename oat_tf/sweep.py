@@ -59,7 +59,7 @@ At the end the sweep writes the combined results `<results_dir>/results.json`
 (every run's config, flags, test evaluation, further evaluations, wall time,
 plus the study's command and machine) and, unless `--report=none`, the report
 `<results_dir>.md` with its plots in `<results_dir>/` (see
-`oat_tf.evaluation.study_report`, which regenerates the report from the JSON
+`oat_tf.reporting.study_report`, which regenerates the report from the JSON
 alone).
 """
 
@@ -971,7 +971,7 @@ def main(argv) -> None:
         f"; not finished: {results['missing']}" if results["missing"] else "",
     )
     if FLAGS.report != "none":
-        from oat_tf.evaluation import study_report  # pylint: disable=import-outside-toplevel
+        from oat_tf.reporting import study_report  # pylint: disable=import-outside-toplevel
 
         report_path = study_report.write_study_report(results_path)
         sys.stdout.write(f"\nReport: {report_path}\nResults: {results_path}\n")

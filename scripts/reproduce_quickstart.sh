@@ -13,5 +13,5 @@ python -m pip install --quiet -r requirements.txt
 rm -rf runs/reproduce_quickstart
 python -m oat_tf.train --flagfile=experiments/quickstart.flags --name=reproduce_quickstart \
     --seed="${SEED:-0}" --export_dir= "$@"
-python -m oat_tf.evaluation.seed_spread \
+python -m oat_tf.reporting.seed_spread \
     --results=docs/results/quickstart_seeds/results.json --check_run=runs/reproduce_quickstart

@@ -20,5 +20,5 @@ reading=()
 if [[ -f docs/results/where_oat_holds/reading.md ]]; then
   reading=(--reading=docs/results/where_oat_holds/reading.md)
 fi
-"${PYTHON}" -m oat_tf.evaluation.where_oat_holds --cells="${cells}" \
+"${PYTHON}" -m oat_tf.reporting.where_oat_holds --cells="${cells}" \
   --output=docs/results/where_oat_holds/results.json "${reading[@]}"

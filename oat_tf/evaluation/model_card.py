@@ -13,8 +13,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 from oat_tf import export
 from oat_tf import operating_point
-from oat_tf.evaluation import report
 from oat_tf.evaluation import results as results_lib
+from oat_tf.evaluation import tables
 from oat_tf.evaluation import width_grid
 
 MODEL_CARD_VERSION = 1
@@ -136,7 +136,7 @@ def make_model_card(
                 "worst_case_accuracy is the robustness to quote: per sample, correct clean "
                 "and under every attack in robust_accuracy"
             ),
-            "table": report.format_table(dict(test_results), seen_lambdas=sampling["values"]),
+            "table": tables.format_table(dict(test_results), seen_lambdas=sampling["values"]),
         }
         if "masking_checks" in test_results:
             card["test_evaluation"]["masking_checks"] = json.loads(

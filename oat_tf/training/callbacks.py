@@ -10,6 +10,7 @@ from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf import evaluation
+from oat_tf import reporting
 
 
 class LambdaGridEvaluation(keras.callbacks.Callback):
@@ -56,7 +57,7 @@ class LambdaGridEvaluation(keras.callbacks.Callback):
         results = evaluation.evaluate_lambda_grid(
             network, self.dataset, self.lambdas, self.attacks, seed=self.seed
         )
-        evaluation.write_scalars(results, self.writer, step=epoch + 1)
+        reporting.write_scalars(results, self.writer, step=epoch + 1)
         self.writer.flush()
         self.last_results = results
         logging.info(

@@ -36,6 +36,7 @@ from oat_tf import evaluation
 from oat_tf import export
 from oat_tf import models
 from oat_tf import output_paths
+from oat_tf import reporting
 from oat_tf import run_directory
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import masking_checks
@@ -374,11 +375,11 @@ def run_experiment(
         f"{config.data.dataset} (test split"
         f"{', batch statistics' if batch_stats else ''})"
     )
-    evaluation.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
+    reporting.write_report(results, run_dir, prefix="test_eval", seen_lambdas=seen, title=title)
     if width_results is not None:
         for width in width_results["widths"][:-1]:
             key = width_grid.width_key(width)
-            evaluation.write_report(
+            reporting.write_report(
                 width_results["per_width"][key],
                 run_dir,
                 prefix=f"test_eval_width_{key}",
@@ -389,7 +390,7 @@ def run_experiment(
             width_results, run_dir, prefix="test_eval_widths", title=title
         )
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
-    evaluation.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
+    reporting.write_scalars(results, writer, step=int(trainer.optimizer.iterations.numpy()))
     writer.flush()
     if config.export_dir:
         export_batch_stats = config.export_bn_statistics == "batch"

@@ -36,10 +36,10 @@ from oat_tf import operating_point
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
-from oat_tf.evaluation import multi_exit_report
 from oat_tf.export import adaptive_saved_model
 from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
+from oat_tf.reporting import multi_exit_report
 
 THRESHOLDS_FILE = "exit_thresholds.json"
 

@@ -1,7 +1,6 @@
 """Tests of the multi-exit evaluation and its report on a small RDI-SmallCNN."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import tensorflow as tf
 
 from oat_tf import config as config_lib
 from oat_tf.evaluation import multi_exit_eval
-from oat_tf.evaluation import multi_exit_report
 from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
 from oat_tf.models import rdi_small_cnn
@@ -220,49 +218,3 @@ def test_form_labels():
     assert multi_exit_eval.form_label("max_average") == "Max-Average"
     with pytest.raises(ValueError, match="exit_name"):
         multi_exit_eval.form_label("single", None)
-
-
-def test_report_writes_the_paper_table_and_plot(tmp_path):
-    model = _model()
-    images, labels = _data(num=12)
-    thresholds, _ = _thresholds_for_mixed_exits(_outputs(model, images, 1.0))
-    pgd = config_lib.AttackConfig(name="pgd", epsilon=0.1, step_size=0.05, num_steps=1)
-    result = multi_exit_eval.evaluate_multi_exit(
-        model, _dataset(images, labels), thresholds=thresholds, lambdas=[1.0], attacks=[pgd],
-    )
-    paths = multi_exit_report.write_multi_exit_report(result, str(tmp_path), title="toy")
-    with open(paths["json"]) as f:
-        saved = json.load(f)
-    assert saved["per_lambda"] == result["per_lambda"]
-    assert os.path.getsize(paths["plots"]["1.0"]) > 1000
-    with open(paths["markdown"]) as f:
-        markdown = f.read()
-    rows = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[:2] == ["", "TA"]
-    assert rows[2:8] == [f"ATA ({f})" for f in ("Branch 1", "Branch 2", "Main Branch", "Average", "Max-Average", "Random")]
-    assert "ATA (Worst-Case)" in rows and "MFLOPs" in rows and "Saving" in rows
-    entry = result["per_lambda"]["1.0"]
-    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in markdown.splitlines() if line.startswith("| ")}
-    assert cells["TA"] == f"{100 * entry['clean']['accuracy']:.2f}%"
-    saving = 1 - entry["clean"]["average_macs"] / result["backbone_macs"]
-    assert cells["Saving"] == f"{100 * saving:.1f}%"
-    # Two runs side by side, one column each.
-    table = multi_exit_report.format_comparison_table({"RDI": result, "again": result})
-    assert table.splitlines()[0] == "| | RDI | again |"
-    with pytest.raises(ValueError, match="key"):
-        multi_exit_report.format_comparison_table({"RDI": result}, key="0.3")
-
-
-def test_load_run_result_reads_the_report_back(tmp_path):
-    model = _model()
-    images, labels = _data(num=6)
-    result = multi_exit_eval.evaluate_multi_exit(
-        model, _dataset(images, labels), thresholds=[0.5, 0.5], lambdas=[1.0], attacks=[],
-        efficiency_attack=False,
-    )
-    multi_exit_report.write_multi_exit_report(result, str(tmp_path))
-    loaded = multi_exit_report.load_run_result(str(tmp_path))
-    assert loaded["per_lambda"] == result["per_lambda"]
-    assert multi_exit_report.format_comparison_table({"a": loaded}) == multi_exit_report.format_comparison_table({"a": result})
-    with pytest.raises(FileNotFoundError, match="run_dir"):
-        multi_exit_report.load_run_result(str(tmp_path / "missing"))

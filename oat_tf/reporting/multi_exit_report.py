@@ -233,7 +233,7 @@ def load_run_result(run_dir: str, prefix: str = "test_eval_multi_exit") -> Dict[
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m oat_tf.evaluation.multi_exit_report --run_dirs=A,B --names=RDI,Backbone`."""
+    """`python -m oat_tf.reporting.multi_exit_report --run_dirs=A,B --names=RDI,Backbone`."""
     from absl import flags  # pylint: disable=import-outside-toplevel
 
     del argv
@@ -246,7 +246,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-multi-exit-report` console script; `python -m oat_tf.evaluation.multi_exit_report` runs it too.
+    """The `oat-multi-exit-report` console script; `python -m oat_tf.reporting.multi_exit_report` runs it too.
 
     Defines the command's flags and runs `main` through `cli.run_main` (absl's
     `app.run`), which parses `sys.argv` and exits the process.

@@ -32,8 +32,8 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hp
 
-from oat_tf.evaluation import report
 from oat_tf.evaluation import results as results_lib
+from oat_tf.reporting import report
 
 TRADE_OFF_STEPS_PER_UNIT = 1000
 HPARAMS_DIR = "hparams"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from oat_tf.evaluation import pruning_report
+from oat_tf.reporting import pruning_report
 from tests import testing
 
 
@@ -66,7 +66,7 @@ def test_command_line_writes_the_table_and_the_figure(tmp_path):
     rdi = tmp_path / "rdi.json"
     rdi.write_text(json.dumps(_multi_exit_result(0.98, 0.65, 0.7, 4e6)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=testing.REPO_ROOT)
-    command = [sys.executable, "-m", "oat_tf.evaluation.pruning_report", f"--compress_results={compress}",
+    command = [sys.executable, "-m", "oat_tf.reporting.pruning_report", f"--compress_results={compress}",
                f"--output_prefix={tmp_path / 'fig6'}"]
     result = subprocess.run(command + [f"--rdi_results=budget={rdi}"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Tests for oat_tf.evaluation.seed_spread: the spread over seeds and the check of a rerun."""
+"""Tests for oat_tf.reporting.seed_spread: the spread over seeds and the check of a rerun."""
 
 import glob
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from oat_tf.evaluation import seed_spread
+from oat_tf.reporting import seed_spread
 from tests import testing
 
 
@@ -81,7 +81,7 @@ def test_cli_writes_the_page_and_checks_a_run(tmp_path):
     run_dir.mkdir()
     (run_dir / "test_eval.json").write_text(json.dumps(_evaluation((0.97, 0.97), (0.01, 0.80), (0.12, 0.9))))
     env = dict(os.environ, PYTHONPATH=testing.REPO_ROOT)
-    command = [sys.executable, "-m", "oat_tf.evaluation.seed_spread", f"--results={tmp_path}/results.json",
+    command = [sys.executable, "-m", "oat_tf.reporting.seed_spread", f"--results={tmp_path}/results.json",
                f"--output={tmp_path}/page.md", f"--check_run={run_dir}"]
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert completed.returncode == 1, completed.stderr[-2000:]

@@ -1,6 +1,6 @@
 """The pruning + defence baseline against RDI-Nets at equal MACs (the RDI-Nets paper's Fig. 6).
 
-    python -m oat_tf.evaluation.pruning_report \
+    python -m oat_tf.reporting.pruning_report \
         --compress_results=runs/pruned_backbone/compress_results.json \
         --rdi_results="budget 0.55=docs/results/rdi_nets/maxavg_flops_budget_0.55.json" \
         --output_prefix=docs/results/rdi_nets/pruning

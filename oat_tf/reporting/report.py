@@ -1,10 +1,8 @@
-"""Reports of a λ-grid evaluation: Markdown table, JSON, plots, TensorBoard scalars.
+"""Reports of a λ-grid evaluation: JSON, Markdown page, plots, TensorBoard scalars.
 
 Every function takes the dict returned by
 `robust_eval.evaluate_lambda_grid` (see `results`):
 
-- `format_table(result)`: a Markdown table, one row per λ, with SA, RA per
-  attack and the worst case, in percent.
 - `write_report(result, out_dir)`: `<prefix>_ra_vs_sa.png` (RA against SA,
   each point labelled with its λ, as in the OAT paper's Fig. 4; with the
   PGD-AT frontier when given), one `<prefix>_<name>.png` per extra figure,
@@ -29,51 +27,11 @@ from matplotlib import figure as figure_lib
 from oat_tf import config as config_lib
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import frontier as frontier_lib
-from oat_tf.evaluation import plots
 from oat_tf.evaluation import results as results_lib
+from oat_tf.evaluation import tables
+from oat_tf.reporting import plots
 
 RA_VS_SA = "ra_vs_sa"
-
-
-def _percent(value: float) -> str:
-    return f"{100.0 * value:.2f}"
-
-
-def format_table(result: dict, seen_lambdas: Optional[Sequence[float]] = None) -> str:
-    """Formats a λ-grid evaluation as a Markdown table.
-
-    Args:
-        result: dict, as returned by `evaluate_lambda_grid`.
-        seen_lambdas: optional sequence of float, the λ values used in
-            training; adds a column marking each row "seen" or "unseen".
-
-    Returns:
-        str, the table: a header, a separator and one row per λ, with columns
-        λ, (seen), SA, RA (the per-sample worst case over every attack: the
-        headline robustness) and then the RA of each attack, labelled with
-        its name; accuracies in percent with two decimals.
-    """
-    results_lib.check_result(result)
-    if seen_lambdas is not None:
-        seen_lambdas = config_lib.check_lambda_values("seen_lambdas", seen_lambdas)
-    labels = list(result["robust_accuracy"])
-    header = ["λ"]
-    if seen_lambdas is not None:
-        header.append("seen")
-    header += ["SA (%)", "RA worst case (%)"] + [f"RA {label} (%)" for label in labels]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    for lam, key in zip(result["lambdas"], results_lib.lambda_keys(result)):
-        row = [key]
-        if seen_lambdas is not None:
-            row.append("seen" if results_lib.is_seen(lam, seen_lambdas) else "unseen")
-        row.append(_percent(result["clean_accuracy"][key]))
-        row.append(_percent(result["worst_case_accuracy"][key]))
-        row += [_percent(result["robust_accuracy"][label][key]) for label in labels]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _describe_attack(attack: dict) -> str:
@@ -116,7 +74,7 @@ def _format_markdown(result: dict, seen_lambdas, title: Optional[str]) -> str:
         lines.append("Attacks:")
         lines += [_describe_attack(a) for a in result["attacks"]]
         lines.append("")
-    lines.append(format_table(result, seen_lambdas=seen_lambdas))
+    lines.append(tables.format_table(result, seen_lambdas=seen_lambdas))
     lines.append(
         "SA: clean images. RA worst case, the robustness this evaluation "
         "stands behind: a sample counts only if it is classified correctly "
@@ -135,8 +93,8 @@ def _format_frontier(frontier: Sequence[frontier_lib.FrontierPoint]) -> str:
     ]
     for point in sorted(frontier, key=lambda p: p.lambda_value):
         lines.append(
-            f"| {point.name} | {point.lambda_value:g} | {_percent(point.clean_accuracy)} | "
-            f"{_percent(point.robust_accuracy)} | {point.attack} | {'; '.join(point.notes)} |"
+            f"| {point.name} | {point.lambda_value:g} | {tables.format_percent(point.clean_accuracy)} | "
+            f"{tables.format_percent(point.robust_accuracy)} | {point.attack} | {'; '.join(point.notes)} |"
         )
     return "\n".join(lines) + "\n"
 

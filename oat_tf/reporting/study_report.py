@@ -1,6 +1,6 @@
 """The report of a study (`oat_tf.sweep`), regenerated from its results JSON alone.
 
-    python -m oat_tf.evaluation.study_report --results=docs/results/oat_mnist/results.json
+    python -m oat_tf.reporting.study_report --results=docs/results/oat_mnist/results.json
 
 writes `docs/results/oat_mnist.md` and its plots in `docs/results/oat_mnist/`.
 The Markdown depends only on the JSON, so rerunning the command on committed
@@ -53,7 +53,7 @@ from matplotlib.backends import backend_agg
 from oat_tf import cli
 from oat_tf import cpu_kernels
 from oat_tf.evaluation import atomic_files
-from oat_tf.evaluation import pages
+from oat_tf.reporting import pages
 
 WITHIN_POINTS = 1.5
 S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
@@ -215,7 +215,7 @@ def _header(results: Dict[str, Any], results_path: str) -> List[str]:
         "",
         f"- Rerun the study: `{results['command']}` (finished runs are skipped, a killed one resumes).",
         f"- Regenerate this page from the results: "
-        f"`python -m oat_tf.evaluation.study_report --results={results_path}`.",
+        f"`python -m oat_tf.reporting.study_report --results={results_path}`.",
         _machines_line(results),
         f"- Wall time of the whole study: {total / 3600.0:.2f} h ({_minutes(total)} min, training "
         "and evaluation of every run, summed).",
@@ -1055,7 +1055,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    """The `oat-study-report` console script; `python -m oat_tf.evaluation.study_report` runs it too.
+    """The `oat-study-report` console script; `python -m oat_tf.reporting.study_report` runs it too.
 
     Defines the command's flags and runs `main` through `cli.run_main` (absl's
     `app.run`), which parses `sys.argv` and exits the process.

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from oat_tf.evaluation import where_oat_holds
+from oat_tf.reporting import where_oat_holds
 
 S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 
@@ -121,7 +121,7 @@ def test_the_command_needs_cells_and_output_or_results(tmp_path):
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     completed = subprocess.run(
-        [sys.executable, "-m", "oat_tf.evaluation.where_oat_holds", f"--cells={tmp_path}/none/*.json",
+        [sys.executable, "-m", "oat_tf.reporting.where_oat_holds", f"--cells={tmp_path}/none/*.json",
          f"--output={tmp_path}/out/results.json"],
         capture_output=True, text=True, cwd=repo, check=False,
     )
@@ -158,7 +158,7 @@ def test_a_missing_reading_file_is_refused_before_anything_is_written(tmp_path):
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     completed = subprocess.run(
-        [sys.executable, "-m", "oat_tf.evaluation.where_oat_holds", f"--cells={tmp_path}/*.json",
+        [sys.executable, "-m", "oat_tf.reporting.where_oat_holds", f"--cells={tmp_path}/*.json",
          f"--output={tmp_path}/out/results.json", f"--reading={tmp_path}/missing.md"],
         capture_output=True, text=True, cwd=repo, check=False,
     )

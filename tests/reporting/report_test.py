@@ -1,4 +1,4 @@
-"""Tests for oat_tf.evaluation.report."""
+"""Tests for oat_tf.reporting.report."""
 
 import glob
 import json
@@ -11,8 +11,9 @@ from matplotlib import figure as figure_lib
 from matplotlib import image as image_lib
 
 from oat_tf.evaluation import frontier
-from oat_tf.evaluation import plots
-from oat_tf.evaluation import report
+from oat_tf.evaluation import tables
+from oat_tf.reporting import plots
+from oat_tf.reporting import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,26 +56,6 @@ def _result():
     }
 
 
-def _cells(line):
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
-
-
-def test_format_table_has_one_row_per_lambda_with_percentages():
-    lines = report.format_table(_result()).strip().splitlines()
-    # The worst case headlines (right after SA); per-attack RAs follow, named.
-    assert _cells(lines[0]) == ["λ", "SA (%)", "RA worst case (%)", "RA PGD-7 (%)", "RA FGSM (%)"]
-    assert len(lines) == 2 + 3
-    assert _cells(lines[2]) == ["0.0", "93.13", "5.00", "10.00", "20.00"]
-    assert _cells(lines[3]) == ["0.15", "90.00", "39.50", "40.01", "50.00"]
-    assert _cells(lines[4]) == ["1.0", "81.50", "49.00", "50.00", "55.00"]
-
-
-def test_format_table_marks_seen_and_unseen_lambdas():
-    lines = report.format_table(_result(), seen_lambdas=[0.0, 0.1, 1.0]).strip().splitlines()
-    assert _cells(lines[0])[:3] == ["λ", "seen", "SA (%)"]
-    assert [_cells(line)[1] for line in lines[2:]] == ["seen", "unseen", "seen"]
-
-
 def test_write_report_writes_json_markdown_and_png(tmp_path):
     out_dir = str(tmp_path / "eval_dir")
     paths = report.write_report(
@@ -93,7 +74,7 @@ def test_write_report_writes_json_markdown_and_png(tmp_path):
     with open(paths["markdown"], encoding="utf-8") as f:
         markdown = f.read()
     assert markdown.startswith("# SVHN OAT\n")
-    assert report.format_table(_result(), seen_lambdas=[0.0, 1.0]) in markdown
+    assert tables.format_table(_result(), seen_lambdas=[0.0, 1.0]) in markdown
     assert "![ra_vs_sa](final_ra_vs_sa.png)" in markdown
     with open(paths["plot"], "rb") as f:
         assert f.read(8) == PNG_MAGIC
@@ -188,9 +169,10 @@ def test_invalid_prefix_raises(tmp_path, prefix):
 
 def test_invalid_result_raises(tmp_path):
     with pytest.raises(ValueError, match="result"):
-        report.format_table({"lambdas": [0.0]})
+        report.write_report({"lambdas": [0.0]}, str(tmp_path))
     with pytest.raises(ValueError, match="seen_lambdas"):
-        report.format_table(_result(), seen_lambdas=[2.0])
+        report.write_report(_result(), str(tmp_path), seen_lambdas=[2.0])
+    assert os.listdir(tmp_path) == []
 
 
 def test_write_scalars_writes_one_scalar_per_lambda_and_metric(tmp_path):

@@ -5,7 +5,7 @@ A number from one seed says little about the next seed. A headline table
 several seeds, run by `python -m oat_tf.sweep` (its `results.json` holds
 every run's test evaluation, wall time and machine):
 
-    python -m oat_tf.evaluation.seed_spread \
+    python -m oat_tf.reporting.seed_spread \
         --results=docs/results/quickstart_seeds/results.json \
         --output=docs/results/quickstart_seeds.md
 
@@ -13,7 +13,7 @@ writes the table: per λ, SA, the worst-case RA (the robustness to quote) and
 each attack's RA as "mean (min–max)" over the seeds, in percent. A rerun is
 checked against the stated spread with
 
-    python -m oat_tf.evaluation.seed_spread \
+    python -m oat_tf.reporting.seed_spread \
         --results=docs/results/quickstart_seeds/results.json --check_run=runs/quickstart
 
 which exits with status 1 and names every number outside [min − margin,
@@ -264,7 +264,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-seed-spread` console script; `python -m oat_tf.evaluation.seed_spread` runs it too."""
+    """The `oat-seed-spread` console script; `python -m oat_tf.reporting.seed_spread` runs it too."""
     cli.run_main(main, __name__, define_flags)
 
 

@@ -1,4 +1,4 @@
-"""Tests for oat_tf.evaluation.plots: the plotted data equal the result's."""
+"""Tests for oat_tf.reporting.plots: the plotted data equal the result's."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from matplotlib import markers
 from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import bn_statistics
 from oat_tf.evaluation import frontier
-from oat_tf.evaluation import plots
+from oat_tf.reporting import plots
 
 
 def _result():

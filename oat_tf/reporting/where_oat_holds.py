@@ -1,9 +1,9 @@
 """Where OAT holds: one OAT model against the PGD-AT frontier over a capacity × budget grid.
 
-    python -m oat_tf.evaluation.where_oat_holds \
+    python -m oat_tf.reporting.where_oat_holds \
         --cells='docs/results/where_oat_holds/cells/*/results.json' \
         --output=docs/results/where_oat_holds/results.json
-    python -m oat_tf.evaluation.where_oat_holds \
+    python -m oat_tf.reporting.where_oat_holds \
         --results=docs/results/where_oat_holds/results.json --check
 
 Each cell of the grid is one sweep study (`python -m oat_tf.sweep`, `--report=oat`):
@@ -37,8 +37,8 @@ from matplotlib import figure as figure_lib
 
 from oat_tf import cli
 from oat_tf.evaluation import atomic_files
-from oat_tf.evaluation import pages
-from oat_tf.evaluation import study_report
+from oat_tf.reporting import pages
+from oat_tf.reporting import study_report
 
 BASELINE_RUN = "oat_dual_ro128"
 SUMMARY_VERSION = 1
@@ -390,7 +390,7 @@ def main(argv: Sequence[str]) -> None:
             paths = sorted({p for pattern in f.cells for p in glob.glob(pattern)})
             if not paths:
                 raise ValueError(f"`--cells` matched no results.json. Received: --cells={','.join(f.cells)}")
-            command = ("python -m oat_tf.evaluation.where_oat_holds "
+            command = ("python -m oat_tf.reporting.where_oat_holds "
                        f"--cells={','.join(f.cells)} --output={f.output}"
                        + (f" --reading={f.reading}" if f.reading else ""))
             atomic_files.write_json(f.output, collect(paths, command, reading))
@@ -401,7 +401,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    """The `oat-where-oat-holds` console script; `python -m oat_tf.evaluation.where_oat_holds` runs it too."""
+    """The `oat-where-oat-holds` console script; `python -m oat_tf.reporting.where_oat_holds` runs it too."""
     cli.run_main(main, __name__, define_flags)
 
 

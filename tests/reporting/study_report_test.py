@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from oat_tf.evaluation import study_report
+from oat_tf.reporting import study_report
 from tests import testing
 
 ATTACKS = [

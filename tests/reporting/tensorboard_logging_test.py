@@ -1,4 +1,4 @@
-"""Tests for oat_tf.evaluation.tensorboard_logging: the event files hold the result's values."""
+"""Tests for oat_tf.reporting.tensorboard_logging: the event files hold the result's values."""
 
 import glob
 import os
@@ -10,8 +10,8 @@ from matplotlib import image as image_lib
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from oat_tf.evaluation import atomic_files
-from oat_tf.evaluation import plots
-from oat_tf.evaluation import tensorboard_logging
+from oat_tf.reporting import plots
+from oat_tf.reporting import tensorboard_logging
 
 
 def _result():

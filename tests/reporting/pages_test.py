@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from oat_tf.evaluation import pages
+from oat_tf.reporting import pages
 
 
 def _render(directory):
