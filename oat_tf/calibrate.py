@@ -115,15 +115,7 @@ def define_flags() -> None:
         "validation_size", None,
         "Only for an export whose model card records no training data: the training run's --validation_size.",
     )
-    flags.DEFINE_string("epsilon", None, "L∞ radius (default: the source's training ε).")
-    flags.DEFINE_string("step_size", None, "PGD step size (default: the source's training step size).")
-    flags.DEFINE_integer("num_examples", None, "Use the first N validation examples.")
-    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
-    flags.DEFINE_bool(
-        "deterministic", True,
-        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
-    )
+    oat_flags.define_attack_budget_flags("the source's", "validation examples")
     flags.DEFINE_list(
         "widths", None,
         "Widths of a slimmable (OATS) model to choose from (default: all of a slimmable model; "

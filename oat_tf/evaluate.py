@@ -96,15 +96,7 @@ def define_flags() -> None:
         "attacks", ["train", "pgd20", "autoattack_fast", "square"],
         oat_flags.ATTACK_NAMES_HELP,
     )
-    flags.DEFINE_string("epsilon", None, "L∞ radius (default: the run's training ε).")
-    flags.DEFINE_string("step_size", None, "PGD step size (default: the run's).")
-    flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples.")
-    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
-    flags.DEFINE_bool(
-        "deterministic", True,
-        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
-    )
+    oat_flags.define_attack_budget_flags("the run's", "examples of --split")
     flags.DEFINE_string("output_dir", None, "Where results go (default: <run_dir>/evaluation_<split>).")
     flags.DEFINE_list(
         "widths", None,

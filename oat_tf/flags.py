@@ -32,6 +32,38 @@ ATTACK_NAMES_HELP = (
 _ATTACK_ALIASES = ("train", "fgsm", "mi_fgsm")
 
 
+def define_deterministic_flag() -> None:
+    """Defines `--deterministic` (default on), which every oat_tf CLI that trains or attacks takes."""
+    flags.DEFINE_bool(
+        "deterministic", True,
+        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; "
+        "see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
+    )
+
+
+def define_attack_budget_flags(source: str, examples: str) -> None:
+    """Defines the flags of a CLI that attacks a trained model.
+
+    `--epsilon` and `--step_size` (strings: numbers or fractions such as
+    8/255, read with `parse_fraction`; default: the source's training attack),
+    `--num_examples`, `--batch_size`, `--seed` (the attacks' random starts)
+    and `--deterministic` (`define_deterministic_flag`). The evaluation and
+    calibration CLIs share them, so one flagfile sets both.
+
+    Args:
+        source: str, what the defaults of `--epsilon` and `--step_size` come
+            from, e.g. "the run's".
+        examples: str, which examples `--num_examples` counts, e.g. "examples
+            of --split".
+    """
+    flags.DEFINE_string("epsilon", None, f"L∞ radius (default: {source} training ε).")
+    flags.DEFINE_string("step_size", None, f"PGD step size (default: {source} training step size).")
+    flags.DEFINE_integer("num_examples", None, f"Use the first N {examples}.")
+    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of the attacks' random starts.")
+    define_deterministic_flag()
+
+
 def parse_fraction(name: str, text: str) -> float:
     """Parses "8/255", "0.3" or "2" into a float.
 
@@ -344,10 +376,7 @@ def define_flags() -> None:
         "auto turns them on for x86-64 CPUs with AVX2 unless the environment sets the variable; "
         "see oat_tf.cpu_kernels.",
     )
-    flags.DEFINE_bool(
-        "deterministic", True,
-        "Turn on TensorFlow op determinism (same seed, same machine: bit-identical results; see BENCHMARKS.md for its cost). --nodeterministic turns it off.",
-    )
+    define_deterministic_flag()
     flags.DEFINE_enum(
         "adversarial_bn_statistics", "adversarial", list(config_lib.ADVERSARIAL_BN_STATISTICS),
         "Which OAT passes update the adversarial BN's moving statistics: 'adversarial' "

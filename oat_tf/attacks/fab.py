@@ -226,7 +226,7 @@ def minimal_adversarial_targeted(
     images = core.check_images(images)
     labels = core.check_labels("labels", labels, images)
     target_labels = core.check_labels("target_labels", target_labels, images)
-    _check_run_arguments(num_steps, alpha_max, eta, beta)
+    run_arguments = _check_run_arguments(num_steps, alpha_max, eta, beta)
     if start is None:
         start = images
     else:
@@ -250,16 +250,7 @@ def minimal_adversarial_targeted(
     clean_logits = core.check_logits(logits_fn(images), _WHY_CLASS_LOGITS)
     clean_misclassified = core.misclassified(clean_logits, labels)
     x_min, norm = _single_run(
-        logits_fn,
-        images,
-        labels,
-        target_labels,
-        start,
-        clean_misclassified,
-        num_steps=num_steps,
-        alpha_max=alpha_max,
-        eta=eta,
-        beta=beta,
+        logits_fn, images, labels, target_labels, start, clean_misclassified, **run_arguments
     )
     return tf.stop_gradient(x_min), tf.stop_gradient(norm)
 
@@ -320,7 +311,7 @@ def fab_targeted(
     core.check_number("epsilon", epsilon)
     core.check_int("num_target_classes", num_target_classes)
     core.check_int("num_restarts", num_restarts)
-    _check_run_arguments(num_steps, alpha_max, eta, beta)
+    run_arguments = _check_run_arguments(num_steps, alpha_max, eta, beta)
     if num_restarts > 1 and seed is None:
         raise ValueError(
             "`seed` must be a shape [2] integer tensor or a pair of ints when "
@@ -363,16 +354,7 @@ def fab_targeted(
         else:
             start = images
         x, norm = _single_run(
-            logits_fn,
-            images,
-            labels,
-            target_labels,
-            start,
-            clean_misclassified,
-            num_steps=num_steps,
-            alpha_max=alpha_max,
-            eta=eta,
-            beta=beta,
+            logits_fn, images, labels, target_labels, start, clean_misclassified, **run_arguments
         )
         closer = norm < best_norm
         return core.select_per_sample(closer, x, best_x), tf.where(closer, norm, best_norm)
@@ -480,7 +462,8 @@ def _initial_norm(clean_misclassified: tf.Tensor) -> tf.Tensor:
 # === Argument checks ===
 
 
-def _check_run_arguments(num_steps, alpha_max, eta, beta) -> None:
+def _check_run_arguments(num_steps, alpha_max, eta, beta) -> dict:
+    """Checks the arguments of one FAB run; returns them as `_single_run` keywords."""
     core.check_int("num_steps", num_steps)
     core.check_unit_interval("alpha_max", alpha_max)
     core.check_unit_interval("beta", beta)
@@ -488,6 +471,7 @@ def _check_run_arguments(num_steps, alpha_max, eta, beta) -> None:
         raise ValueError(
             f"`eta` must be a finite number >= 1 (the overshoot). Received: eta={eta!r}"
         )
+    return {"num_steps": num_steps, "alpha_max": alpha_max, "eta": eta, "beta": beta}
 
 
 def _not_real(value) -> bool:
