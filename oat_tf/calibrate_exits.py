@@ -50,7 +50,7 @@ def main(argv) -> None:
     if not FLAGS.run_dir:
         raise app.UsageError("--run_dir (a multi-exit training run) is required.")
     from oat_tf import data  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import multi_exit_eval  # pylint: disable=import-outside-toplevel
     from oat_tf.reporting import multi_exit_report  # pylint: disable=import-outside-toplevel

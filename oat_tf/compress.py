@@ -431,7 +431,7 @@ def main(argv) -> None:
     previous = {name: _previous_result(path, settings[name]) for name, (_, path) in directories.items()}
 
     from oat_tf import data  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.reporting import pruning_report  # pylint: disable=import-outside-toplevel
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)

@@ -406,7 +406,7 @@ def evaluate_width(
 
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf import reporting  # pylint: disable=import-outside-toplevel
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel

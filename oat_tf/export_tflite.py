@@ -145,7 +145,7 @@ def main(argv) -> None:
     _check_flags()
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.export import saved_model  # pylint: disable=import-outside-toplevel
     from oat_tf.export import tflite  # pylint: disable=import-outside-toplevel
 

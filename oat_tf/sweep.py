@@ -468,7 +468,7 @@ def read_record(job: Job) -> Optional[Dict[str, Any]]:
 
 
 def _write_json(path: str, payload: Any) -> None:
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_files.write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
@@ -552,7 +552,7 @@ def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run:
     record = read_record(job) if state == "resume" else None
     wall = float(record.get("wall_seconds", 0.0)) if record else 0.0
     os.makedirs(flagfile_dir, exist_ok=True)
-    from oat_tf.evaluation import atomic_files  # pylint: disable=import-outside-toplevel
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
 
     atomic_files.write_text(flagfile, job.flagfile_text)
     os.makedirs(job.run_dir, exist_ok=True)

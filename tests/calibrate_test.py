@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from oat_tf import atomic_files
 from oat_tf import calibrate
 from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import export
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import calibrate_model
 from oat_tf.evaluation import calibration
 from oat_tf.evaluation import results as results_lib

@@ -52,11 +52,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import atomic_files
 from oat_tf import cli
 from oat_tf import data
 from oat_tf import export
 from oat_tf import operating_point
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.export import adaptive_saved_model

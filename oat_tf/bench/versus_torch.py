@@ -375,7 +375,7 @@ def main(argv: Sequence[str]) -> None:
     text = markdown(rows, header)
     sys.stdout.write(text)
     if FLAGS.output is not None:
-        from oat_tf.evaluation import atomic_files
+        from oat_tf import atomic_files
 
         atomic_files.write_json(FLAGS.output, {"header": header, "rows": rows, "results": results})
 

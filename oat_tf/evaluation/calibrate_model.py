@@ -19,13 +19,13 @@ from typing import Any, Dict, Optional, Sequence
 import tqdm
 from absl import logging
 
+from oat_tf import atomic_files
 from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import export
 from oat_tf import flags as oat_flags
 from oat_tf import operating_point
 from oat_tf import output_paths
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import calibration
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import model_card

@@ -25,8 +25,8 @@ from typing import Any, Dict, Optional, Sequence
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
+from oat_tf import atomic_files
 from oat_tf import operating_point
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import loading
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import robust_eval

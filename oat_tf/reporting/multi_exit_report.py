@@ -23,7 +23,7 @@ from absl import logging
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
-from oat_tf.evaluation import atomic_files
+from oat_tf import atomic_files
 
 EXIT_DISTRIBUTION = "exit_distribution"
 

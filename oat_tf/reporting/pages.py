@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Callable
 
-from oat_tf.evaluation import atomic_files
+from oat_tf import atomic_files
 
 
 def write_or_check(

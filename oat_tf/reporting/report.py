@@ -24,8 +24,8 @@ import tensorflow as tf
 from absl import logging
 from matplotlib import figure as figure_lib
 
+from oat_tf import atomic_files
 from oat_tf import config as config_lib
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import frontier as frontier_lib
 from oat_tf.evaluation import results as results_lib
 from oat_tf.evaluation import tables

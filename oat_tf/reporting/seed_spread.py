@@ -37,9 +37,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from oat_tf import atomic_files
 from oat_tf import cli
 from oat_tf import cpu_kernels
-from oat_tf.evaluation import atomic_files
 
 WORST_CASE = "worst case"
 

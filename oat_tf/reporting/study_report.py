@@ -50,9 +50,9 @@ from absl import flags
 from matplotlib import figure as figure_lib
 from matplotlib.backends import backend_agg
 
+from oat_tf import atomic_files
 from oat_tf import cli
 from oat_tf import cpu_kernels
-from oat_tf.evaluation import atomic_files
 from oat_tf.reporting import pages
 
 WITHIN_POINTS = 1.5

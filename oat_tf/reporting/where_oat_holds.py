@@ -35,8 +35,8 @@ from absl import app
 from absl import flags
 from matplotlib import figure as figure_lib
 
+from oat_tf import atomic_files
 from oat_tf import cli
-from oat_tf.evaluation import atomic_files
 from oat_tf.reporting import pages
 from oat_tf.reporting import study_report
 

@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from oat_tf import atomic_files
 from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import evaluation
@@ -38,7 +39,6 @@ from oat_tf import models
 from oat_tf import output_paths
 from oat_tf import reporting
 from oat_tf import run_directory
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import masking_checks
 from oat_tf.evaluation import model_card
 from oat_tf.evaluation import width_grid

@@ -30,10 +30,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from oat_tf import atomic_files
 from oat_tf import config as config_lib
 from oat_tf import data
 from oat_tf import operating_point
-from oat_tf.evaluation import atomic_files
 from oat_tf.evaluation import early_exit
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.export import adaptive_saved_model

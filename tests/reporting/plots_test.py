@@ -5,7 +5,7 @@ import pytest
 from matplotlib import image as image_lib
 from matplotlib import markers
 
-from oat_tf.evaluation import atomic_files
+from oat_tf import atomic_files
 from oat_tf.evaluation import bn_statistics
 from oat_tf.evaluation import frontier
 from oat_tf.reporting import plots

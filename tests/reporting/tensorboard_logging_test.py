@@ -9,7 +9,7 @@ import tensorflow as tf
 from matplotlib import image as image_lib
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from oat_tf.evaluation import atomic_files
+from oat_tf import atomic_files
 from oat_tf.reporting import plots
 from oat_tf.reporting import tensorboard_logging
 

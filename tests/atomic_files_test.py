@@ -1,4 +1,4 @@
-"""Tests for oat_tf.evaluation.atomic_files."""
+"""Tests for oat_tf.atomic_files."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from matplotlib import figure as figure_lib
 from matplotlib import image as image_lib
 from matplotlib.backends import backend_agg
 
-from oat_tf.evaluation import atomic_files
+from oat_tf import atomic_files
 
 
 def test_write_json_and_text(tmp_path):

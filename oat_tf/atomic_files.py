@@ -1,9 +1,11 @@
-"""Atomic file writes for evaluation outputs (JSON, Markdown, PNG).
+"""Atomic file writes: the one helper every oat_tf output file goes through (JSON, text, PNG).
 
 Every file is written to a temporary sibling file, flushed and synced, then
 renamed over the target with `os.replace`: a reader never sees a half-written
 file, and a failed write leaves the previous file untouched and no temporary
-file behind. Files get mode 0644 less the umask (`output_paths.file_mode`). Local file systems only (`os.replace` is atomic there).
+file behind. Files get mode 0644 less the umask (`output_paths.file_mode`).
+Local file systems only (`os.replace` is atomic there). Directories (run
+directories, SavedModels) are swapped in by `output_paths`.
 
 ```python
 atomic_files.write_text("out/evaluation.md", markdown)
