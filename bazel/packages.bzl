@@ -50,9 +50,10 @@ def pytest_package(deps = [], data = []):
 
     Args:
       deps: the targets the folder's modules import, or run in a subprocess.
-      data: files the tests read at run time.
+      data: files the tests read at run time (the folder's testdata/ is added).
     """
     tests = native.glob(["*_test.py"])
+    data = data + native.glob(["testdata/**"])
     native.py_library(name = _name(), srcs = native.glob(["*.py"]), deps = deps, visibility = _PUBLIC)
     for test in tests:
         pytest_test(name = test[:-len(".py")], srcs = [test], deps = [":" + _name()] + deps, data = data)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 
@@ -149,6 +149,61 @@ def output_names(model: keras.Model) -> Tuple[str, ...]:
     return names
 
 
+def tap_layer_outputs(
+    inputs: Dict[str, keras.KerasTensor],
+    outputs: keras.KerasTensor,
+    layer_names: Sequence[str],
+) -> List[keras.KerasTensor]:
+    """The outputs of named layers of a backbone graph, where side exits attach.
+
+    A multi-exit network is its backbone's graph (built once, by the
+    backbone's own function, e.g. `small_cnn.apply_small_cnn`) plus exit
+    branches on the features these names pick. The exits add layers; the
+    backbone's layers, names and connections stay as they are, so the
+    backbone's weights keep their checkpoint keys.
+
+    Args:
+        inputs: dict of the network's symbolic inputs.
+        outputs: KerasTensor, the backbone's logits, built from `inputs`.
+        layer_names: sequence of str, layers of that graph, each called once.
+
+    Returns:
+        list of KerasTensor, the output of each named layer, in order.
+
+    Raises:
+        ValueError: if a name is not a layer of the backbone graph.
+    """
+    return layer_outputs(keras.Model(inputs, outputs, name="backbone"), layer_names, "layer_names")
+
+
+def layer_outputs(
+    model: keras.Model, layer_names: Sequence[str], argument: str
+) -> List[keras.KerasTensor]:
+    """The symbolic outputs of named layers of a functional model.
+
+    Args:
+        model: functional keras.Model.
+        layer_names: sequence of str, layers of `model`, each called once.
+        argument: str, what holds the names, for the error message.
+
+    Returns:
+        list of KerasTensor, in the order of `layer_names`.
+
+    Raises:
+        ValueError: if a name is not a layer of `model` called once.
+    """
+    outputs = []
+    for name in layer_names:
+        try:
+            outputs.append(model.get_layer(name).output)
+        except ValueError as error:
+            raise ValueError(
+                f"`{argument}` must name layers of the model called once. "
+                f"Received: {name!r} in model {model.name!r} ({error})"
+            ) from error
+    return outputs
+
+
 class StageView:
     """One stage of a multi-exit network, callable on features and λ.
 
@@ -210,16 +265,8 @@ def _feature_layers(model: keras.Model) -> Tuple[str, ...]:
 
 def _feature_tensors(model: keras.Model) -> List[keras.KerasTensor]:
     """The image input, then the features where each side exit attaches."""
-    tensors = [model.input[conditioning_lib.IMAGE_KEY]]
-    for name in _feature_layers(model):
-        try:
-            tensors.append(model.get_layer(name).output)
-        except ValueError as error:
-            raise ValueError(
-                f"`model.exit_feature_layers` must name layers of the model called once. "
-                f"Received: {name!r} in model {model.name!r} ({error})"
-            ) from error
-    return tensors
+    features = layer_outputs(model, _feature_layers(model), "model.exit_feature_layers")
+    return [model.input[conditioning_lib.IMAGE_KEY]] + features
 
 
 def _sub_model(inputs, outputs, name: str, model: keras.Model) -> keras.Model:

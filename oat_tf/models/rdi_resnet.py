@@ -198,35 +198,32 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
         kwargs.setdefault("name", f"rdi_resnet{6 * blocks_per_stage + 2}_{variant}")
 
         # === Functional Model ===
+        # The backbone is ResNet's graph with three stages; the exits tap the
+        # outputs of the blocks at `positions` of each stage by layer name.
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        x = conditioning_lib.apply_conv(
-            inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
+        logits = resnet.apply_resnet(
+            inputs[conditioning_lib.IMAGE_KEY],
+            conditioning,
+            num_classes=num_classes,
+            stage_filters=filters,
+            stage_blocks=(blocks_per_stage,) * NUM_STAGES,
         )
-        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
+        exit_stages = [stage for stage in range(NUM_STAGES) for _ in positions]
+        feature_layers = [
+            f"stage{stage + 1}_block{index}_out_relu" for stage in range(NUM_STAGES) for index in positions
+        ]
+        features = multi_exit.tap_layer_outputs(inputs, logits, feature_layers)
         outputs = {}
-        feature_layers = []
-        for stage, stage_width in enumerate(filters):
-            for index in range(blocks_per_stage):
-                block_name = f"stage{stage + 1}_block{index + 1}"
-                x = resnet.apply_basic_block(
-                    x,
-                    conditioning,
-                    stage_width,
-                    stride=2 if stage > 0 and index == 0 else 1,
-                    name=block_name,
-                )
-                if index + 1 in positions:
-                    exit_index = len(outputs) + 1
-                    feature_layers.append(f"{block_name}_out_relu")
-                    outputs[f"exit_{exit_index}"] = apply_rdi_exit(
-                        x,
-                        conditioning,
-                        num_classes=num_classes,
-                        conv_filters=branch_filters[stage],
-                        conv_stride=EXIT_CONV_STRIDES[stage],
-                        name=f"exit{exit_index}",
-                    )
-        outputs["final"] = conditioning_lib.apply_logits(x, num_classes, pool=True)
+        for exit_index, (stage, feature) in enumerate(zip(exit_stages, features), start=1):
+            outputs[multi_exit.exit_output_name(exit_index)] = apply_rdi_exit(
+                feature,
+                conditioning,
+                num_classes=num_classes,
+                conv_filters=branch_filters[stage],
+                conv_stride=EXIT_CONV_STRIDES[stage],
+                name=f"exit{exit_index}",
+            )
+        outputs[multi_exit.FINAL_OUTPUT_NAME] = logits
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

@@ -132,65 +132,48 @@ class RDISmallCNN(saved_config.SavedConfig, keras.Model):
         kwargs.setdefault("name", f"rdi_small_cnn_{variant}")
 
         # === Functional Model ===
+        # The backbone is SmallCNN's graph; the exits tap its features by layer name.
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
+        backbone = dict(
+            filters=filters,
+            hidden_units=int(hidden_units),
+            dropout=float(dropout),
+            use_batch_norm=bool(use_batch_norm),
+            seed=int(seed),
+        )
+        image = inputs[conditioning_lib.IMAGE_KEY]
+        logits = small_cnn.apply_small_cnn(image, conditioning, num_classes=num_classes, **backbone)
+        features = multi_exit.tap_layer_outputs(inputs, logits, EXIT_FEATURE_LAYERS)
         exit_kwargs = dict(
             num_classes=num_classes,
             hidden_units=(exit_hidden_units, exit_hidden_units),
             dropout=float(exit_dropout),
             use_batch_norm=bool(use_batch_norm),
+            pool_size=2,
         )
-        x = inputs[conditioning_lib.IMAGE_KEY]
-        outputs = {}
-        for block_index, block_filters in enumerate(filters):
-            block = f"block{block_index + 1}"
-            x = small_cnn.apply_conv_unit(
-                x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=1
-            )
-            if block_index == 0:
-                outputs[multi_exit.exit_output_name(1)] = exit_branch.apply_exit_branch(
-                    x,
-                    conditioning,
-                    name="exit1",
-                    conv_filters=exit_conv_filters,
-                    conv_stride=2,
-                    pool_size=2,
-                    seed=seed + 1,
-                    **exit_kwargs,
-                )
-            else:
-                outputs[multi_exit.exit_output_name(2)] = exit_branch.apply_exit_branch(
-                    x, conditioning, name="exit2", pool_size=2, seed=seed + 2, **exit_kwargs
-                )
-            x = small_cnn.apply_conv_unit(
-                x, conditioning, block_filters, use_batch_norm=use_batch_norm, block=block, index=2
-            )
-            x = keras.layers.MaxPooling2D(2, name=f"{block}_pool")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
-        x = small_cnn.apply_small_cnn_dense_block(
-            x,
-            conditioning,
-            hidden_units,
-            use_batch_norm=use_batch_norm,
-            dropout=dropout,
-            seed=seed,
-            name="fc1",
-        )
-        x = small_cnn.apply_small_cnn_dense_block(
-            x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
-        )
-        outputs[multi_exit.FINAL_OUTPUT_NAME] = conditioning_lib.apply_logits(x, num_classes)
+        outputs = {
+            multi_exit.exit_output_name(1): exit_branch.apply_exit_branch(
+                features[0],
+                conditioning,
+                name="exit1",
+                conv_filters=exit_conv_filters,
+                conv_stride=2,
+                seed=seed + 1,
+                **exit_kwargs,
+            ),
+            multi_exit.exit_output_name(2): exit_branch.apply_exit_branch(
+                features[1], conditioning, name="exit2", seed=seed + 2, **exit_kwargs
+            ),
+            multi_exit.FINAL_OUTPUT_NAME: logits,
+        }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.save_config(
             **common,
-            filters=filters,
-            hidden_units=int(hidden_units),
-            dropout=float(dropout),
-            use_batch_norm=bool(use_batch_norm),
+            **backbone,
             exit_conv_filters=int(exit_conv_filters),
             exit_hidden_units=int(exit_hidden_units),
             exit_dropout=float(exit_dropout),
-            seed=int(seed),
         )
         self.exit_feature_layers = EXIT_FEATURE_LAYERS

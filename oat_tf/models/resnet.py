@@ -221,6 +221,51 @@ def apply_bottleneck_block(
     return _add_shortcut(x, y, conditioning, stride, name=name)
 
 
+def apply_resnet(
+    image: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    *,
+    num_classes: int,
+    stage_filters: Sequence[int],
+    stage_blocks: Sequence[int],
+    block_type: str = "basic",
+) -> keras.KerasTensor:
+    """The ResNet graph from the image to the logits: the one definition of the network.
+
+    A 3×3 stem (the first stage's width, stride 1, BN(-FiLM)-ReLU), then the
+    stages, each downsampling by 2 in its first block except the first
+    stage, then global average pooling and the logits. `ResNet` wraps it in
+    a model with four stages; `RDIResNet38` with three, tapping block outputs
+    for its exits (`multi_exit.tap_layer_outputs`).
+
+    Args:
+        image: KerasTensor [N, H, W, C], the image input.
+        conditioning: `Conditioning` of the network.
+        num_classes: int, number of logits.
+        stage_filters: sequence of int, channels of each stage.
+        stage_blocks: sequence of int, blocks of each stage (same length).
+        block_type: str, "basic" or "bottleneck".
+
+    Returns:
+        KerasTensor [N, num_classes], the logits (layer "logits"); blocks are
+        named "stage{s}_block{i}" (1-based), their outputs
+        "stage{s}_block{i}_out_relu".
+    """
+    apply_block = apply_basic_block if block_type == "basic" else apply_bottleneck_block
+    x = conditioning_lib.apply_conv(image, stage_filters[0], 3, 1, name="stem_conv")
+    x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
+    for stage, (stage_width, num_blocks) in enumerate(zip(stage_filters, stage_blocks)):
+        for index in range(num_blocks):
+            x = apply_block(
+                x,
+                conditioning,
+                stage_width,
+                stride=2 if stage > 0 and index == 0 else 1,
+                name=f"stage{stage + 1}_block{index + 1}",
+            )
+    return conditioning_lib.apply_logits(x, num_classes, pool=True)
+
+
 @keras.saving.register_keras_serializable(package="oat_tf")
 class ResNet(saved_config.SavedConfig, keras.Model):
     """CIFAR-style ResNet (basic or bottleneck blocks) with inputs `{"image", "lambda"}`.
@@ -297,24 +342,12 @@ class ResNet(saved_config.SavedConfig, keras.Model):
         )
         shape, encoder = common["image_shape"], common["encoder"]
         kwargs.setdefault("name", f"resnet{depth_of(block_type, blocks)}_{variant}")
-        apply_block = apply_basic_block if block_type == "basic" else apply_bottleneck_block
 
         # === Functional Model ===
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        x = conditioning_lib.apply_conv(
-            inputs[conditioning_lib.IMAGE_KEY], filters[0], 3, 1, name="stem_conv"
-        )
-        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
-        for stage, (stage_width, num_blocks) in enumerate(zip(filters, blocks)):
-            for index in range(num_blocks):
-                x = apply_block(
-                    x,
-                    conditioning,
-                    stage_width,
-                    stride=2 if stage > 0 and index == 0 else 1,
-                    name=f"stage{stage + 1}_block{index + 1}",
-                )
-        logits = conditioning_lib.apply_logits(x, num_classes, pool=True)
+        image = inputs[conditioning_lib.IMAGE_KEY]
+        logits = apply_resnet(image, conditioning, num_classes=num_classes, stage_filters=filters,
+                              stage_blocks=blocks, block_type=block_type)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===

@@ -160,6 +160,58 @@ def apply_small_cnn_dense_block(
     return x
 
 
+def apply_small_cnn(
+    image: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    *,
+    num_classes: int,
+    filters: Sequence[int],
+    hidden_units: int,
+    dropout: float,
+    use_batch_norm: bool,
+    seed: int,
+) -> keras.KerasTensor:
+    """The SmallCNN graph from the image to the logits: the one definition of the network.
+
+    `SmallCNN` wraps it in a model; `RDISmallCNN` taps its features by layer
+    name (`multi_exit.tap_layer_outputs`) and adds the exits. Arguments are
+    those of `SmallCNN`, already checked.
+
+    Args:
+        image: KerasTensor [N, H, W, C], the image input.
+        conditioning: `Conditioning` of the network.
+        num_classes: int, number of logits.
+        filters: sequence of int, channels of each convolutional block.
+        hidden_units: int, units of the two hidden dense layers.
+        dropout: float, dropout after the first hidden dense layer.
+        use_batch_norm: bool, normalise after every convolution and hidden
+            dense layer.
+        seed: int, seed of the dropout layer.
+
+    Returns:
+        KerasTensor [N, num_classes], the logits (layer "logits").
+    """
+    x = image
+    for index, block_filters in enumerate(filters):
+        x = apply_small_cnn_conv_block(
+            x, conditioning, block_filters, use_batch_norm=use_batch_norm, name=f"block{index + 1}"
+        )
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = apply_small_cnn_dense_block(
+        x,
+        conditioning,
+        hidden_units,
+        use_batch_norm=use_batch_norm,
+        dropout=dropout,
+        seed=seed,
+        name="fc1",
+    )
+    x = apply_small_cnn_dense_block(
+        x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
+    )
+    return conditioning_lib.apply_logits(x, num_classes)
+
+
 @keras.saving.register_keras_serializable(package="oat_tf")
 class SmallCNN(saved_config.SavedConfig, keras.Model):
     """The RDI-Nets SmallCNN backbone with inputs `{"image", "lambda"}`.
@@ -226,29 +278,16 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
 
         # === Functional Model ===
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        x = inputs[conditioning_lib.IMAGE_KEY]
-        for index, block_filters in enumerate(filters):
-            x = apply_small_cnn_conv_block(
-                x,
-                conditioning,
-                block_filters,
-                use_batch_norm=use_batch_norm,
-                name=f"block{index + 1}",
-            )
-        x = keras.layers.Flatten(name="flatten")(x)
-        x = apply_small_cnn_dense_block(
-            x,
+        logits = apply_small_cnn(
+            inputs[conditioning_lib.IMAGE_KEY],
             conditioning,
-            hidden_units,
-            use_batch_norm=use_batch_norm,
+            num_classes=num_classes,
+            filters=filters,
+            hidden_units=hidden_units,
             dropout=dropout,
+            use_batch_norm=use_batch_norm,
             seed=seed,
-            name="fc1",
         )
-        x = apply_small_cnn_dense_block(
-            x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
-        )
-        logits = conditioning_lib.apply_logits(x, num_classes)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
