@@ -189,6 +189,44 @@ def apply_inverted_residual_block(
     return keras.layers.Identity(name=f"{name}_out")(y)
 
 
+def apply_mobilenet_v2(
+    image: keras.KerasTensor,
+    conditioning: conditioning_lib.Conditioning,
+    *,
+    num_classes: int,
+    block_settings: Sequence[Sequence[int]],
+    stem_filters: int,
+    head_filters: int,
+) -> keras.KerasTensor:
+    """The MobileNetV2 backbone graph from the image to the logits, written once.
+
+    A 3×3 stem (stride 1, BN(-FiLM)-ReLU), the inverted residual blocks of
+    `block_settings` (named "block{i}", outputs "block{i}_out"), a 1×1 head
+    convolution, global average pooling and the logits. `RDIMobileNetV2`
+    taps block outputs for its exits (`multi_exit.tap_layer_outputs`).
+
+    Args:
+        image: KerasTensor [N, H, W, C], the image input.
+        conditioning: `Conditioning` of the network.
+        num_classes: int, number of logits.
+        block_settings: checked (t, c, n, s) rows (`check_block_settings`).
+        stem_filters: int, channels of the stem.
+        head_filters: int, channels of the head convolution.
+
+    Returns:
+        KerasTensor [N, num_classes], the logits (layer "logits").
+    """
+    x = conditioning_lib.apply_conv(image, stem_filters, 3, 1, name="stem_conv")
+    x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
+    for index, (expansion, channels, stride) in enumerate(_block_plan(block_settings)):
+        x = apply_inverted_residual_block(
+            x, conditioning, expansion, channels, stride, name=f"block{index + 1}"
+        )
+    x = conditioning_lib.apply_conv(x, head_filters, 1, 1, name="head_conv")
+    x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="head")
+    return conditioning_lib.apply_logits(x, num_classes, pool=True)
+
+
 @keras.saving.register_keras_serializable(package="oat_tf")
 class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
     """CIFAR MobileNetV2 with two side exits; inputs `{"image", "lambda"}`.
@@ -281,32 +319,25 @@ class RDIMobileNetV2(saved_config.SavedConfig, keras.Model):
         kwargs.setdefault("name", f"rdi_mobilenet_v2_{variant}")
 
         # === Functional Model ===
+        # The backbone graph, then the exits on the outputs of the blocks at
+        # `positions`, tapped by layer name.
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        x = conditioning_lib.apply_conv(
-            inputs[conditioning_lib.IMAGE_KEY], int(stem_filters), 3, 1, name="stem_conv"
-        )
-        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
+        image = inputs[conditioning_lib.IMAGE_KEY]
+        logits = apply_mobilenet_v2(image, conditioning, num_classes=num_classes, block_settings=settings,
+                                    stem_filters=int(stem_filters), head_filters=int(head_filters))
+        feature_layers = [f"block{position}_out" for position in positions]
+        features = multi_exit.tap_layer_outputs(inputs, logits, feature_layers)
         outputs = {}
-        feature_layers = []
-        for index, (expansion, channels, stride) in enumerate(plan):
-            block_name = f"block{index + 1}"
-            x = apply_inverted_residual_block(
-                x, conditioning, expansion, channels, stride, name=block_name
+        for exit_index, feature in enumerate(features, start=1):
+            outputs[multi_exit.exit_output_name(exit_index)] = rdi_resnet.apply_rdi_exit(
+                feature,
+                conditioning,
+                num_classes=num_classes,
+                conv_filters=branch_filters[exit_index - 1],
+                conv_stride=EXIT_CONV_STRIDE,
+                name=f"exit{exit_index}",
             )
-            if index + 1 in positions:
-                exit_index = len(outputs) + 1
-                feature_layers.append(f"{block_name}_out")
-                outputs[f"exit_{exit_index}"] = rdi_resnet.apply_rdi_exit(
-                    x,
-                    conditioning,
-                    num_classes=num_classes,
-                    conv_filters=branch_filters[exit_index - 1],
-                    conv_stride=EXIT_CONV_STRIDE,
-                    name=f"exit{exit_index}",
-                )
-        x = conditioning_lib.apply_conv(x, int(head_filters), 1, 1, name="head_conv")
-        x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="head")
-        outputs["final"] = conditioning_lib.apply_logits(x, num_classes, pool=True)
+        outputs[multi_exit.FINAL_OUTPUT_NAME] = logits
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===

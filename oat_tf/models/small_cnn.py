@@ -278,16 +278,10 @@ class SmallCNN(saved_config.SavedConfig, keras.Model):
 
         # === Functional Model ===
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        logits = apply_small_cnn(
-            inputs[conditioning_lib.IMAGE_KEY],
-            conditioning,
-            num_classes=num_classes,
-            filters=filters,
-            hidden_units=hidden_units,
-            dropout=dropout,
-            use_batch_norm=use_batch_norm,
-            seed=seed,
-        )
+        image = inputs[conditioning_lib.IMAGE_KEY]
+        logits = apply_small_cnn(image, conditioning, num_classes=num_classes, filters=filters,
+                                 hidden_units=hidden_units, dropout=dropout,
+                                 use_batch_norm=use_batch_norm, seed=seed)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # === Config ===
