@@ -404,9 +404,9 @@ def evaluate_width(
     """Evaluates one width (None: a model that is not slimmable) into `output_dir`; returns the result."""
     import tqdm  # pylint: disable=import-outside-toplevel
 
+    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf import reporting  # pylint: disable=import-outside-toplevel
-    from oat_tf import atomic_files  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import frontier as frontier_lib  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import masking_checks  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import results as results_lib  # pylint: disable=import-outside-toplevel
@@ -546,8 +546,8 @@ def make_figures(
     from oat_tf import evaluation  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import bn_statistics  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import loading  # pylint: disable=import-outside-toplevel
-    from oat_tf.reporting import plots  # pylint: disable=import-outside-toplevel
     from oat_tf.evaluation import saliency  # pylint: disable=import-outside-toplevel
+    from oat_tf.reporting import plots  # pylint: disable=import-outside-toplevel
 
     figures = {
         "accuracy_vs_lambda": plots.accuracy_vs_lambda_figure(result, frontier=frontier_points, title=title)

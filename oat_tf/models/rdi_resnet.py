@@ -208,13 +208,16 @@ class RDIResNet38(saved_config.SavedConfig, keras.Model):
             stage_filters=filters,
             stage_blocks=(blocks_per_stage,) * NUM_STAGES,
         )
-        exit_stages = [stage for stage in range(NUM_STAGES) for _ in positions]
-        feature_layers = [
-            f"stage{stage + 1}_block{index}_out_relu" for stage in range(NUM_STAGES) for index in positions
+        # (stage, layer) of each exit, in exit order.
+        taps = [
+            (stage, f"stage{stage + 1}_block{index}_out_relu")
+            for stage in range(NUM_STAGES)
+            for index in positions
         ]
+        feature_layers = [name for _, name in taps]
         features = multi_exit.tap_layer_outputs(inputs, logits, feature_layers)
         outputs = {}
-        for exit_index, (stage, feature) in enumerate(zip(exit_stages, features), start=1):
+        for exit_index, ((stage, _), feature) in enumerate(zip(taps, features), start=1):
             outputs[multi_exit.exit_output_name(exit_index)] = apply_rdi_exit(
                 feature,
                 conditioning,

@@ -1,10 +1,12 @@
-"""Shared helpers of the model tests: tiny networks, random inputs, width-α weight slices."""
+"""Shared helpers of the model tests: tiny networks, random inputs, width-α weight slices, checkpoint fixtures."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from oat_tf.layers import slimmable
 from oat_tf.layers import slimmable_film
@@ -18,6 +20,9 @@ from oat_tf.models import wide_resnet
 FAMILIES = ("resnet", "wide_resnet", "small_cnn")
 VARIANTS = ("plain", "oat", "oat_single_bn")
 TINY_ENCODER = {"lambda_values": [0.0, 0.1, 0.2, 0.3, 0.4, 1.0], "dim": 8, "seed": 0}
+# The encoder of the networks whose checkpoints are in testdata/ (testdata/README.md).
+FIXTURE_ENCODER = {"lambda_values": (0.0, 1.0), "scheme": "rand", "dim": 4, "seed": 0}
+TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 
 
 def tiny_model(family: str, variant: str, **kwargs):
@@ -128,3 +133,25 @@ def copy_width_weights(network, width: float, reference) -> None:
             continue
         source = getattr(network, layer.name)
         layer.set_weights(_width_values(source, layer, width))
+
+
+def assert_restores_fixture(network, checkpoint: str, outputs_file: str, prefix: str) -> None:
+    """Asserts a testdata/ checkpoint loads whole into `network` and reproduces its outputs.
+
+    Args:
+        network: a freshly built multi-exit network (other initial weights
+            than the writer's).
+        checkpoint: str, the checkpoint prefix in testdata/, written with
+            `tf.train.Checkpoint(network=...)`.
+        outputs_file: str, the .npz in testdata/ with "images", "lambdas" and
+            the writer's outputs under "<prefix>_<output name>".
+        prefix: str, the key prefix of this network's outputs.
+    """
+    tf.train.Checkpoint(network=network).read(os.path.join(TESTDATA, checkpoint)).assert_consumed()
+    expected = np.load(os.path.join(TESTDATA, outputs_file))
+    outputs = network({"image": expected["images"], "lambda": expected["lambdas"]}, training=False)
+    # The writer's outputs, in its order (exits first, "final" last).
+    names = [key[len(prefix) + 1:] for key in expected.files if key.startswith(prefix + "_")]
+    assert list(outputs) == names, (list(outputs), names)
+    for name, value in outputs.items():
+        np.testing.assert_allclose(value, expected[f"{prefix}_{name}"], rtol=1e-5, atol=1e-6)

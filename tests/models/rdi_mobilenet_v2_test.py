@@ -258,14 +258,10 @@ def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
     # testdata/rdi_mobilenet_v2_oat was written by the class at 1d2fe1a (exits
     # built inside the block loop); the class now taps apply_mobilenet_v2's
     # graph by layer name. Every variable must load and the outputs match.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    testdata = os.path.join(os.path.dirname(__file__), "testdata")
-    expected = np.load(os.path.join(testdata, "rdi_mobilenet_v2_outputs.npz"))
     keras.utils.set_random_seed(7)  # Other initial weights than the writer's.
     model = rdi_mobilenet_v2.RDIMobileNetV2(
         variant="oat",
-        encoder={"lambda_values": (0.0, 1.0), "scheme": "rand", "dim": 4, "seed": 0},
+        encoder=model_testing.FIXTURE_ENCODER,
         image_shape=(16, 16, 3),
         block_settings=((1, 4, 1, 1), (2, 8, 2, 2)),
         stem_filters=4,
@@ -273,8 +269,6 @@ def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
         exit_blocks=(1, 2),
         exit_filters=(4, 4),
     )
-    tf.train.Checkpoint(network=model).read(os.path.join(testdata, "rdi_mobilenet_v2_oat")).assert_consumed()
-    outputs = model({"image": expected["images"], "lambda": expected["lambdas"]}, training=False)
-    assert list(outputs) == ["exit_1", "exit_2", "final"]
-    for name, value in outputs.items():
-        np.testing.assert_allclose(value, expected[f"oat_{name}"], rtol=1e-5, atol=1e-6)
+    model_testing.assert_restores_fixture(
+        model, "rdi_mobilenet_v2_oat", "rdi_mobilenet_v2_outputs.npz", prefix="oat"
+    )

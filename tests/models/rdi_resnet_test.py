@@ -245,21 +245,13 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
 def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
     # testdata/rdi_resnet_oat was written by the class at 390536a (exits built
     # inside the stage loop); the class now taps ResNet's graph by layer name.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    testdata = os.path.join(os.path.dirname(__file__), "testdata")
-    expected = np.load(os.path.join(testdata, "rdi_resnet_outputs.npz"))
     keras.utils.set_random_seed(7)  # Other initial weights than the writer's.
     model = rdi_resnet.RDIResNet38(
         variant="oat",
-        encoder={"lambda_values": (0.0, 1.0), "scheme": "rand", "dim": 4, "seed": 0},
+        encoder=model_testing.FIXTURE_ENCODER,
         image_shape=(24, 24, 3),
         stage_filters=(4, 4, 8),
         blocks_per_stage=2,
         exit_blocks=(1,),
     )
-    tf.train.Checkpoint(network=model).read(os.path.join(testdata, "rdi_resnet_oat")).assert_consumed()
-    outputs = model({"image": expected["images"], "lambda": expected["lambdas"]}, training=False)
-    assert list(outputs) == ["exit_1", "exit_2", "exit_3", "final"]
-    for name, value in outputs.items():
-        np.testing.assert_allclose(value, expected[f"oat_{name}"], rtol=1e-5, atol=1e-6)
+    model_testing.assert_restores_fixture(model, "rdi_resnet_oat", "rdi_resnet_outputs.npz", prefix="oat")

@@ -205,17 +205,15 @@ def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads(variant
     # built the exits inside the backbone's loop; the class now taps SmallCNN's
     # graph by layer name. Every variable must load (same checkpoint keys) and
     # the outputs must be the ones that class computed.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    testdata = os.path.join(os.path.dirname(__file__), "testdata")
-    expected = np.load(os.path.join(testdata, "rdi_small_cnn_outputs.npz"))
     keras.utils.set_random_seed(5)  # Other initial weights than the writer's.
-    encoder = {"lambda_values": (0.0, 1.0), "scheme": "rand", "dim": 4, "seed": 0} if variant == "oat" else None
     model = rdi_small_cnn.RDISmallCNN(
-        variant=variant, encoder=encoder, filters=(4, 8), hidden_units=16, exit_conv_filters=4, exit_hidden_units=16
+        variant=variant,
+        encoder=model_testing.FIXTURE_ENCODER if variant == "oat" else None,
+        filters=(4, 8),
+        hidden_units=16,
+        exit_conv_filters=4,
+        exit_hidden_units=16,
     )
-    status = tf.train.Checkpoint(network=model).read(os.path.join(testdata, f"rdi_small_cnn_{variant}"))
-    status.assert_consumed()
-    outputs = model({"image": expected["images"], "lambda": expected["lambdas"]}, training=False)
-    for name in OUTPUTS:
-        np.testing.assert_allclose(outputs[name], expected[f"{variant}_{name}"], rtol=1e-5, atol=1e-6)
+    model_testing.assert_restores_fixture(
+        model, f"rdi_small_cnn_{variant}", "rdi_small_cnn_outputs.npz", prefix=variant
+    )
