@@ -135,21 +135,32 @@ def copy_width_weights(network, width: float, reference) -> None:
         layer.set_weights(_width_values(source, layer, width))
 
 
-def assert_restores_fixture(network, checkpoint: str, outputs_file: str, prefix: str) -> None:
+def assert_restores_fixture(
+    network, checkpoint: str, outputs_file: str, prefix: str, widths: Sequence[float] = ()
+) -> None:
     """Asserts a testdata/ checkpoint loads whole into `network` and reproduces its outputs.
 
     Args:
-        network: a freshly built multi-exit network (other initial weights
-            than the writer's).
+        network: a freshly built network (other initial weights than the
+            writer's).
         checkpoint: str, the checkpoint prefix in testdata/, written with
             `tf.train.Checkpoint(network=...)`.
         outputs_file: str, the .npz in testdata/ with "images", "lambdas" and
-            the writer's outputs under "<prefix>_<output name>".
+            the writer's outputs under "<prefix>_<output name>": the output
+            dict's keys for a multi-exit network, "logits" for a one-output
+            network, "width_<α>" per width of a slimmable one.
         prefix: str, the key prefix of this network's outputs.
+        widths: the widths of a slimmable network to run; empty for others.
     """
     tf.train.Checkpoint(network=network).read(os.path.join(TESTDATA, checkpoint)).assert_consumed()
     expected = np.load(os.path.join(TESTDATA, outputs_file))
-    outputs = network({"image": expected["images"], "lambda": expected["lambdas"]}, training=False)
+    inputs = {"image": expected["images"], "lambda": expected["lambdas"]}
+    if widths:
+        outputs = {f"width_{width}": network(inputs, training=False, width=width) for width in widths}
+    else:
+        outputs = network(inputs, training=False)
+        if not isinstance(outputs, dict):
+            outputs = {"logits": outputs}
     # The writer's outputs, in its order (exits first, "final" last).
     names = [key[len(prefix) + 1:] for key in expected.files if key.startswith(prefix + "_")]
     assert list(outputs) == names, (list(outputs), names)

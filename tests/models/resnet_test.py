@@ -175,3 +175,16 @@ def test_block_argument_round_trip_and_errors():
         resnet.ResNet(depth=18, block="wide")
     with pytest.raises(ValueError, match="`block` must match `depth`.*Received: block="):
         resnet.ResNet(depth=50, block="basic")
+
+
+def test_a_checkpoint_of_the_earlier_class_loads_and_gives_its_outputs():
+    # testdata/resnet_oat.*: written before ResNet built its layers through the
+    # conditioning's layer kit; the checkpoint keys and the outputs must not change.
+    model = resnet.ResNet(
+        variant="oat",
+        encoder=model_testing.FIXTURE_ENCODER,
+        stage_blocks=(1, 2, 1, 1),
+        stage_filters=(4, 8, 8, 8),
+        image_shape=(8, 8, 3),
+    )
+    model_testing.assert_restores_fixture(model, "resnet_oat", "resnet_outputs.npz", prefix="oat")

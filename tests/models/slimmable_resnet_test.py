@@ -109,3 +109,23 @@ def test_config_round_trip():
     network = model_testing.tiny_slimmable_model("resnet", "ats", widths=(0.5, 1.0))
     rebuilt = testing.assert_config_round_trip(network)
     assert rebuilt.widths == (0.5, 1.0) and rebuilt.stage_blocks == (1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("variant", ["oats", "oats_single_bn"])
+def test_a_checkpoint_of_the_earlier_class_loads_and_gives_its_outputs(variant):
+    # testdata/slimmable_resnet_*: written while the slimmable ResNet had its own
+    # forward pass, before it ran `resnet.apply_resnet` through the slimmable kit.
+    model = slimmable_resnet.SlimmableResNet(
+        variant=variant,
+        encoder=model_testing.FIXTURE_ENCODER,
+        stage_blocks=(1, 2, 1, 1),
+        stage_filters=(4, 8, 8, 8),
+        image_shape=(8, 8, 3),
+    )
+    model_testing.assert_restores_fixture(
+        model,
+        f"slimmable_resnet_{variant}",
+        "slimmable_resnet_outputs.npz",
+        prefix=variant.replace("oats_", ""),
+        widths=slimmable.DEFAULT_WIDTHS,
+    )

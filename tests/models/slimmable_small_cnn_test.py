@@ -191,3 +191,23 @@ def test_a_wider_film_generator_survives_the_config_round_trip():
     assert network.block1_film1.hidden_kernel.shape[1] == 2 * 2 * 4
     rebuilt = testing.assert_config_round_trip(network)
     assert rebuilt.block1_film1.hidden_kernel.shape == network.block1_film1.hidden_kernel.shape
+
+
+@pytest.mark.parametrize("variant", ["oats", "ats"])
+def test_a_checkpoint_of_the_earlier_class_loads_and_gives_its_outputs(variant):
+    # testdata/slimmable_small_cnn_*: written while the slimmable SmallCNN had its own
+    # forward pass, before it ran `small_cnn.apply_small_cnn` through the slimmable kit.
+    model = slimmable_small_cnn.SlimmableSmallCNN(
+        variant=variant,
+        encoder=model_testing.FIXTURE_ENCODER,
+        filters=(4, 8),
+        hidden_units=16,
+        image_shape=(20, 20, 1),
+    )
+    model_testing.assert_restores_fixture(
+        model,
+        f"slimmable_small_cnn_{variant}",
+        "slimmable_small_cnn_outputs.npz",
+        prefix=variant,
+        widths=slimmable.DEFAULT_WIDTHS,
+    )

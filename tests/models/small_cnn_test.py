@@ -100,3 +100,16 @@ def test_a_wider_film_generator_survives_the_config_round_trip():
     assert film.hidden_kernel.shape[1] == 3 * 2 * 4
     rebuilt = testing.assert_config_round_trip(network)
     assert rebuilt.get_layer("block1_film1").hidden_kernel.shape == film.hidden_kernel.shape
+
+
+def test_a_checkpoint_of_the_earlier_class_loads_and_gives_its_outputs():
+    # testdata/small_cnn_oat.*: written before SmallCNN built its layers through the
+    # conditioning's layer kit; the checkpoint keys and the outputs must not change.
+    model = small_cnn.SmallCNN(
+        variant="oat",
+        encoder=model_testing.FIXTURE_ENCODER,
+        filters=(4, 8),
+        hidden_units=16,
+        image_shape=(20, 20, 1),
+    )
+    model_testing.assert_restores_fixture(model, "small_cnn_oat", "small_cnn_outputs.npz", prefix="oat")
