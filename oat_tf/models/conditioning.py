@@ -20,23 +20,30 @@ Every model takes the same dict of inputs, `{"image": [N, H, W, C], "lambda":
   part; at test time the λ fed chooses the BN (`EvalConfig.test_bn`: 1 for
   the adversarial BN, the default; 0 for the clean BN, AdvProp-style).
 
-Blocks receive a `Conditioning` and call `apply_normalization`, so the variants
-share one code path:
+Blocks receive a `Conditioning`, which is also the **layer kit** of the graph
+they build: they make their layers through it (`conv`, `dense`,
+`flatten_dense`, `dropout`, `normalize`, `relu`, `logits`, and `layer` for
+the other stateless ones), so the variants share one code path:
 
 ```python
 inputs = model_inputs((32, 32, 3))
 conditioning = apply_lambda_conditioning(inputs["lambda"], "oat", encoder={"dim": 16})
-x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(
-    inputs["image"]
-)
-x = apply_normalization(x, conditioning, norm_name="stem_bn", film_name="stem_film")
+x = conditioning.conv(inputs["image"], 16, 3, name="stem_conv")
+x = conditioning.normalize(x, norm_name="stem_bn", film_name="stem_film")
 ```
+
+Here each call adds a new Keras layer to a functional graph. The slimmable
+networks pass a `slimmable_network.SlimmableConditioning` instead: the same
+calls fetch the network's shared slimmable layers and run them at the call's
+width, so a backbone's graph function (`small_cnn.apply_small_cnn`,
+`resnet.apply_resnet`) is written once for the plain, conditioned and
+slimmable networks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
@@ -256,6 +263,154 @@ class Conditioning:
         """Whether normalisations are `DualBatchNormalization`."""
         return self.variant in ("oat", "mixture_bn")
 
+    # The layer kit. Each method adds new Keras layers to the functional graph;
+    # `SlimmableConditioning` overrides them with shared slimmable layers.
+
+    def layer(self, name: str, factory: Callable[[], keras.layers.Layer]) -> keras.layers.Layer:
+        """The layer `name` of the graph (stateless layers: ReLU, pooling, Add, ...).
+
+        Args:
+            name: str, the layer's name.
+            factory: callable making the layer, named `name`.
+
+        Returns:
+            A new layer, `factory()`.
+        """
+        del name  # The factory names the layer.
+        return factory()
+
+    def relu(self, x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
+        """A ReLU layer named `name`.
+
+        Args:
+            x: KerasTensor.
+            name: str, the layer's name.
+
+        Returns:
+            KerasTensor shaped like `x`.
+        """
+        return self.layer(name, lambda: keras.layers.ReLU(name=name))(x)
+
+    def conv(
+        self,
+        x: keras.KerasTensor,
+        filters: int,
+        kernel_size: Any,
+        strides: int = 1,
+        *,
+        name: str,
+        use_bias: bool = False,
+        padding: Optional[str] = None,
+    ) -> keras.KerasTensor:
+        """A convolution padded like PyTorch's `padding=kernel_size // 2` (`conv_padding`).
+
+        An explicit padding is a `ZeroPadding2D` named `name + "_pad"`.
+
+        Args:
+            x: KerasTensor [N, H, W, C].
+            filters: int, output channels.
+            kernel_size: int (or (int, int) with `padding`), the kernel size.
+            strides: int, stride.
+            name: str, name of the convolution.
+            use_bias: bool, add a bias (off when a normalisation follows).
+            padding: None for PyTorch's padding, or a Keras padding ("valid").
+
+        Returns:
+            KerasTensor [N, H', W', filters].
+        """
+        if padding is None:
+            pad, padding = conv_padding(kernel_size, strides)
+            if pad:
+                x = keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")(x)
+        return keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            kernel_initializer="he_normal",
+            name=name,
+        )(x)
+
+    def dense(
+        self, x: keras.KerasTensor, units: int, *, name: str, use_bias: bool = True
+    ) -> keras.KerasTensor:
+        """A dense layer on [N, F] features.
+
+        Args:
+            x: KerasTensor [N, F].
+            units: int, output features.
+            name: str, the layer's name.
+            use_bias: bool, add a bias.
+
+        Returns:
+            KerasTensor [N, units].
+        """
+        return keras.layers.Dense(units, use_bias=use_bias, name=name)(x)
+
+    def flatten_dense(
+        self, x: keras.KerasTensor, units: int, *, name: str, use_bias: bool = True
+    ) -> keras.KerasTensor:
+        """A dense layer on the flattened feature map (layers "flatten" and `name`).
+
+        Args:
+            x: KerasTensor [N, H, W, C].
+            units: int, output features.
+            name: str, the dense layer's name.
+            use_bias: bool, add a bias.
+
+        Returns:
+            KerasTensor [N, units].
+        """
+        x = keras.layers.Flatten(name="flatten")(x)
+        return self.dense(x, units, name=name, use_bias=use_bias)
+
+    def dropout(
+        self, x: keras.KerasTensor, rate: float, *, seed: Optional[int], name: str
+    ) -> keras.KerasTensor:
+        """Dropout at `rate` (on in training calls only).
+
+        Args:
+            x: KerasTensor.
+            rate: float in (0, 1).
+            seed: int or None, the layer's seed.
+            name: str, the layer's name.
+
+        Returns:
+            KerasTensor shaped like `x`.
+        """
+        return keras.layers.Dropout(rate, seed=seed, name=name)(x)
+
+    def normalize(
+        self, x: keras.KerasTensor, *, norm_name: str, film_name: Optional[str] = None
+    ) -> keras.KerasTensor:
+        """The variant's normalisation, then FiLM where named (`apply_normalization`).
+
+        Args:
+            x: KerasTensor [N, ..., C].
+            norm_name: str, name of the normalisation layer.
+            film_name: str or None, name of the FiLM layer; None for no FiLM.
+
+        Returns:
+            KerasTensor shaped like `x`.
+        """
+        return apply_normalization(x, self, norm_name=norm_name, film_name=film_name)
+
+    def logits(
+        self, x: keras.KerasTensor, num_classes: int, *, pool: bool = False
+    ) -> keras.KerasTensor:
+        """The float32 classifier layer "logits" (`apply_logits`).
+
+        Args:
+            x: KerasTensor [N, C], or [N, H, W, C] with `pool`.
+            num_classes: int, the number of classes K.
+            pool: bool, global-average-pool `x` first (layer "avg_pool").
+
+        Returns:
+            KerasTensor [N, K], float32 logits.
+        """
+        return apply_logits(x, num_classes, pool=pool)
+
 
 def apply_lambda_conditioning(
     lambda_input: keras.KerasTensor,
@@ -372,7 +527,8 @@ def apply_normalization_relu(
     """BN(-FiLM) and ReLU named after a unit: `{prefix}_bn{suffix}`, `_film`, `_relu`.
 
     The unit every backbone repeats after a convolution or hidden dense layer
-    (`apply_normalization`, then the activation).
+    (`conditioning.normalize`, then the activation), made through the
+    conditioning's layer kit.
 
     Args:
         x: KerasTensor [N, ..., C].
@@ -385,10 +541,10 @@ def apply_normalization_relu(
     Returns:
         KerasTensor shaped like `x`.
     """
-    x = apply_normalization(
-        x, conditioning, norm_name=f"{prefix}_bn{suffix}", film_name=f"{prefix}_film{suffix}"
+    x = conditioning.normalize(
+        x, norm_name=f"{prefix}_bn{suffix}", film_name=f"{prefix}_film{suffix}"
     )
-    return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x) if relu else x
+    return conditioning.relu(x, name=f"{prefix}_relu{suffix}") if relu else x
 
 
 def apply_logits(
@@ -413,46 +569,25 @@ def apply_logits(
     return keras.layers.Dense(num_classes, name=name, dtype="float32")(x)
 
 
-def apply_conv(
-    x: keras.KerasTensor,
-    filters: int,
-    kernel_size: int,
-    strides: int = 1,
-    *,
-    name: str,
-    use_bias: bool = False,
-) -> keras.KerasTensor:
-    """A convolution padded like PyTorch's `padding=kernel_size // 2`.
+def conv_padding(kernel_size: int, strides: int) -> Tuple[int, str]:
+    """The padding of a convolution padded like PyTorch's `padding=kernel_size // 2`.
 
     Stride 1 uses "same" padding (symmetric for odd kernels). A strided
     convolution with a kernel larger than 1 gets an explicit symmetric
-    `ZeroPadding2D` (named `name + "_pad"`) and "valid" padding, because
-    Keras' "same" pads only the bottom/right for even inputs; the sampled
-    positions then match the PyTorch reference models exactly.
+    zero padding of `kernel_size // 2` and "valid" padding, because Keras'
+    "same" pads only the bottom/right for even inputs; the sampled positions
+    then match the PyTorch reference models exactly. 1×1 convolutions are
+    "valid".
 
     Args:
-        x: KerasTensor [N, H, W, C].
-        filters: int, output channels.
         kernel_size: int, square kernel size.
         strides: int, stride.
-        name: str, name of the convolution.
-        use_bias: bool, add a bias (off when a normalisation follows).
 
     Returns:
-        KerasTensor [N, H', W', filters].
+        (explicit zero padding in pixels, 0 for none; the Keras padding).
     """
-    padding = "same"
     if strides > 1 and kernel_size > 1:
-        x = keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=f"{name}_pad")(x)
-        padding = "valid"
-    elif kernel_size == 1:
-        padding = "valid"
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=use_bias,
-        kernel_initializer="he_normal",
-        name=name,
-    )(x)
+        return kernel_size // 2, "valid"
+    if kernel_size == 1:
+        return 0, "valid"
+    return 0, "same"

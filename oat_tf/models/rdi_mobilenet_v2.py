@@ -128,7 +128,7 @@ def _min_image_size(plan, exit_blocks: Sequence[int]) -> int:
 def apply_depthwise_conv(
     x: keras.KerasTensor, strides: int, *, name: str
 ) -> keras.KerasTensor:
-    """A 3×3 depthwise convolution padded like PyTorch's `padding=1` (see `apply_conv`)."""
+    """A 3×3 depthwise convolution padded like PyTorch's `padding=1` (see `Conditioning.conv`)."""
     padding = "same"
     if strides > 1:
         x = keras.layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
@@ -172,16 +172,16 @@ def apply_inverted_residual_block(
         KerasTensor [N, H / stride, W / stride, filters].
     """
     hidden = expansion * x.shape[-1]
-    y = conditioning_lib.apply_conv(x, hidden, 1, 1, name=f"{name}_conv1")
+    y = conditioning.conv(x, hidden, 1, 1, name=f"{name}_conv1")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="1")
     y = apply_depthwise_conv(y, stride, name=f"{name}_conv2")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2")
-    y = conditioning_lib.apply_conv(y, filters, 1, 1, name=f"{name}_conv3")
+    y = conditioning.conv(y, filters, 1, 1, name=f"{name}_conv3")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="3", relu=False)
     if stride == 1:
         shortcut = x
         if x.shape[-1] != filters:
-            shortcut = conditioning_lib.apply_conv(x, filters, 1, 1, name=f"{name}_shortcut_conv")
+            shortcut = conditioning.conv(x, filters, 1, 1, name=f"{name}_shortcut_conv")
             shortcut = conditioning_lib.apply_normalization(
                 shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
             )
@@ -216,13 +216,13 @@ def apply_mobilenet_v2(
     Returns:
         KerasTensor [N, num_classes], the logits (layer "logits").
     """
-    x = conditioning_lib.apply_conv(image, stem_filters, 3, 1, name="stem_conv")
+    x = conditioning.conv(image, stem_filters, 3, 1, name="stem_conv")
     x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
     for index, (expansion, channels, stride) in enumerate(_block_plan(block_settings)):
         x = apply_inverted_residual_block(
             x, conditioning, expansion, channels, stride, name=f"block{index + 1}"
         )
-    x = conditioning_lib.apply_conv(x, head_filters, 1, 1, name="head_conv")
+    x = conditioning.conv(x, head_filters, 1, 1, name="head_conv")
     x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="head")
     return conditioning_lib.apply_logits(x, num_classes, pool=True)
 

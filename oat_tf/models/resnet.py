@@ -131,30 +131,34 @@ def _add_shortcut(
     conditioning: conditioning_lib.Conditioning,
     stride: int,
     *,
+    in_channels: int,
+    out_channels: int,
     name: str,
 ) -> keras.KerasTensor:
     """ReLU(y + shortcut(x)): the identity, or a 1×1 convolution and BN when the shape changes.
+
+    The channel counts are the full-width ones, so that a slimmable network
+    has the same graph at every width.
 
     Args:
         x: KerasTensor [N, H, W, C_in], the block's input.
         y: KerasTensor [N, H / stride, W / stride, C_out], the residual branch.
         conditioning: `Conditioning` of the network.
         stride: int, the block's stride.
+        in_channels: int, C_in at full width.
+        out_channels: int, C_out at full width.
         name: str, the block's prefix.
 
     Returns:
         KerasTensor shaped like `y`.
     """
     shortcut = x
-    if stride != 1 or x.shape[-1] != y.shape[-1]:
-        shortcut = conditioning_lib.apply_conv(
-            x, y.shape[-1], 1, stride, name=f"{name}_shortcut_conv"
-        )
-        shortcut = conditioning_lib.apply_normalization(
-            shortcut, conditioning, norm_name=f"{name}_shortcut_bn"
-        )
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out_relu")(y)
+    if stride != 1 or in_channels != out_channels:
+        shortcut = conditioning.conv(x, out_channels, 1, stride, name=f"{name}_shortcut_conv")
+        shortcut = conditioning.normalize(shortcut, norm_name=f"{name}_shortcut_bn")
+    add = conditioning.layer(f"{name}_add", lambda: keras.layers.Add(name=f"{name}_add"))
+    y = add([y, shortcut])
+    return conditioning.relu(y, name=f"{name}_out_relu")
 
 
 def apply_basic_block(
@@ -163,6 +167,7 @@ def apply_basic_block(
     filters: int,
     stride: int,
     *,
+    in_channels: int,
     name: str,
 ) -> keras.KerasTensor:
     """A post-activation basic block: conv-BN(-FiLM)-ReLU-conv-BN(-FiLM) + shortcut, ReLU.
@@ -172,16 +177,19 @@ def apply_basic_block(
         conditioning: `Conditioning` of the network.
         filters: int, output channels.
         stride: int, stride of the first convolution and of the shortcut.
+        in_channels: int, C_in at full width.
         name: str, prefix of every layer name (e.g. "stage2_block1").
 
     Returns:
         KerasTensor [N, H / stride, W / stride, filters].
     """
-    y = conditioning_lib.apply_conv(x, filters, 3, stride, name=f"{name}_conv1")
+    y = conditioning.conv(x, filters, 3, stride, name=f"{name}_conv1")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="1")
-    y = conditioning_lib.apply_conv(y, filters, 3, 1, name=f"{name}_conv2")
+    y = conditioning.conv(y, filters, 3, 1, name=f"{name}_conv2")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2", relu=False)
-    return _add_shortcut(x, y, conditioning, stride, name=name)
+    return _add_shortcut(
+        x, y, conditioning, stride, in_channels=in_channels, out_channels=filters, name=name
+    )
 
 
 def apply_bottleneck_block(
@@ -190,6 +198,7 @@ def apply_bottleneck_block(
     filters: int,
     stride: int,
     *,
+    in_channels: int,
     name: str,
 ) -> keras.KerasTensor:
     """A post-activation bottleneck block: 1×1, 3×3 (strided), 1×1 ×4, + shortcut, ReLU.
@@ -204,6 +213,7 @@ def apply_bottleneck_block(
         conditioning: `Conditioning` of the network.
         filters: int, the block's inner width; it outputs 4 × filters channels.
         stride: int, stride of the 3×3 convolution and of the shortcut.
+        in_channels: int, C_in at full width.
         name: str, prefix of every layer name (e.g. "stage2_block1").
 
     Returns:
@@ -214,11 +224,13 @@ def apply_bottleneck_block(
     for index, (width, kernel, step) in enumerate(
         ((filters, 1, 1), (filters, 3, stride), (out_channels, 1, 1)), start=1
     ):
-        y = conditioning_lib.apply_conv(y, width, kernel, step, name=f"{name}_conv{index}")
+        y = conditioning.conv(y, width, kernel, step, name=f"{name}_conv{index}")
         y = conditioning_lib.apply_normalization_relu(
             y, conditioning, prefix=name, suffix=str(index), relu=index < 3
         )
-    return _add_shortcut(x, y, conditioning, stride, name=name)
+    return _add_shortcut(
+        x, y, conditioning, stride, in_channels=in_channels, out_channels=out_channels, name=name
+    )
 
 
 def apply_resnet(
@@ -236,7 +248,8 @@ def apply_resnet(
     stages, each downsampling by 2 in its first block except the first
     stage, then global average pooling and the logits. `ResNet` wraps it in
     a model with four stages; `RDIResNet38` with three, tapping block outputs
-    for its exits (`multi_exit.tap_layer_outputs`).
+    for its exits (`multi_exit.tap_layer_outputs`); `SlimmableResNet` runs it
+    with its slimmable layer kit. Every layer is made through `conditioning`.
 
     Args:
         image: KerasTensor [N, H, W, C], the image input.
@@ -252,8 +265,10 @@ def apply_resnet(
         "stage{s}_block{i}_out_relu".
     """
     apply_block = apply_basic_block if block_type == "basic" else apply_bottleneck_block
-    x = conditioning_lib.apply_conv(image, stage_filters[0], 3, 1, name="stem_conv")
+    expansion = 1 if block_type == "basic" else BOTTLENECK_EXPANSION
+    x = conditioning.conv(image, stage_filters[0], 3, 1, name="stem_conv")
     x = conditioning_lib.apply_normalization_relu(x, conditioning, prefix="stem")
+    channels = stage_filters[0]
     for stage, (stage_width, num_blocks) in enumerate(zip(stage_filters, stage_blocks)):
         for index in range(num_blocks):
             x = apply_block(
@@ -261,9 +276,11 @@ def apply_resnet(
                 conditioning,
                 stage_width,
                 stride=2 if stage > 0 and index == 0 else 1,
+                in_channels=channels,
                 name=f"stage{stage + 1}_block{index + 1}",
             )
-    return conditioning_lib.apply_logits(x, num_classes, pool=True)
+            channels = expansion * stage_width
+    return conditioning.logits(x, num_classes, pool=True)
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")

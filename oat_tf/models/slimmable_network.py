@@ -23,13 +23,16 @@ Variants (`ModelConfig.variant`):
   `SwitchableBatchNormalization`, no FiLM, λ accepted and ignored (trained
   with a fixed λ).
 
-Subclasses describe the architecture once, in `_forward`, fetching each
-sublayer with `_sublayer(name, factory)`: the constructor runs `_forward` at
-full width on symbolic inputs, which creates every sublayer (as an attribute
-named after the layer, so `tf.train.Checkpoint` and `.keras` saving reach it)
-and builds it with its full-width shapes; later calls only look the
-sublayers up. The same `_forward` serves eager and traced calls and the
-functional per-width views of `width_model` (FLOPs counting, export).
+Subclasses do not describe their architecture again: `_forward` runs the
+backbone's one graph function (`small_cnn.apply_small_cnn`,
+`resnet.apply_resnet`) with a `SlimmableConditioning`, the slimmable layer
+kit. Its `conv`, `dense`, `normalize`, ... fetch each sublayer by name
+(`_sublayer(name, factory)`) and run it at the call's width. The constructor
+runs `_forward` at full width on symbolic inputs, which creates every sublayer
+(as an attribute named after the layer, so `tf.train.Checkpoint` and `.keras`
+saving reach it) and builds it with its full-width shapes; later calls only
+look the sublayers up. The same `_forward` serves eager and traced calls and
+the functional per-width views of `width_model` (FLOPs counting, export).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ import keras
 from oat_tf import config as config_lib
 from oat_tf.layers import lambda_encoding
 from oat_tf.layers import slimmable
+from oat_tf.layers import slimmable_conv
+from oat_tf.layers import slimmable_dense
 from oat_tf.layers import slimmable_film
 from oat_tf.layers import switchable_batch_norm
 from oat_tf.models import conditioning as conditioning_lib
@@ -50,18 +55,166 @@ from oat_tf.models import saved_config
 SLIMMABLE_VARIANTS = config_lib.SLIMMABLE_VARIANTS
 
 
+# The non-slimmable variant whose normalisations each slimmable variant has.
+CONDITIONING_VARIANT = {"oats": "oat", "oats_single_bn": "oat_single_bn", "ats": "plain"}
+
+
+def flat_dense_initializer(spatial_size: int, channels: int, units: int):
+    """Glorot-uniform init of a dense layer on H·W·C features, for a kernel [H, W, C, U].
+
+    Keras' Glorot for a convolution counts the spatial size in both fans; this
+    `VarianceScaling` gives the uniform limit sqrt(6 / (H·W·C + U)) of a
+    `Dense` layer on the flattened features (`SmallCNN`'s fc1).
+
+    Args:
+        spatial_size: int, H·W of the feature map.
+        channels: int, C.
+        units: int, U.
+
+    Returns:
+        keras.initializers.VarianceScaling.
+    """
+    fan_in = spatial_size * channels
+    return keras.initializers.VarianceScaling(
+        scale=2.0 * fan_in / (fan_in + units), mode="fan_in", distribution="uniform"
+    )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class SlimmableConditioning:
-    """The λ-derived tensors of one call, shared by every normalisation.
+class SlimmableConditioning(conditioning_lib.Conditioning):
+    """The λ-derived tensors of one call of a slimmable network, and its layer kit.
+
+    The graph functions of the backbones make every layer through their
+    conditioning (`Conditioning.conv`, `dense`, `normalize`, ...). This one
+    fetches the network's shared slimmable layers instead of adding new ones
+    (creating them on the constructor's full-width pass) and runs them at
+    `width`: `SlimmableConv2D` and `SlimmableDense` keep the first ⌈α·C⌉
+    channels, every normalisation is a switchable (dual) BN followed by a
+    `SlimmableFiLM` where the OAT networks have FiLM. The image is never
+    slimmed, and neither are the logits.
 
     Attributes:
-        code: tensor [N, d], the λ code for FiLM; None for "ats".
-        clean: bool tensor [N], the dual-BN route (True where λ == 0); None
-            unless the variant is "oats".
+        network: the `SlimmableNetwork` whose sublayers these are.
+        width: float, the call's width α.
+        training: bool or None, the call's training flag.
+        image: the call's image input (the one tensor a convolution reads
+            unslimmed).
     """
 
-    code: Optional[Any] = None
-    clean: Optional[Any] = None
+    network: Any = None
+    width: float = slimmable.FULL_WIDTH
+    training: Any = None
+    image: Any = None
+
+    def layer(self, name: str, factory: Callable[[], keras.layers.Layer]) -> keras.layers.Layer:
+        return self.network._sublayer(name, factory)
+
+    def conv(self, x, filters, kernel_size, strides=1, *, name, use_bias=False, padding=None):
+        slim_inputs = x is not self.image
+        if padding is None:
+            pad, padding = conditioning_lib.conv_padding(kernel_size, strides)
+            if pad:
+                x = self.layer(
+                    f"{name}_pad", lambda: keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")
+                )(x)
+        return self.layer(
+            name,
+            lambda: slimmable_conv.SlimmableConv2D(
+                filters,
+                kernel_size,
+                widths=self.network.widths,
+                slim_inputs=slim_inputs,
+                strides=strides,
+                padding=padding,
+                use_bias=use_bias,
+                kernel_initializer="he_normal",
+                name=name,
+            ),
+        )(x, width=self.width)
+
+    def dense(self, x, units, *, name, use_bias=True):
+        return self.layer(
+            name,
+            lambda: slimmable_dense.SlimmableDense(
+                units, widths=self.network.widths, use_bias=use_bias, name=name
+            ),
+        )(x, width=self.width)
+
+    def flatten_dense(self, x, units, *, name, use_bias=True):
+        """A `SlimmableConv2D` whose kernel covers the whole map, then "<name>_flatten".
+
+        It computes exactly `Dense` on the flattened features (the same kernel
+        reshaped to [H·W·C, U]), and slicing its input channels keeps the
+        first α·C channels at every spatial position, which the rows of a
+        flattened dense kernel would not.
+        """
+        height, width_px, channels = (int(d) for d in x.shape[1:])
+        x = self.layer(
+            name,
+            lambda: slimmable_conv.SlimmableConv2D(
+                units,
+                (height, width_px),
+                widths=self.network.widths,
+                padding="valid",
+                use_bias=use_bias,
+                kernel_initializer=flat_dense_initializer(height * width_px, channels, units),
+                name=name,
+            ),
+        )(x, width=self.width)
+        return self.layer(f"{name}_flatten", lambda: keras.layers.Flatten(name=f"{name}_flatten"))(x)
+
+    def dropout(self, x, rate, *, seed, name):
+        return self.layer(
+            name, lambda: keras.layers.Dropout(rate, seed=seed, name=name)
+        )(x, training=self.training)
+
+    def normalize(self, x, *, norm_name, film_name=None):
+        """The switchable (dual) BN of the width, then slimmable FiLM where named and used."""
+        norm_class = (
+            switchable_batch_norm.SwitchableDualBatchNormalization
+            if self.use_dual_bn
+            else switchable_batch_norm.SwitchableBatchNormalization
+        )
+        norm = self.layer(
+            norm_name,
+            lambda: norm_class(
+                widths=self.network.widths,
+                momentum=conditioning_lib.BN_MOMENTUM,
+                epsilon=conditioning_lib.BN_EPSILON,
+                name=norm_name,
+            ),
+        )
+        if self.use_dual_bn:
+            x = norm(x, self.clean, width=self.width, training=self.training)
+        else:
+            x = norm(x, width=self.width, training=self.training)
+        if film_name is not None and self.use_film:
+            film = self.layer(
+                film_name,
+                lambda: slimmable_film.SlimmableFiLM(
+                    widths=self.network.widths,
+                    hidden_multiplier=self.film_hidden_multiplier,
+                    name=film_name,
+                ),
+            )
+            x = film(x, self.code, width=self.width)
+        return x
+
+    def logits(self, x, num_classes, *, pool=False):
+        if pool:
+            x = self.layer(
+                "avg_pool", lambda: keras.layers.GlobalAveragePooling2D(name="avg_pool")
+            )(x)
+        return self.layer(
+            "logits",
+            lambda: slimmable_dense.SlimmableDense(
+                num_classes,
+                widths=self.network.widths,
+                slim_outputs=False,
+                name="logits",
+                dtype="float32",
+            ),
+        )(x, width=self.width)
 
 
 class _WidthModels:
@@ -76,7 +229,8 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
 
     Subclasses call `super().__init__` with the common arguments, set their
     own attributes, then call `self._build_full_width()`; they implement
-    `_forward(inputs, width, training)` with `_sublayer` and `_normalize`.
+    `_forward(inputs, width, training)` by running their backbone's graph
+    function with `self._conditioning(inputs, width=..., training=...)`.
 
     Args:
         num_classes: int, number of logits.
@@ -162,8 +316,18 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
         setattr(self, name, layer)
         return layer
 
-    def _conditioning(self, lambdas) -> SlimmableConditioning:
-        """Encodes λ once and derives the dual-BN route, as the variant needs."""
+    def _conditioning(self, inputs, *, width: float, training) -> SlimmableConditioning:
+        """The call's layer kit: λ encoded once and routed as the variant needs.
+
+        Args:
+            inputs: dict with "image" and "lambda".
+            width: float, the call's width.
+            training: bool or None, the call's training flag.
+
+        Returns:
+            A `SlimmableConditioning` for the backbone's graph function.
+        """
+        lambdas = inputs[conditioning_lib.LAMBDA_KEY]
         code = clean = None
         if self.use_film:
             code = self._sublayer(
@@ -176,63 +340,19 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
             clean = self._sublayer(
                 "clean_route", lambda: lambda_encoding.CleanRoute(name="clean_route")
             )(lambdas)
-        return SlimmableConditioning(code=code, clean=clean)
-
-    def _normalize(
-        self,
-        x,
-        conditioning: SlimmableConditioning,
-        *,
-        width: float,
-        training,
-        norm_name: str,
-        film_name: Optional[str] = None,
-    ):
-        """Switchable (dual) BN of `width`, then slimmable FiLM where named and used.
-
-        Args:
-            x: tensor [N, ..., C(α)].
-            conditioning: `SlimmableConditioning` of the call.
-            width: float, the call's width.
-            training: bool or None, passed to the batch norm.
-            norm_name: str, name of the switchable normalisation.
-            film_name: str or None, name of the FiLM layer; None for no FiLM
-                (shortcut BNs, as in the OAT networks).
-
-        Returns:
-            tensor shaped like `x`.
-        """
-        norm_class = (
-            switchable_batch_norm.SwitchableDualBatchNormalization
-            if self.use_dual_bn
-            else switchable_batch_norm.SwitchableBatchNormalization
+        return SlimmableConditioning(
+            CONDITIONING_VARIANT[self.variant],
+            code=code,
+            clean=clean,
+            film_hidden_multiplier=conditioning_lib.film_hidden_multiplier(self.encoder),
+            network=self,
+            width=width,
+            training=training,
+            image=inputs[conditioning_lib.IMAGE_KEY],
         )
-        norm = self._sublayer(
-            norm_name,
-            lambda: norm_class(
-                widths=self.widths,
-                momentum=conditioning_lib.BN_MOMENTUM,
-                epsilon=conditioning_lib.BN_EPSILON,
-                name=norm_name,
-            ),
-        )
-        if self.use_dual_bn:
-            x = norm(x, conditioning.clean, width=width, training=training)
-        else:
-            x = norm(x, width=width, training=training)
-        if film_name is not None and self.use_film:
-            film = self._sublayer(
-                film_name,
-                lambda: slimmable_film.SlimmableFiLM(
-                    widths=self.widths,
-                    hidden_multiplier=conditioning_lib.film_hidden_multiplier(self.encoder),
-                    name=film_name,
-                ),
-            )
-            x = film(x, conditioning.code, width=width)
-        return x
 
     def _forward(self, inputs, *, width: float, training):
+        """The backbone's graph function run with `self._conditioning(...)`: the logits."""
         raise NotImplementedError
 
     def _build_full_width(self) -> None:

@@ -14,8 +14,6 @@ from typing import Any, Optional, Sequence
 import keras
 
 from oat_tf.layers import slimmable
-from oat_tf.layers import slimmable_conv
-from oat_tf.layers import slimmable_dense
 from oat_tf.models import conditioning as conditioning_lib
 from oat_tf.models import resnet
 from oat_tf.models import slimmable_network
@@ -25,6 +23,8 @@ from oat_tf.models import slimmable_network
 class SlimmableResNet(slimmable_network.SlimmableNetwork):
     """CIFAR-style ResNet whose width is chosen per call, inputs `{"image", "lambda"}`.
 
+    The network is `resnet.apply_resnet` (basic blocks), run with the
+    slimmable layer kit (`slimmable_network.SlimmableConditioning`).
     At width α every hidden layer keeps its first ⌈α·C⌉ channels, every
     normalisation uses that width's own batch norm(s), and the FiLM
     generators are slimmed with their features (see `SlimmableNetwork` for
@@ -106,101 +106,11 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         # === Layers (created and built at full width) ===
         self._build_full_width()
 
-    def _conv(self, x, filters, kernel_size, strides, *, name, width, slim_inputs=True):
-        """A slimmable convolution padded like PyTorch's `padding=kernel_size // 2`.
-
-        As `conditioning.apply_conv`: a strided convolution with a kernel
-        larger than 1 gets a symmetric `ZeroPadding2D` (`name + "_pad"`) and
-        "valid" padding, 1×1 convolutions "valid", the others "same".
-        """
-        padding = "same"
-        if strides > 1 and kernel_size > 1:
-            x = self._sublayer(
-                f"{name}_pad",
-                lambda: keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=f"{name}_pad"),
-            )(x)
-            padding = "valid"
-        elif kernel_size == 1:
-            padding = "valid"
-        return self._sublayer(
-            name,
-            lambda: slimmable_conv.SlimmableConv2D(
-                filters,
-                kernel_size,
-                widths=self.widths,
-                slim_inputs=slim_inputs,
-                strides=strides,
-                padding=padding,
-                use_bias=False,
-                kernel_initializer="he_normal",
-                name=name,
-            ),
-        )(x, width=width)
-
-    def _basic_block(self, x, conditioning, in_filters, filters, stride, *, name, width, training):
-        """conv-BN(-FiLM)-ReLU-conv-BN(-FiLM) + shortcut, ReLU (as `resnet.apply_basic_block`)."""
-        shortcut = x
-        y = self._conv(x, filters, 3, stride, name=f"{name}_conv1", width=width)
-        y = self._normalize(
-            y, conditioning, width=width, training=training,
-            norm_name=f"{name}_bn1", film_name=f"{name}_film1",
-        )
-        y = self._sublayer(f"{name}_relu1", lambda: keras.layers.ReLU(name=f"{name}_relu1"))(y)
-        y = self._conv(y, filters, 3, 1, name=f"{name}_conv2", width=width)
-        y = self._normalize(
-            y, conditioning, width=width, training=training,
-            norm_name=f"{name}_bn2", film_name=f"{name}_film2",
-        )
-        # Full-width channel counts decide, so every width has the same graph.
-        if stride != 1 or in_filters != filters:
-            shortcut = self._conv(x, filters, 1, stride, name=f"{name}_shortcut_conv", width=width)
-            shortcut = self._normalize(
-                shortcut, conditioning, width=width, training=training,
-                norm_name=f"{name}_shortcut_bn",
-            )
-        y = self._sublayer(f"{name}_add", lambda: keras.layers.Add(name=f"{name}_add"))(
-            [y, shortcut]
-        )
-        return self._sublayer(
-            f"{name}_out_relu", lambda: keras.layers.ReLU(name=f"{name}_out_relu")
-        )(y)
-
     def _forward(self, inputs, *, width, training):
-        conditioning = self._conditioning(inputs[conditioning_lib.LAMBDA_KEY])
-        x = self._conv(
+        return resnet.apply_resnet(
             inputs[conditioning_lib.IMAGE_KEY],
-            self.stage_filters[0],
-            3,
-            1,
-            name="stem_conv",
-            width=width,
-            slim_inputs=False,
+            self._conditioning(inputs, width=width, training=training),
+            num_classes=self.num_classes,
+            stage_filters=self.stage_filters,
+            stage_blocks=self._blocks,
         )
-        x = self._normalize(
-            x, conditioning, width=width, training=training,
-            norm_name="stem_bn", film_name="stem_film",
-        )
-        x = self._sublayer("stem_relu", lambda: keras.layers.ReLU(name="stem_relu"))(x)
-        in_filters = self.stage_filters[0]
-        for stage, (stage_width, num_blocks) in enumerate(zip(self.stage_filters, self._blocks)):
-            for block in range(num_blocks):
-                x = self._basic_block(
-                    x,
-                    conditioning,
-                    in_filters,
-                    stage_width,
-                    stride=2 if stage > 0 and block == 0 else 1,
-                    name=f"stage{stage + 1}_block{block + 1}",
-                    width=width,
-                    training=training,
-                )
-                in_filters = stage_width
-        x = self._sublayer(
-            "avg_pool", lambda: keras.layers.GlobalAveragePooling2D(name="avg_pool")
-        )(x)
-        return self._sublayer(
-            "logits",
-            lambda: slimmable_dense.SlimmableDense(
-                self.num_classes, widths=self.widths, slim_outputs=False, name="logits", dtype="float32"
-            ),
-        )(x, width=width)

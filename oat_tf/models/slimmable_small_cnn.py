@@ -14,39 +14,18 @@ from typing import Any, Optional, Sequence
 import keras
 
 from oat_tf.layers import slimmable
-from oat_tf.layers import slimmable_conv
-from oat_tf.layers import slimmable_dense
 from oat_tf.models import conditioning as conditioning_lib
 from oat_tf.models import model_arguments
 from oat_tf.models import slimmable_network
 from oat_tf.models import small_cnn
 
 
-def flat_dense_initializer(spatial_size: int, channels: int, units: int):
-    """Glorot-uniform init of a dense layer on H·W·C features, for a kernel [H, W, C, U].
-
-    Keras' Glorot for a convolution counts the spatial size in both fans; this
-    `VarianceScaling` gives the uniform limit sqrt(6 / (H·W·C + U)) of a
-    `Dense` layer on the flattened features (`SmallCNN`'s fc1).
-
-    Args:
-        spatial_size: int, H·W of the feature map.
-        channels: int, C.
-        units: int, U.
-
-    Returns:
-        keras.initializers.VarianceScaling.
-    """
-    fan_in = spatial_size * channels
-    return keras.initializers.VarianceScaling(
-        scale=2.0 * fan_in / (fan_in + units), mode="fan_in", distribution="uniform"
-    )
-
-
 @keras.saving.register_keras_serializable(package="oat_tf")
 class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
     """SmallCNN whose width is chosen per call, with inputs `{"image", "lambda"}`.
 
+    The network is `small_cnn.apply_small_cnn`, run with the slimmable layer
+    kit (`slimmable_network.SlimmableConditioning`).
     At width α every hidden layer keeps its first ⌈α·C⌉ channels
     (`slimmable.slimmed_channels`), every normalisation uses that width's own
     batch norm(s), and FiLM generators are slimmed with their features (see
@@ -136,86 +115,13 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
         self._build_full_width()
 
     def _forward(self, inputs, *, width, training):
-        conditioning = self._conditioning(inputs[conditioning_lib.LAMBDA_KEY])
-        x = inputs[conditioning_lib.IMAGE_KEY]
-        for block, block_filters in enumerate(self.filters, start=1):
-            for index in (1, 2):
-                name = f"block{block}_conv{index}"
-                first = block == 1 and index == 1
-                x = self._sublayer(
-                    name,
-                    lambda: slimmable_conv.SlimmableConv2D(
-                        block_filters,
-                        3,
-                        widths=self.widths,
-                        slim_inputs=not first,
-                        padding="valid",
-                        use_bias=False,
-                        kernel_initializer="he_normal",
-                        name=name,
-                    ),
-                )(x, width=width)
-                x = self._normalize(
-                    x,
-                    conditioning,
-                    width=width,
-                    training=training,
-                    norm_name=f"block{block}_bn{index}",
-                    film_name=f"block{block}_film{index}",
-                )
-                x = self._sublayer(
-                    f"block{block}_relu{index}",
-                    lambda: keras.layers.ReLU(name=f"block{block}_relu{index}"),
-                )(x)
-            x = self._sublayer(
-                f"block{block}_pool",
-                lambda: keras.layers.MaxPooling2D(2, name=f"block{block}_pool"),
-            )(x)
-
-        height, width_px = int(x.shape[1]), int(x.shape[2])
-        x = self._sublayer(
-            "fc1",
-            lambda: slimmable_conv.SlimmableConv2D(
-                self.hidden_units,
-                (height, width_px),
-                widths=self.widths,
-                padding="valid",
-                use_bias=False,
-                kernel_initializer=flat_dense_initializer(
-                    height * width_px, self.filters[-1], self.hidden_units
-                ),
-                name="fc1",
-            ),
-        )(x, width=width)
-        x = self._sublayer("fc1_flatten", lambda: keras.layers.Flatten(name="fc1_flatten"))(x)
-        x = self._dense_tail(x, conditioning, "fc1", width, training)
-        if self.dropout > 0.0:
-            x = self._sublayer(
-                "fc1_dropout",
-                lambda: keras.layers.Dropout(self.dropout, seed=self.seed, name="fc1_dropout"),
-            )(x, training=training)
-        x = self._sublayer(
-            "fc2",
-            lambda: slimmable_dense.SlimmableDense(
-                self.hidden_units, widths=self.widths, use_bias=False, name="fc2"
-            ),
-        )(x, width=width)
-        x = self._dense_tail(x, conditioning, "fc2", width, training)
-        return self._sublayer(
-            "logits",
-            lambda: slimmable_dense.SlimmableDense(
-                self.num_classes, widths=self.widths, slim_outputs=False, name="logits", dtype="float32"
-            ),
-        )(x, width=width)
-
-    def _dense_tail(self, x, conditioning, name, width, training):
-        """BN(-FiLM) and ReLU after a hidden dense layer."""
-        x = self._normalize(
-            x,
-            conditioning,
-            width=width,
-            training=training,
-            norm_name=f"{name}_bn",
-            film_name=f"{name}_film",
+        return small_cnn.apply_small_cnn(
+            inputs[conditioning_lib.IMAGE_KEY],
+            self._conditioning(inputs, width=width, training=training),
+            num_classes=self.num_classes,
+            filters=self.filters,
+            hidden_units=self.hidden_units,
+            dropout=self.dropout,
+            use_batch_norm=True,
+            seed=self.seed,
         )
-        return self._sublayer(f"{name}_relu", lambda: keras.layers.ReLU(name=f"{name}_relu"))(x)

@@ -63,7 +63,7 @@ def normalization_relu(
     """
     if use_batch_norm:
         return conditioning_lib.apply_normalization_relu(x, conditioning, prefix=prefix, suffix=suffix)
-    return keras.layers.ReLU(name=f"{prefix}_relu{suffix}")(x)
+    return conditioning.relu(x, name=f"{prefix}_relu{suffix}")
 
 
 def apply_conv_unit(
@@ -91,14 +91,9 @@ def apply_conv_unit(
     Returns:
         KerasTensor [N, H − 2, W − 2, filters].
     """
-    x = keras.layers.Conv2D(
-        filters,
-        3,
-        padding="valid",
-        use_bias=not use_batch_norm,
-        kernel_initializer="he_normal",
-        name=f"{block}_conv{index}",
-    )(x)
+    x = conditioning.conv(
+        x, filters, 3, padding="valid", use_bias=not use_batch_norm, name=f"{block}_conv{index}"
+    )
     return normalization_relu(x, conditioning, use_batch_norm, prefix=block, suffix=str(index))
 
 
@@ -126,7 +121,8 @@ def apply_small_cnn_conv_block(
         x = apply_conv_unit(
             x, conditioning, filters, use_batch_norm=use_batch_norm, block=name, index=index
         )
-    return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    pool = conditioning.layer(f"{name}_pool", lambda: keras.layers.MaxPooling2D(2, name=f"{name}_pool"))
+    return pool(x)
 
 
 def apply_small_cnn_dense_block(
@@ -137,26 +133,31 @@ def apply_small_cnn_dense_block(
     use_batch_norm: bool,
     dropout: float = 0.0,
     seed: Optional[int] = None,
+    flatten: bool = False,
     name: str,
 ) -> keras.KerasTensor:
     """A hidden dense layer with BN(-FiLM), ReLU and optional dropout.
 
     Args:
-        x: KerasTensor [N, F].
+        x: KerasTensor [N, F], or [N, H, W, C] with `flatten`.
         conditioning: `Conditioning` of the network.
         units: int, output features.
         use_batch_norm: bool, normalise (and modulate) before the ReLU.
         dropout: float, dropout rate after the ReLU (0: none).
         seed: int or None, seed of the dropout layer.
+        flatten: bool, the layer reads the flattened feature map
+            (`Conditioning.flatten_dense`; a slimmable network computes it
+            as one convolution over the whole map).
         name: str, prefix of every layer name (e.g. "fc1").
 
     Returns:
         KerasTensor [N, units].
     """
-    x = keras.layers.Dense(units, use_bias=not use_batch_norm, name=name)(x)
+    make_dense = conditioning.flatten_dense if flatten else conditioning.dense
+    x = make_dense(x, units, use_bias=not use_batch_norm, name=name)
     x = normalization_relu(x, conditioning, use_batch_norm, prefix=name)
     if dropout > 0.0:
-        x = keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout")(x)
+        x = conditioning.dropout(x, dropout, seed=seed, name=f"{name}_dropout")
     return x
 
 
@@ -174,8 +175,10 @@ def apply_small_cnn(
     """The SmallCNN graph from the image to the logits: the one definition of the network.
 
     `SmallCNN` wraps it in a model; `RDISmallCNN` taps its features by layer
-    name (`multi_exit.tap_layer_outputs`) and adds the exits. Arguments are
-    those of `SmallCNN`, already checked.
+    name (`multi_exit.tap_layer_outputs`) and adds the exits;
+    `SlimmableSmallCNN` runs it with its slimmable layer kit. Every layer is
+    made through `conditioning` (the layer kit). Arguments are those of
+    `SmallCNN`, already checked.
 
     Args:
         image: KerasTensor [N, H, W, C], the image input.
@@ -196,7 +199,6 @@ def apply_small_cnn(
         x = apply_small_cnn_conv_block(
             x, conditioning, block_filters, use_batch_norm=use_batch_norm, name=f"block{index + 1}"
         )
-    x = keras.layers.Flatten(name="flatten")(x)
     x = apply_small_cnn_dense_block(
         x,
         conditioning,
@@ -204,12 +206,13 @@ def apply_small_cnn(
         use_batch_norm=use_batch_norm,
         dropout=dropout,
         seed=seed,
+        flatten=True,
         name="fc1",
     )
     x = apply_small_cnn_dense_block(
         x, conditioning, hidden_units, use_batch_norm=use_batch_norm, name="fc2"
     )
-    return conditioning_lib.apply_logits(x, num_classes)
+    return conditioning.logits(x, num_classes)
 
 
 @keras.saving.register_keras_serializable(package="oat_tf")

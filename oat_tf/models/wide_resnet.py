@@ -79,16 +79,16 @@ def apply_wide_basic_block(
     """
     y = conditioning_lib.apply_normalization_relu(x, conditioning, prefix=name, suffix="1")
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = conditioning_lib.apply_conv(
+        shortcut = conditioning.conv(
             y, filters, 1, stride, name=f"{name}_shortcut_conv"
         )
     else:
         shortcut = x
-    y = conditioning_lib.apply_conv(y, filters, 3, stride, name=f"{name}_conv1")
+    y = conditioning.conv(y, filters, 3, stride, name=f"{name}_conv1")
     y = conditioning_lib.apply_normalization_relu(y, conditioning, prefix=name, suffix="2")
     if dropout > 0.0:
         y = keras.layers.Dropout(dropout, seed=seed, name=f"{name}_dropout")(y)
-    y = conditioning_lib.apply_conv(y, filters, 3, 1, name=f"{name}_conv2")
+    y = conditioning.conv(y, filters, 3, 1, name=f"{name}_conv2")
     return keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
 
@@ -159,7 +159,7 @@ class WideResNet(saved_config.SavedConfig, keras.Model):
 
         # === Functional Model ===
         inputs, conditioning = conditioning_lib.conditioned_inputs(shape, variant, encoder)
-        x = conditioning_lib.apply_conv(
+        x = conditioning.conv(
             inputs[conditioning_lib.IMAGE_KEY], STEM_FILTERS, 3, 1, name="stem_conv"
         )
         dropout_index = 0

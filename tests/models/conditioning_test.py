@@ -87,7 +87,7 @@ def test_strided_conv_pads_symmetrically_like_pytorch(size):
     # PyTorch's padding=1: output ceil(H/2), and the first window is centred on
     # pixel (0, 0), so a ones-kernel on a ones-image sums 4 pixels there.
     inputs = keras.Input((size, size, 1))
-    outputs = conditioning.apply_conv(inputs, 1, 3, 2, name="conv")
+    outputs = conditioning.Conditioning("plain").conv(inputs, 1, 3, 2, name="conv")
     model = keras.Model(inputs, outputs)
     model.get_layer("conv").kernel.assign(np.ones((3, 3, 1, 1), "float32"))
     out = model(np.ones((1, size, size, 1), "float32")).numpy()[0, :, :, 0]

@@ -32,7 +32,7 @@ def _network(variant="plain", seed=0):
     )
 
     def block(x, filters, strides, index):
-        x = conditioning.apply_conv(x, filters, 3, strides, name=f"conv{index}")
+        x = cond.conv(x, filters, 3, strides, name=f"conv{index}")
         x = conditioning.apply_normalization(
             x, cond, norm_name=f"bn{index}", film_name=f"film{index}"
         )
