@@ -148,6 +148,13 @@ def _percent_flag(name: str, value: Optional[float]) -> Optional[float]:
     return value / 100.0
 
 
+# Flags that `calibrate_model.calibrate` takes as they are, by name.
+PASSED_FLAGS = (
+    "run_dir", "saved_model", "attacks", "ra_attack", "dataset", "data_dir", "validation_size",
+    "num_examples", "batch_size", "seed", "output_dir", "export_dir", "widths", "max_width",
+)
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
@@ -175,25 +182,13 @@ def main(argv) -> None:
 
     try:
         record = calibrate_model.calibrate(
-            run_dir=FLAGS.run_dir,
-            saved_model=FLAGS.saved_model,
             min_sa=min_sa,
             min_ra=min_ra,
             lambdas=lambdas,
-            attacks=FLAGS.attacks,
-            ra_attack=FLAGS.ra_attack,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            validation_size=FLAGS.validation_size,
             epsilon=epsilon,
             step_size=step_size,
-            num_examples=FLAGS.num_examples,
-            batch_size=FLAGS.batch_size,
-            seed=FLAGS.seed,
-            output_dir=FLAGS.output_dir,
-            export_dir=FLAGS.export_dir,
-            widths=FLAGS.widths,
-            max_width=FLAGS.max_width,
+            # The other flags are the arguments of the same name, as given.
+            **{name: FLAGS[name].value for name in PASSED_FLAGS},
         )
     except (ValueError, FileNotFoundError) as error:
         # The library's errors name the argument, what was expected and what was received.

@@ -8,10 +8,11 @@ value fails with a clear message before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import math
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 
@@ -587,6 +588,45 @@ def check_inapplicable_flags(f: flags.FlagValues) -> None:
         )
 
 
+def config_from_flags(
+    config_class: type,
+    f: flags.FlagValues,
+    *,
+    flag_names: Optional[Dict[str, str]] = None,
+    **values: Any,
+):
+    """A config dataclass whose fields are read from the flags of the same name.
+
+    Every field is either given in `values` (a parsed or derived value) or
+    read from its flag, so a field without a flag is an error, not a silent
+    default.
+
+    Args:
+        config_class: a dataclass of `oat_tf.config`.
+        f: absl FlagValues after parsing.
+        flag_names: dict field → flag name, for fields whose flag is named
+            otherwise (e.g. {"schedule": "lr_schedule"}).
+        **values: fields set directly.
+
+    Returns:
+        An instance of `config_class`.
+
+    Raises:
+        KeyError: a field has neither a value nor a flag.
+    """
+    flag_names = flag_names or {}
+    for field in dataclasses.fields(config_class):
+        if field.name not in values:
+            flag = flag_names.get(field.name, field.name)
+            if flag not in f:
+                raise KeyError(
+                    f"{config_class.__name__}.{field.name} has no flag --{flag} and no value. "
+                    "Expected a flag of that name, an entry of `flag_names` or a value."
+                )
+            values[field.name] = f[flag].value
+    return config_class(**values)
+
+
 def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
     """Maps parsed flags to an ExperimentConfig (the only place this happens).
 
@@ -633,53 +673,26 @@ def flags_to_config(f: flags.FlagValues) -> config_lib.ExperimentConfig:
         runs_dir=f.runs_dir,
         export_dir=f.export_dir or None,
         export_bn_statistics=f.export_bn_statistics,
-        data=config_lib.DataConfig(
-            dataset=f.dataset,
-            data_dir=f.data_dir,
-            validation_size=f.validation_size,
-            augment=augment,
-            download=f.download,
-            num_train_examples=f.num_train_examples,
-            num_eval_examples=f.num_eval_examples,
-        ),
+        data=config_from_flags(config_lib.DataConfig, f, augment=augment),
         model=config_lib.ModelConfig(
             architecture=f.architecture,
             variant=f.variant,
             widths=parse_widths(f.widths),
             filters=parse_filters(f.filters),
             hidden_units=f.hidden_units,
-            encoder=config_lib.EncoderConfig(
+            encoder=config_from_flags(
+                config_lib.EncoderConfig,
+                f,
+                flag_names={"scheme": "encoding", "dim": "encoding_dim", "seed": "encoding_seed"},
                 lambda_values=lambda_values,
-                scheme=f.encoding,
-                dim=f.encoding_dim,
-                seed=f.encoding_seed,
-                film_hidden_multiplier=f.film_hidden_multiplier,
-                fused_normalization=f.fused_normalization,
             ),
         ),
         lambda_sampling=sampling,
         train_attack=train_attack,
-        optimizer=config_lib.OptimizerConfig(
-            learning_rate=f.learning_rate,
-            momentum=f.momentum,
-            weight_decay=f.weight_decay,
-            schedule=f.lr_schedule,
-            warmup_epochs=f.warmup_epochs,
+        optimizer=config_from_flags(
+            config_lib.OptimizerConfig, f, flag_names={"schedule": "lr_schedule"}
         ),
-        train=config_lib.TrainConfig(
-            epochs=f.epochs,
-            batch_size=f.batch_size,
-            seed=f.seed,
-            checkpoint_every_steps=f.checkpoint_every_steps,
-            max_checkpoints=f.max_checkpoints,
-            strategy=f.strategy,
-            jit_compile=f.jit_compile,
-            mixed_precision=f.mixed_precision,
-            run_eagerly=f.run_eagerly,
-            adversarial_bn_statistics=f.adversarial_bn_statistics,
-            objective=f.objective,
-            clean_fraction=f.clean_fraction,
-        ),
+        train=config_from_flags(config_lib.TrainConfig, f),
         multi_exit=config_lib.MultiExitConfig(
             defence=f.defence,
             exit_weights=tuple(parse_fraction("exit_weights", w) for w in f.exit_weights),

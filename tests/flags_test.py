@@ -480,3 +480,23 @@ def test_mixed_precision_flag_and_jit_compile_with_determinism():
     with pytest.raises(ValueError, match="--jit_compile needs --nodeterministic"):
         _parse("--jit_compile")
     assert _parse("--jit_compile", "--nodeterministic").train.jit_compile
+
+
+def test_config_from_flags_reads_each_field_from_its_flag():
+    values = flags.FlagValues()
+    flags.DEFINE_float("learning_rate", 0.3, "", flag_values=values)
+    flags.DEFINE_float("momentum", 0.8, "", flag_values=values)
+    flags.DEFINE_float("weight_decay", 1e-3, "", flag_values=values)
+    flags.DEFINE_string("lr_schedule", "constant", "", flag_values=values)
+    values(["prog", "--momentum=0.5"])
+    config = oat_flags.config_from_flags(
+        config_lib.OptimizerConfig, values, flag_names={"schedule": "lr_schedule"}, warmup_epochs=2
+    )
+    assert config == config_lib.OptimizerConfig(
+        learning_rate=0.3, momentum=0.5, weight_decay=1e-3, schedule="constant", warmup_epochs=2
+    )
+    # A field with neither a flag nor a value is an error, not its default.
+    with pytest.raises(KeyError, match="OptimizerConfig.warmup_epochs has no flag --warmup_epochs"):
+        oat_flags.config_from_flags(
+            config_lib.OptimizerConfig, values, flag_names={"schedule": "lr_schedule"}
+        )

@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from absl import flags
 
+from oat_tf.bench import step_flags
 from oat_tf import cli
 from oat_tf import cpu_kernels
 
@@ -67,9 +68,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("model", "resnet34", ["small_cnn", "resnet34"], "Network.")
     flags.DEFINE_enum("variant", "oat", ["oat", "plain"], "Network variant.")
     flags.DEFINE_integer("batch_size", 32, "Batch size.")
-    flags.DEFINE_integer("attack_steps", 7, "PGD steps of the training attack.")
-    flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing).")
-    flags.DEFINE_integer("seed", 0, "Seed of the data, weights, λ and attack starts.")
+    step_flags.define_step_flags(timed_steps=False)
 
 
 def kind_of(op_type: str, op_name: str) -> str:

@@ -28,6 +28,7 @@ from oat_tf import cli
 from oat_tf import config as config_lib
 from oat_tf import models
 from oat_tf.bench import random_batch
+from oat_tf.bench import step_flags
 from oat_tf.models import precision as precision_lib
 from oat_tf.training import determinism
 from oat_tf.training import adversarial_trainer
@@ -48,10 +49,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("variant", "oat", "Model variant (oat, plain, oat_single_bn).")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
-    flags.DEFINE_integer("attack_steps", 7, "PGD steps of the training attack.")
-    flags.DEFINE_integer("steps", 2, "Timed steps per model and mode.")
-    flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, XLA compilation).")
-    flags.DEFINE_integer("seed", 0, "Seed of the random data, weights and λ.")
+    step_flags.define_step_flags()
     flags.DEFINE_bool(
         "deterministic", False,
         "Time with TensorFlow op determinism on (the CLIs' default; see "

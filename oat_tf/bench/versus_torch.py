@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import flags
 from absl import logging
 
+from oat_tf.bench import step_flags
 from oat_tf import cli
 from oat_tf import cpu_kernels
 
@@ -66,9 +67,7 @@ def define_flags() -> None:
     flags.DEFINE_list("measures", list(MEASURES), f"What to time, among {MEASURES}.")
     flags.DEFINE_list("variants", list(VARIANTS), f"Network variants, among {VARIANTS}.")
     flags.DEFINE_integer("rounds", 2, "Rounds; the framework that goes first swaps each round.")
-    flags.DEFINE_integer("steps", 2, "Timed training steps per measurement.")
-    flags.DEFINE_integer("warmup", 1, "Untimed training steps first (tracing).")
-    flags.DEFINE_integer("attack_steps", 7, "PGD steps of the training attack.")
+    step_flags.define_step_flags()
     flags.DEFINE_integer("apgd_steps", 100, "APGD-CE iterations.")
     flags.DEFINE_integer("apgd_warmup", 1, "Untimed APGD-CE calls first (tracing).")
     flags.DEFINE_integer(
@@ -80,7 +79,6 @@ def define_flags() -> None:
         "deterministic", True,
         "TensorFlow op determinism, the oat_tf CLIs' default (PyTorch runs with its default).",
     )
-    flags.DEFINE_integer("seed", 0, "Seed of the data, weights, λ draws and attack starts.")
     flags.DEFINE_string("output", None, "Also write the results as JSON here (a new file).")
     flags.DEFINE_enum("worker", None, list(FRAMEWORKS), "Internal: time one measurement.")
     flags.DEFINE_string("worker_job", None, "Internal: the measurement, as JSON.")

@@ -213,6 +213,29 @@ def _dominates(strong: config_lib.AttackConfig, weak: config_lib.AttackConfig) -
     )
 
 
+def _comparison_detail(
+    claim: str, *, compared: bool, nothing_compared: str, failed_lead: str, failures: List[str]
+) -> str:
+    """A paired check's detail: its claim, a note when nothing was compared, the failures.
+
+    Args:
+        claim: str, what the check asserts.
+        compared: bool, whether the evaluation had any pair to compare.
+        nothing_compared: str, said in parentheses when it had none.
+        failed_lead: str, the words before the list of failures.
+        failures: list of str, one per failed comparison.
+
+    Returns:
+        str.
+    """
+    detail = claim
+    if not compared:
+        detail += f" ({nothing_compared})"
+    if failures:
+        detail += f"; {failed_lead} " + ", ".join(failures)
+    return detail
+
+
 def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
     """Checks PGD with more steps / restarts is never significantly weaker.
 
@@ -242,14 +265,17 @@ def stronger_pgd_not_weaker(result: Dict[str, Any]) -> Dict[str, Any]:
                 )
     _compare(result, pairs, "stronger", "weaker")
     failed = [p for p in pairs if not p["passed"]]
-    detail = "PGD with ≥ steps and ≥ restarts (same ε, step) is not significantly weaker (McNemar, α = 5%)"
-    if not pairs:
-        detail += " (no comparable PGD pair in this evaluation)"
-    if failed:
-        detail += "; significantly weaker at " + ", ".join(
+    detail = _comparison_detail(
+        "PGD with ≥ steps and ≥ restarts (same ε, step) is not significantly weaker (McNemar, α = 5%)",
+        compared=bool(pairs),
+        nothing_compared="no comparable PGD pair in this evaluation",
+        failed_lead="significantly weaker at",
+        failures=[
             f"λ={p['lambda']} ({p['stronger']} {100 * p['stronger_ra']:.2f}% > "
-            f"{p['weaker']} {100 * p['weaker_ra']:.2f}%)" for p in failed
-        )
+            f"{p['weaker']} {100 * p['weaker_ra']:.2f}%)"
+            for p in failed
+        ],
+    )
     return {
         "name": "stronger_pgd_not_weaker",
         "passed": not failed,
@@ -306,17 +332,18 @@ def black_box_not_stronger(result: Dict[str, Any]) -> Dict[str, Any]:
     _compare(result, candidates, "white_box", "black_box")
     weaker = [{k: v for k, v in c.items() if k != "passed"} for c in candidates if not c["passed"]]
     failed = [c for c in comparisons if not c["passed"]]
-    detail = (
+    detail = _comparison_detail(
         "Square RA is not significantly below the RA of the strongest iterative white-box "
-        "attack at any λ (McNemar, α = 5%)"
-    )
-    if not comparisons:
-        detail += " (no Square and white-box pair in this evaluation)"
-    if failed:
-        detail += "; Square beats every white-box attack at " + ", ".join(
+        "attack at any λ (McNemar, α = 5%)",
+        compared=bool(comparisons),
+        nothing_compared="no Square and white-box pair in this evaluation",
+        failed_lead="Square beats every white-box attack at",
+        failures=[
             f"λ={c['lambda']} ({100 * c['black_box_ra']:.2f}% < {c['white_box']} "
-            f"{100 * c['white_box_ra']:.2f}%)" for c in failed
-        )
+            f"{100 * c['white_box_ra']:.2f}%)"
+            for c in failed
+        ],
+    )
     if weaker:
         detail += "; weaker than Square (their RA overstates robustness): " + ", ".join(
             f"{w['white_box']} at λ={w['lambda']}" for w in weaker

@@ -389,27 +389,9 @@ class OATSTrainer(OATTrainer):
         attack: AttackConfig, the attack that generates training examples.
         seed: int, run seed for λ sampling and attack starts.
         adversarial_bn_statistics: str, "adversarial" or "mixed".
-        **kwargs: `keras.Model` keyword arguments.
+        **kwargs: the other arguments of `OATTrainer` (`objective`,
+            `clean_fraction`) and `keras.Model` keyword arguments.
     """
-
-    def __init__(
-        self,
-        network: keras.Model,
-        *,
-        sampling: config_lib.LambdaSamplingConfig,
-        attack: config_lib.AttackConfig,
-        seed: int = 0,
-        adversarial_bn_statistics: str = "adversarial",
-        **kwargs,
-    ):
-        super().__init__(
-            network,
-            sampling=sampling,
-            attack=attack,
-            seed=seed,
-            adversarial_bn_statistics=adversarial_bn_statistics,
-            **kwargs,
-        )
 
     @staticmethod
     def _widths_of(network: keras.Model) -> Optional[Tuple[float, ...]]:
