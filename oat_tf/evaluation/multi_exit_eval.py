@@ -143,15 +143,8 @@ def _build_clean_fn(model, names, image_spec):
         )
         return tf.equal(tf.argmax(chosen, -1, output_type=tf.int32), labels), exit_index, per_output
 
-    return tf.function(
-        clean,
-        input_signature=[
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([len(names) - 1], tf.float32),
-        ],
-    )
+    thresholds_spec = tf.TensorSpec([len(names) - 1], tf.float32)
+    return tf.function(clean, input_signature=robust_eval.batch_signature(image_spec, thresholds_spec))
 
 
 def _build_attack_fn(model, names, image_spec, attack, form, exit_name):
@@ -169,15 +162,12 @@ def _build_attack_fn(model, names, image_spec, attack, form, exit_name):
         chosen, exit_index, _ = _predict(model, names, x_adv, lam, thresholds)
         return tf.equal(tf.argmax(chosen, -1, output_type=tf.int32), labels), exit_index
 
+    thresholds_spec = tf.TensorSpec([len(names) - 1], tf.float32)
     return tf.function(
         adversarial,
-        input_signature=[
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([len(names) - 1], tf.float32),
-            tf.TensorSpec([2], tf.int64),
-        ],
+        input_signature=robust_eval.batch_signature(
+            image_spec, thresholds_spec, tf.TensorSpec([2], tf.int64)
+        ),
     )
 
 

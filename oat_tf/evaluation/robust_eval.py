@@ -152,6 +152,19 @@ def _correct(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
 
 
+def batch_signature(image_spec: tf.TensorSpec, *extra: tf.TensorSpec) -> List[tf.TensorSpec]:
+    """The input signature of an evaluation function of one batch at one λ.
+
+    Args:
+        image_spec: TensorSpec of the images [N, H, W, C].
+        *extra: the specs of the function's further arguments (seeds, ...).
+
+    Returns:
+        [images, int32 labels [N], float32 λ [], *extra].
+    """
+    return [image_spec, tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32), *extra]
+
+
 def _build_clean_fn(
     model: keras.Model, image_spec: tf.TensorSpec, jit_compile: bool
 ) -> Callable:
@@ -159,13 +172,7 @@ def _build_clean_fn(
         return _correct(_make_logits_fn(model, lam)(images), labels)
 
     return tf.function(
-        clean_correct,
-        input_signature=[
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.float32),
-        ],
-        jit_compile=jit_compile,
+        clean_correct, input_signature=batch_signature(image_spec), jit_compile=jit_compile
     )
 
 
@@ -187,12 +194,7 @@ def _build_attack_fn(
 
     return tf.function(
         adversarial_correct,
-        input_signature=[
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([2, 2], tf.int64),
-        ],
+        input_signature=batch_signature(image_spec, tf.TensorSpec([2, 2], tf.int64)),
         jit_compile=jit_compile,
     )
 
