@@ -25,6 +25,7 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
 
     The network is `resnet.apply_resnet` (basic blocks), run with the
     slimmable layer kit (`slimmable_network.SlimmableConditioning`).
+
     At width α every hidden layer keeps its first ⌈α·C⌉ channels, every
     normalisation uses that width's own batch norm(s), and the FiLM
     generators are slimmed with their features (see `SlimmableNetwork` for

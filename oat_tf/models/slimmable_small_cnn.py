@@ -26,6 +26,7 @@ class SlimmableSmallCNN(slimmable_network.SlimmableNetwork):
 
     The network is `small_cnn.apply_small_cnn`, run with the slimmable layer
     kit (`slimmable_network.SlimmableConditioning`).
+
     At width α every hidden layer keeps its first ⌈α·C⌉ channels
     (`slimmable.slimmed_channels`), every normalisation uses that width's own
     batch norm(s), and FiLM generators are slimmed with their features (see

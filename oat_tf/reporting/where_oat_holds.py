@@ -38,7 +38,9 @@ from matplotlib import figure as figure_lib
 from oat_tf import atomic_files
 from oat_tf import cli
 from oat_tf.reporting import pages
+from oat_tf.reporting import study_oat
 from oat_tf.reporting import study_report
+from oat_tf.reporting import study_results
 
 BASELINE_RUN = "oat_dual_ro128"
 SUMMARY_VERSION = 1
@@ -82,7 +84,7 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
             f"{results.get('report')!r} in {results_path}"
         )
     runs = [run for run in results["runs"] if not run.get("repeat_of")]
-    frontier = study_report.frontier_points(results)
+    frontier = study_oat.frontier_points(results)
     if not frontier:
         raise ValueError(f"A cell needs PGD-AT runs (the frontier). None in {results_path}")
     shapes = {json.dumps({k: run["config"]["model"].get(k) for k in (
@@ -98,16 +100,16 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
     epochs, examples = budgets.pop()
 
     def point(result, lam):
-        return {"SA": study_report.accuracy(result, lam, "SA"),
-                "RA": study_report.accuracy(result, lam, "RA")}
+        return {"SA": study_results.accuracy(result, lam, "SA"),
+                "RA": study_results.accuracy(result, lam, "RA")}
 
     conditioned = {}
     for run in runs:
-        if study_report.is_frontier_run(run):
+        if study_results.is_frontier_run(run):
             continue
         conditioned[run["name"]] = {
             "variant": run["config"]["model"]["variant"],
-            "lambdas": {f"{lam:g}": point(run["test_eval"], lam) for lam in study_report.S1},
+            "lambdas": {f"{lam:g}": point(run["test_eval"], lam) for lam in study_oat.S1},
         }
     return {
         "study": results["study"],
@@ -119,7 +121,7 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
         "epochs": int(epochs),
         "train_examples": examples,
         "frontier": {f"{lam:g}": point(result, lam) for lam, result in frontier.items()
-                     if lam in study_report.S1},
+                     if lam in study_oat.S1},
         "runs": conditioned,
     }
 
@@ -141,7 +143,7 @@ def within_count(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
         if ref is None or None in (ours["SA"], ours["RA"], ref["SA"], ref["RA"]):
             continue
         gaps[key] = (ours["SA"] - ref["SA"], ours["RA"] - ref["RA"])
-        if min(gaps[key]) >= -study_report.WITHIN_POINTS / 100.0 - 1e-9:
+        if min(gaps[key]) >= -study_oat.WITHIN_POINTS / 100.0 - 1e-9:
             within.append(key)
     return {"compared": list(gaps), "within": within, "gaps": gaps}
 
@@ -233,11 +235,11 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
         "",
         f"Collected by `{summary['command']}` from {len(cells)} cell(s), each a sweep study "
         "(its own page has the runs' commands, seeds, machine and RA-vs-SA plot).",
-        f"\"Within\" means at most {study_report.WITHIN_POINTS:g} points below the PGD-AT model "
+        f"\"Within\" means at most {study_oat.WITHIN_POINTS:g} points below the PGD-AT model "
         "trained at that λ, in SA and in RA (being above counts as within); RA is each study's "
         "per-sample worst case over its attacks.",
         "",
-        f"## The baseline (`{BASELINE_RUN}`): S1 λ within {study_report.WITHIN_POINTS:g} points",
+        f"## The baseline (`{BASELINE_RUN}`): S1 λ within {study_oat.WITHIN_POINTS:g} points",
         "",
     ]
     capacities = sorted({(c["macs"], _capacity(c)) for c in cells})
@@ -263,10 +265,10 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
                 best = (len(count["within"]), cell, name)
     if best is not None:
         holds = [c["study"] for c, cell_counts in zip(cells, counts) if BASELINE_RUN in cell_counts
-                 and len(cell_counts[BASELINE_RUN]["within"]) == len(study_report.S1)]
+                 and len(cell_counts[BASELINE_RUN]["within"]) == len(study_oat.S1)]
         lines += [
             f"Best: `{best[2]}` in {best[1]['study']} ({_capacity(best[1])}, {_budget(best[1])}) "
-            f"with {best[0]} of {len(study_report.S1)} S1 λ within. "
+            f"with {best[0]} of {len(study_oat.S1)} S1 λ within. "
             + (f"The baseline holds at every S1 λ in: {', '.join(holds)}." if holds
                else "The baseline holds at every S1 λ in no cell."),
             "",
@@ -295,7 +297,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
     name = "within_vs_macs.png"
     atomic_files.write_figure(os.path.join(plot_dir, name), _within_figure(cells, counts))
     lines += ["## Summary figure", "",
-              f"![S1 λ within {study_report.WITHIN_POINTS:g} points against MACs, one line per budget]"
+              f"![S1 λ within {study_oat.WITHIN_POINTS:g} points against MACs, one line per budget]"
               f"({os.path.basename(plot_dir)}/{name})", ""]
     return "\n".join(lines)
 
@@ -313,8 +315,8 @@ def _within_figure(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, A
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (plain network)")
-    ax.set_ylabel(f"S1 λ within {study_report.WITHIN_POINTS:g} points")
-    ax.set_ylim(-0.2, len(study_report.S1) + 0.2)
+    ax.set_ylabel(f"S1 λ within {study_oat.WITHIN_POINTS:g} points")
+    ax.set_ylim(-0.2, len(study_oat.S1) + 0.2)
     if by_budget:
         ax.legend(fontsize=8)
     fig.tight_layout()

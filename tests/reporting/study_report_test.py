@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from oat_tf.reporting import study_mixture
+from oat_tf.reporting import study_oat
 from oat_tf.reporting import study_report
 from tests import testing
 
@@ -71,12 +73,12 @@ def _oat_results():
 
 def test_compare_to_frontier_counts_lambda_within_1_5_points():
     results = _oat_results()
-    frontier = study_report.frontier_points(results)
+    frontier = study_oat.frontier_points(results)
     assert list(frontier) == [0.0, 0.1, 0.5, 1.0]
-    seen = study_report.compare_to_frontier(results["runs"][-1], frontier, study_report.S1)
+    seen = study_oat.compare_to_frontier(results["runs"][-1], frontier, study_oat.S1)
     assert seen["compared"] == [0.0, 0.1, 1.0] and seen["within"] == [0.0]
     assert math.isclose(seen["worst_sa_drop"], 0.02) and math.isclose(seen["worst_ra_drop"], 0.02)
-    unseen = study_report.compare_to_frontier(results["runs"][-1], frontier, [0.5, 0.9])
+    unseen = study_oat.compare_to_frontier(results["runs"][-1], frontier, [0.5, 0.9])
     assert unseen["compared"] == [0.5] and unseen["within"] == [0.5]
 
 
@@ -139,12 +141,6 @@ def test_bad_results_are_clear_errors(tmp_path):
         study_report.render_study_report(results, "r", str(tmp_path))
 
 
-def test_z_score_matches_the_closed_form():
-    z = study_report.z_score(0.6, 0.5, 1000, 1000)
-    assert math.isclose(z, 0.1 / math.sqrt(0.24 / 1000 + 0.25 / 1000))
-    assert study_report.z_score(1.0, 1.0, 10, 10) == 0.0
-
-
 def _mixture_results(batch_ra=0.45):
     def adv(depth, ra, f=0.0, variant="plain", evaluations=()):
         config = _config(variant, "element_wise", (0.0, 1.0), f"resnet{depth}", "mixed_batch", f)
@@ -169,14 +165,14 @@ def _mixture_results(batch_ra=0.45):
 def test_mixture_report_verdicts(tmp_path):
     text = study_report.render_study_report(_mixture_results(), "r", str(tmp_path))
     # (1) 40.0 vs 30.0 on 1,000 images each: z ≈ 4.7, holds.
-    z1 = study_report.z_score(0.40, 0.30, 1000, 1000)
+    z1 = study_mixture.z_score(0.40, 0.30, 1000, 1000)
     assert f"+10.0 (z = {z1:.2f}) | holds |" in text
     # (2) 41.0 vs 30.0: holds. (3) batch statistics 45.0 vs 41.0: z ≈ 1.8, within noise.
-    z3 = study_report.z_score(0.45, 0.41, 1000, 1000)
+    z3 = study_mixture.z_score(0.45, 0.41, 1000, 1000)
     assert f"+4.0 (z = {z3:.2f}) | same direction, within noise (z < 1.96)" in text
     # (4) adversarial RA peaks at 26, standard SA at 18: holds.
     assert "adversarial RA peaks at depth 26 | standard SA peaks at depth 18 (ties: the shallower)" in text
-    assert f"adversarial RA 10→34: +3.0 (z = {study_report.z_score(0.43, 0.40, 1000, 1000):.2f})" in text
+    assert f"adversarial RA 10→34: +3.0 (z = {study_mixture.z_score(0.43, 0.40, 1000, 1000):.2f})" in text
     assert "| 26 | 80.0 | 44.0 | 90.0 | 0.0 |" in text
     assert os.path.isfile(tmp_path / "depth.png")
     reversed_text = study_report.render_study_report(_mixture_results(batch_ra=0.30), "r", str(tmp_path))
@@ -243,13 +239,6 @@ def test_seed_spread_of_the_oat_headline_pairs_each_seed_with_its_own_frontier(t
     assert "| 0 | – | – | 88.8 (86.5–90.5) | 0.3 (0.0–1.0) | – | – |" in spread
     # λ = 0.1 is the one compared S1 λ, short by 2 SA points or more on every seed.
     assert "seed 0: 0/1, seed 1: 0/1, seed 2: 0/1." in spread
-
-
-def test_seed_spread_text():
-    assert study_report.spread_text([0.5, 0.6, 0.7]) == "60.0 (50.0–70.0)"
-    assert study_report.spread_text([-0.01, 0.02], signed=True) == "+0.5 (-1.0–+2.0)"
-    assert study_report.spread_text([None, 0.25]) == "25.0 (25.0–25.0), 1 seeds"
-    assert study_report.spread_text([None]) == "–"
 
 
 def test_seed_spread_of_the_mixture_claims(tmp_path):
