@@ -77,7 +77,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -94,6 +94,8 @@ RESULTS_FILE = "results.json"
 # The finished jobs of an unfinished study, beside its results (see `write_ledger`).
 LEDGER_FILE = "in_progress.json"
 RUN_RECORD = "sweep_run.json"
+# Seconds between updates of a running job's wall time in its record.
+HEARTBEAT_SECONDS = 60.0
 REPORT_KINDS = ("oat", "mixture_bn", "width", "none")
 RESULT_FILES = ("test_eval.json", "test_eval_multi_exit.json")
 # Keys of a run's result files copied into results.json: the measurement,
@@ -565,17 +567,48 @@ def run_job(job: Job, flagfile_dir: str, restart_changed: bool = False, dry_run:
         "machine": machine_description(),
     }
     _write_json(job.record_path, {**base, "finished": False, "wall_seconds": wall})
-    start = time.monotonic()
-    completed = subprocess.run(command, check=False)
-    wall += time.monotonic() - start
-    finished = completed.returncode == 0 and job.result_path() is not None
+    # The record keeps the wall time so far, so that an attempt killed with the
+    # sweep (a session's end) still counts, up to one heartbeat.
+    returncode, elapsed = run_with_heartbeat(
+        command,
+        lambda so_far: _write_json(
+            job.record_path, {**base, "finished": False, "wall_seconds": wall + so_far}
+        ),
+        HEARTBEAT_SECONDS,
+    )
+    wall += elapsed
+    finished = returncode == 0 and job.result_path() is not None
     _write_json(job.record_path, {**base, "finished": finished, "wall_seconds": wall})
     if not finished:
         raise RuntimeError(
-            f"{job.kind} {job.title} {failure_reason(completed.returncode, job.result_path() is not None)} "
+            f"{job.kind} {job.title} {failure_reason(returncode, job.result_path() is not None)} "
             f"Its command: {' '.join(shlex.quote(c) for c in command)}"
         )
     return state
+
+
+def run_with_heartbeat(
+    command: Sequence[str], on_heartbeat: Callable[[float], None], interval: float
+) -> Tuple[int, float]:
+    """Runs `command` to its end, calling `on_heartbeat(seconds so far)` every `interval`.
+
+    Args:
+        command: the command line.
+        on_heartbeat: callable taking the wall seconds since the start.
+        interval: float > 0, seconds between heartbeats.
+
+    Returns:
+        (exit status, as `subprocess` reports it; wall seconds).
+    """
+    start = time.monotonic()
+    process = subprocess.Popen(command)
+    while True:
+        try:
+            returncode = process.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            on_heartbeat(time.monotonic() - start)
+            continue
+        return returncode, time.monotonic() - start
 
 
 def failure_reason(returncode: int, has_result: bool) -> str:

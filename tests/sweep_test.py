@@ -95,7 +95,12 @@ def _fake_subprocess(monkeypatch, calls, write_result=True, returncode=0):
                     json.dump({"num_examples": 4, "clean_accuracy": {"0.0": 0.25}}, f)
         return subprocess.CompletedProcess(command, returncode)
 
+    def fake_run_with_heartbeat(command, on_heartbeat, interval):
+        on_heartbeat(1.0)  # One heartbeat, as from a job running longer than `interval`.
+        return fake_run(command).returncode, 2.0
+
     monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    monkeypatch.setattr(sweep, "run_with_heartbeat", fake_run_with_heartbeat)
     monkeypatch.setattr(sweep, "machine_description", lambda: {"cpu_count": 2})
 
 
@@ -135,6 +140,38 @@ def test_killed_run_resumes_with_its_wall_time(tmp_path, monkeypatch):
     sweep.run_job(job, str(tmp_path / "flags"))
     assert calls[1][-1] == "--resume"
     assert sweep.read_record(job)["wall_seconds"] >= 100.0
+
+
+def test_the_record_keeps_the_wall_time_of_a_running_job(tmp_path, monkeypatch):
+    calls = []
+    _fake_subprocess(monkeypatch, calls)
+    (job,) = _plan(tmp_path)
+    os.makedirs(job.run_dir)
+    sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": 100.0})
+    seen = []
+    heartbeat = sweep.run_with_heartbeat
+
+    def spy(command, on_heartbeat, interval):
+        def record_then_read(seconds):
+            on_heartbeat(seconds)
+            seen.append(sweep.read_record(job))
+        return heartbeat(command, record_then_read, interval)
+
+    monkeypatch.setattr(sweep, "run_with_heartbeat", spy)
+    sweep.run_job(job, str(tmp_path / "flags"))
+    # While the job ran, its record already counted the earlier 100 s and the heartbeat's 1 s:
+    # a sweep killed then (a session's end) keeps that time.
+    assert seen and not seen[0]["finished"] and seen[0]["wall_seconds"] == 101.0
+    assert sweep.read_record(job)["finished"] and sweep.read_record(job)["wall_seconds"] == 102.0
+
+
+def test_run_with_heartbeat_reports_while_the_command_runs():
+    beats = []
+    code, seconds = sweep.run_with_heartbeat(
+        [sys.executable, "-c", "import time, sys; time.sleep(1.0); sys.exit(3)"], beats.append, 0.2
+    )
+    assert code == 3 and seconds >= 1.0
+    assert len(beats) >= 2 and beats == sorted(beats) and all(0.0 < b <= seconds for b in beats)
 
 
 def test_changed_flags_are_an_error_unless_restart(tmp_path, monkeypatch):
