@@ -27,7 +27,7 @@ Subclasses do not describe their architecture again: `_forward` runs the
 backbone's one graph function (`small_cnn.apply_small_cnn`,
 `resnet.apply_resnet`) with a `SlimmableConditioning`, the slimmable layer
 kit. Its `conv`, `dense`, `normalize`, ... fetch each sublayer by name
-(`_sublayer(name, factory)`) and run it at the call's width. The constructor
+(`sublayer(name, factory)`) and run it at the call's width. The constructor
 runs `_forward` at full width on symbolic inputs, which creates every sublayer
 (as an attribute named after the layer, so `tf.train.Checkpoint` and `.keras`
 saving reach it) and builds it with its full-width shapes; later calls only
@@ -107,7 +107,7 @@ class SlimmableConditioning(conditioning_lib.Conditioning):
     image: Any = None
 
     def layer(self, name: str, factory: Callable[[], keras.layers.Layer]) -> keras.layers.Layer:
-        return self.network._sublayer(name, factory)
+        return self.network.sublayer(name, factory)
 
     def conv(self, x, filters, kernel_size, strides=1, *, name, use_bias=False, padding=None):
         slim_inputs = x is not self.image
@@ -289,8 +289,23 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
         """Whether normalisations are `SwitchableDualBatchNormalization`."""
         return self.variant == "oats"
 
-    def _sublayer(self, name: str, factory: Callable[[], keras.layers.Layer]):
-        """Returns the sublayer `name`, created by `factory()` during the build pass."""
+    def sublayer(self, name: str, factory: Callable[[], keras.layers.Layer]):
+        """The sublayer `name`, created by `factory()` during the full-width build pass.
+
+        The slimmable layer kit (`SlimmableConditioning`) fetches every layer
+        through it; after the build pass an unknown name is an error.
+
+        Args:
+            name: str, the layer's name, also its attribute name.
+            factory: callable making the layer, named `name`.
+
+        Returns:
+            keras.layers.Layer.
+
+        Raises:
+            ValueError: `name` clashes with a non-layer attribute, is unknown
+                after the build pass, or the factory names its layer otherwise.
+        """
         layer = self.__dict__.get(name)
         if layer is None:
             # Keras' attribute tracking may keep attributes outside __dict__.
@@ -330,14 +345,14 @@ class SlimmableNetwork(saved_config.SavedConfig, keras.Model):
         lambdas = inputs[conditioning_lib.LAMBDA_KEY]
         code = clean = None
         if self.use_film:
-            code = self._sublayer(
+            code = self.sublayer(
                 "lambda_encoder",
                 lambda: lambda_encoding.LambdaEncoder(
                     **conditioning_lib.lambda_encoder_kwargs(self.encoder), name="lambda_encoder"
                 ),
             )(lambdas)
         if self.use_dual_bn:
-            clean = self._sublayer(
+            clean = self.sublayer(
                 "clean_route", lambda: lambda_encoding.CleanRoute(name="clean_route")
             )(lambdas)
         return SlimmableConditioning(
