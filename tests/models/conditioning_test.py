@@ -186,3 +186,26 @@ def test_fused_network_computes_the_unfused_function_with_the_same_weights(archi
             np.testing.assert_allclose(g_fused.numpy(), g_unfused.numpy(), rtol=1e-3, atol=1e-4)
     for a, b in zip(fused.non_trainable_weights, unfused.non_trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kernel_size, strides, expected",
+    [(3, 1, (0, "same")), (3, 2, (1, "valid")), (7, 2, (3, "valid")), (1, 1, (0, "valid")), (1, 2, (0, "valid"))],
+)
+def test_conv_padding_is_pytorchs_kernel_size_over_two(kernel_size, strides, expected):
+    # PyTorch pads k // 2 on every side: Keras' "same" does that at stride 1 for odd k; a
+    # strided k > 1 convolution pads explicitly; a 1×1 convolution needs no padding.
+    assert conditioning.conv_padding(kernel_size, strides) == expected
+
+
+def test_the_kit_adds_each_layer_under_its_name():
+    inputs = keras.Input((6, 6, 2))
+    kit = conditioning.Conditioning("plain")
+    x = kit.conv(inputs, 4, 3, 2, name="c")
+    x = kit.relu(kit.normalize(x, norm_name="bn", film_name="film"), name="r")
+    x = kit.dropout(kit.flatten_dense(x, 5, name="fc"), 0.5, seed=0, name="drop")
+    model = keras.Model(inputs, kit.logits(x, 3))
+    names = [layer.name for layer in model.layers[1:]]
+    # A plain network has no FiLM; the strided convolution pads explicitly first.
+    assert names == ["c_pad", "c", "bn", "r", "flatten", "fc", "drop", "logits"]
+    assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
