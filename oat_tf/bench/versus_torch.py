@@ -79,6 +79,11 @@ def define_flags() -> None:
         "deterministic", True,
         "TensorFlow op determinism, the oat_tf CLIs' default (PyTorch runs with its default).",
     )
+    flags.DEFINE_bool(
+        "fused_normalization", False,
+        "oat_tf's OAT network with the fused dual BN + FiLM (EncoderConfig.fused_normalization); "
+        "the PyTorch step is the same OAT either way.",
+    )
     flags.DEFINE_string("output", None, "Also write the results as JSON here (a new file).")
     flags.DEFINE_enum("worker", None, list(FRAMEWORKS), "Internal: time one measurement.")
     flags.DEFINE_string("worker_job", None, "Internal: the measurement, as JSON.")
@@ -238,13 +243,14 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "deterministic": FLAGS.deterministic,
+        "fused_normalization": FLAGS.fused_normalization,
         **cpu_kernels.describe(),
     }
     if job["measure"] == "train":
         timing = train_step.time_train_step(
             job["model"], "function", variant=job["variant"], batch_size=job["batch_size"],
             attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
-            seed=FLAGS.seed,
+            seed=FLAGS.seed, fused_normalization=FLAGS.fused_normalization,
         )
         return {"seconds": timing["seconds_per_step"], **settings}
 
@@ -252,7 +258,8 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
     from oat_tf import config as config_lib
 
     trainer, images, labels = train_step.benchmark_trainer(
-        job["model"], variant=job["variant"], batch_size=job["batch_size"], seed=FLAGS.seed
+        job["model"], variant=job["variant"], batch_size=job["batch_size"], seed=FLAGS.seed,
+        fused_normalization=FLAGS.fused_normalization,
     )
     network = trainer.network
     attack = config_lib.AttackConfig(name="apgd_ce", epsilon=8 / 255, num_steps=FLAGS.apgd_steps)
@@ -328,6 +335,7 @@ def _run_worker(job: Dict[str, Any]) -> Dict[str, Any]:
         f"--attack_steps={FLAGS.attack_steps}", f"--apgd_steps={FLAGS.apgd_steps}",
         f"--apgd_warmup={FLAGS.apgd_warmup}", f"--threads={FLAGS.threads}",
         f"--seed={FLAGS.seed}", "--deterministic" if FLAGS.deterministic else "--nodeterministic",
+        "--fused_normalization" if FLAGS.fused_normalization else "--nofused_normalization",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -364,7 +372,8 @@ def main(argv: Sequence[str]) -> None:
         f"CPU: {ours['cpu']} ({ours['cpu_vector_extensions']}; PyTorch dispatches "
         f"{theirs['torch_cpu_capability']}). TensorFlow {ours['tensorflow']}, oneDNN "
         f"{ours['onednn']}, intra-op threads {ours['intra_op_threads'] or 'default'}, op "
-        f"determinism {'on' if ours['deterministic'] else 'off'}; PyTorch {theirs['torch']}, "
+        f"determinism {'on' if ours['deterministic'] else 'off'}, "
+        f"{'fused' if ours['fused_normalization'] else 'unfused'} dual BN + FiLM; PyTorch {theirs['torch']}, "
         f"{theirs['torch_threads']} threads. Training: PGD-{FLAGS.attack_steps}, "
         f"{FLAGS.warmup} untimed + {FLAGS.steps} timed steps; APGD-CE: {FLAGS.apgd_steps} "
         f"iterations, {FLAGS.apgd_warmup} untimed + 1 timed call; {FLAGS.rounds} rounds."
