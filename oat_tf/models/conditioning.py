@@ -291,6 +291,27 @@ class Conditioning:
         """
         return self.layer(name, lambda: keras.layers.ReLU(name=name))(x)
 
+    def pad_like_pytorch(
+        self, x: keras.KerasTensor, kernel_size: int, strides: int, *, name: str
+    ) -> Tuple[keras.KerasTensor, str]:
+        """The explicit padding of a convolution padded like PyTorch (`conv_padding`).
+
+        Args:
+            x: KerasTensor [N, H, W, C], the convolution's input.
+            kernel_size: int, square kernel size.
+            strides: int, stride.
+            name: str, the convolution's name; the padding layer is `name + "_pad"`.
+
+        Returns:
+            (`x`, padded where the rule asks; the Keras padding of the convolution).
+        """
+        pad, padding = conv_padding(kernel_size, strides)
+        if pad:
+            x = self.layer(
+                f"{name}_pad", lambda: keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")
+            )(x)
+        return x, padding
+
     def conv(
         self,
         x: keras.KerasTensor,
@@ -319,9 +340,7 @@ class Conditioning:
             KerasTensor [N, H', W', filters].
         """
         if padding is None:
-            pad, padding = conv_padding(kernel_size, strides)
-            if pad:
-                x = keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")(x)
+            x, padding = self.pad_like_pytorch(x, kernel_size, strides, name=name)
         return keras.layers.Conv2D(
             filters,
             kernel_size,

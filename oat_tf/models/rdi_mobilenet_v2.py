@@ -129,10 +129,9 @@ def apply_depthwise_conv(
     x: keras.KerasTensor, strides: int, *, name: str
 ) -> keras.KerasTensor:
     """A 3×3 depthwise convolution padded like PyTorch's `padding=1` (see `Conditioning.conv`)."""
-    padding = "same"
-    if strides > 1:
-        x = keras.layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
-        padding = "valid"
+    pad, padding = conditioning_lib.conv_padding(3, strides)
+    if pad:
+        x = keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")(x)
     return keras.layers.DepthwiseConv2D(
         3,
         strides=strides,

@@ -112,11 +112,7 @@ class SlimmableConditioning(conditioning_lib.Conditioning):
     def conv(self, x, filters, kernel_size, strides=1, *, name, use_bias=False, padding=None):
         slim_inputs = x is not self.image
         if padding is None:
-            pad, padding = conditioning_lib.conv_padding(kernel_size, strides)
-            if pad:
-                x = self.layer(
-                    f"{name}_pad", lambda: keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad")
-                )(x)
+            x, padding = self.pad_like_pytorch(x, kernel_size, strides, name=name)
         return self.layer(
             name,
             lambda: slimmable_conv.SlimmableConv2D(
