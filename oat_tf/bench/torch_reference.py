@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+from oat_tf import config as config_lib
+
+S1 = config_lib.S1
 VARIANTS = ("plain", "oat")
 ARCHITECTURES = ("small_cnn", "resnet34")
 

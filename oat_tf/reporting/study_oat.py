@@ -14,10 +14,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from matplotlib import figure as figure_lib
 
+from oat_tf import config as config_lib
 from oat_tf.reporting import study_results
 
 WITHIN_POINTS = 1.5
-S1 = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+S1 = config_lib.S1
 
 
 def frontier_points(results: Dict[str, Any]) -> Dict[float, Dict[str, Any]]:
