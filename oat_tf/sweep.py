@@ -601,14 +601,17 @@ def run_with_heartbeat(
         (exit status, as `subprocess` reports it; wall seconds).
     """
     start = time.monotonic()
-    process = subprocess.Popen(command)
-    while True:
+    with subprocess.Popen(command) as process:
         try:
-            returncode = process.wait(timeout=interval)
-        except subprocess.TimeoutExpired:
-            on_heartbeat(time.monotonic() - start)
-            continue
-        return returncode, time.monotonic() - start
+            while True:
+                try:
+                    return process.wait(timeout=interval), time.monotonic() - start
+                except subprocess.TimeoutExpired:
+                    on_heartbeat(time.monotonic() - start)
+        except BaseException:
+            # As `subprocess.run`: the command does not outlive an error here.
+            process.kill()
+            raise
 
 
 def failure_reason(returncode: int, has_result: bool) -> str:

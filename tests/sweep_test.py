@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,13 +120,18 @@ def test_run_job_starts_skips_and_records(tmp_path, monkeypatch):
     assert sweep.run_job(job, flag_dir) == "skip" and len(calls) == 1
 
 
+def _job_killed_after(tmp_path, seconds):
+    """The plan's job as a run killed mid-way: its record says not finished, `seconds` spent."""
+    (job,) = _plan(tmp_path)
+    os.makedirs(job.run_dir)
+    sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": seconds})
+    return job
+
+
 def test_killed_run_resumes_with_its_wall_time(tmp_path, monkeypatch):
     calls = []
     _fake_subprocess(monkeypatch, calls)
-    (job,) = _plan(tmp_path)
-    os.makedirs(job.run_dir)
-    # A run killed mid-way: its record says not finished, 100 s spent.
-    sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": 100.0})
+    job = _job_killed_after(tmp_path, 100.0)
     # Killed before training started (no config.json): started afresh, not with --resume,
     # which `oat_tf.train` refuses for a run that does not exist.
     assert sweep.job_state(job) == "resume"
@@ -145,9 +151,7 @@ def test_killed_run_resumes_with_its_wall_time(tmp_path, monkeypatch):
 def test_the_record_keeps_the_wall_time_of_a_running_job(tmp_path, monkeypatch):
     calls = []
     _fake_subprocess(monkeypatch, calls)
-    (job,) = _plan(tmp_path)
-    os.makedirs(job.run_dir)
-    sweep._write_json(job.record_path, {"fingerprint": job.fingerprint, "finished": False, "wall_seconds": 100.0})
+    job = _job_killed_after(tmp_path, 100.0)
     seen = []
     heartbeat = sweep.run_with_heartbeat
 
@@ -172,6 +176,20 @@ def test_run_with_heartbeat_reports_while_the_command_runs():
     )
     assert code == 3 and seconds >= 1.0
     assert len(beats) >= 2 and beats == sorted(beats) and all(0.0 < b <= seconds for b in beats)
+
+
+def test_run_with_heartbeat_kills_the_command_when_a_heartbeat_fails(tmp_path):
+    marker = tmp_path / "finished"
+
+    def failing(seconds):
+        raise OSError("disk full")
+
+    script = f"import time; time.sleep(2.0); open({str(marker)!r}, 'w').close()"
+    with pytest.raises(OSError, match="disk full"):
+        sweep.run_with_heartbeat([sys.executable, "-c", script], failing, 0.2)
+    # The command was killed with the error, as `subprocess.run` does: it never finishes.
+    time.sleep(3.0)
+    assert not marker.exists()
 
 
 def test_changed_flags_are_an_error_unless_restart(tmp_path, monkeypatch):
