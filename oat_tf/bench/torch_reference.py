@@ -43,6 +43,8 @@ from oat_tf import config as config_lib
 S1 = config_lib.S1
 VARIANTS = ("plain", "oat")
 ARCHITECTURES = ("small_cnn", "resnet34")
+# Keras dtype policy names; "mixed_bfloat16" is PyTorch's CPU autocast to bfloat16.
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def encoding_matrix(num_values: int, dim: int = 128, seed: int = 0) -> np.ndarray:
@@ -230,15 +232,52 @@ class SmallCNN(nn.Module):
         return self.logits(x)
 
 
-def build(architecture: str, variant: str) -> nn.Module:
-    """Returns the PyTorch network `architecture` ("small_cnn", "resnet34") in `variant`."""
+class MixedBFloat16(nn.Module):
+    """A network whose forward pass runs under PyTorch's CPU autocast to bfloat16.
+
+    PyTorch's counterpart of Keras's "mixed_bfloat16" policy: the weights
+    stay float32, convolutions and matrix products compute in bfloat16 (on
+    CPUs with AVX512_BF16 / AMX, oneDNN's bfloat16 kernels), and the logits
+    come back as float32, so losses and attack gradients are float32.
+
+    Args:
+        network: the float32 network to wrap.
+    """
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, *args):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.network(*args).float()
+
+
+def build(architecture: str, variant: str, precision: str = "float32") -> nn.Module:
+    """The PyTorch network `architecture` ("small_cnn", "resnet34") in `variant`.
+
+    Args:
+        architecture: str, one of `ARCHITECTURES`.
+        variant: str, one of `VARIANTS`.
+        precision: str, one of `PRECISIONS`: "float32", or "mixed_bfloat16"
+            for the network wrapped in `MixedBFloat16`.
+
+    Returns:
+        torch.nn.Module taking (images NCHW, λ [N], number of λ = 0 samples
+        first) and returning float32 logits.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"`precision` must be one of {PRECISIONS}. Received: precision={precision!r}"
+        )
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}"
         )
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
-    return ResNet34(variant) if architecture == "resnet34" else SmallCNN(variant)
+    network = ResNet34(variant) if architecture == "resnet34" else SmallCNN(variant)
+    return MixedBFloat16(network) if precision == "mixed_bfloat16" else network
 
 
 def from_nhwc(images: np.ndarray, labels: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,8 @@ FRAMEWORKS = ("oat_tf", "torch")
 MODELS = ("small_cnn", "resnet34")
 MEASURES = ("train", "apgd_ce")
 VARIANTS = ("oat", "plain")
+# The precisions both frameworks can run (torch_reference.PRECISIONS, which imports torch).
+PRECISIONS = ("float32", "mixed_bfloat16")
 _RESULT_PREFIX = "VERSUS_TORCH_RESULT "
 TORCH_MISSING = (
     "python -m oat_tf.bench.versus_torch needs PyTorch, an optional extra that oat_tf "
@@ -83,6 +85,12 @@ def define_flags() -> None:
         "fused_normalization", False,
         "oat_tf's OAT network with the fused dual BN + FiLM (EncoderConfig.fused_normalization); "
         "the PyTorch step is the same OAT either way.",
+    )
+    flags.DEFINE_enum(
+        "precision", "float32", list(PRECISIONS),
+        "Both frameworks' precision: float32, or mixed_bfloat16 (the Keras dtype policy for oat_tf, "
+        "forward passes under torch.autocast to bfloat16 for PyTorch; weights, losses and attack "
+        "gradients stay float32 in both). bfloat16 pays off on CPUs with AVX512_BF16 or AMX.",
     )
     flags.DEFINE_string("output", None, "Also write the results as JSON here (a new file).")
     flags.DEFINE_enum("worker", None, list(FRAMEWORKS), "Internal: time one measurement.")
@@ -244,6 +252,7 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "deterministic": FLAGS.deterministic,
         "fused_normalization": FLAGS.fused_normalization,
+        "precision": FLAGS.precision,
         **cpu_kernels.describe(),
     }
     if job["measure"] == "train":
@@ -251,6 +260,7 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
             job["model"], "function", variant=job["variant"], batch_size=job["batch_size"],
             attack_steps=FLAGS.attack_steps, steps=FLAGS.steps, warmup=FLAGS.warmup,
             seed=FLAGS.seed, fused_normalization=FLAGS.fused_normalization,
+            mixed_precision=FLAGS.precision,
         )
         return {"seconds": timing["seconds_per_step"], **settings}
 
@@ -259,7 +269,7 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
 
     trainer, images, labels = train_step.benchmark_trainer(
         job["model"], variant=job["variant"], batch_size=job["batch_size"], seed=FLAGS.seed,
-        fused_normalization=FLAGS.fused_normalization,
+        fused_normalization=FLAGS.fused_normalization, mixed_precision=FLAGS.precision,
     )
     network = trainer.network
     attack = config_lib.AttackConfig(name="apgd_ce", epsilon=8 / 255, num_steps=FLAGS.apgd_steps)
@@ -297,8 +307,9 @@ def _time_torch(job: Dict[str, Any]) -> Dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "precision": FLAGS.precision,
     }
-    model = torch_reference.build(job["model"], job["variant"])
+    model = torch_reference.build(job["model"], job["variant"], FLAGS.precision)
     # The oat_tf benchmark's batch, as NCHW tensors.
     images, labels = torch_reference.from_nhwc(
         *random_batch.random_batch(job["model"], job["batch_size"], FLAGS.seed)
@@ -336,6 +347,7 @@ def _run_worker(job: Dict[str, Any]) -> Dict[str, Any]:
         f"--apgd_warmup={FLAGS.apgd_warmup}", f"--threads={FLAGS.threads}",
         f"--seed={FLAGS.seed}", "--deterministic" if FLAGS.deterministic else "--nodeterministic",
         "--fused_normalization" if FLAGS.fused_normalization else "--nofused_normalization",
+        f"--precision={FLAGS.precision}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -373,7 +385,8 @@ def main(argv: Sequence[str]) -> None:
         f"{theirs['torch_cpu_capability']}). TensorFlow {ours['tensorflow']}, oneDNN "
         f"{ours['onednn']}, intra-op threads {ours['intra_op_threads'] or 'default'}, op "
         f"determinism {'on' if ours['deterministic'] else 'off'}, "
-        f"{'fused' if ours['fused_normalization'] else 'unfused'} dual BN + FiLM; PyTorch {theirs['torch']}, "
+        f"{'fused' if ours['fused_normalization'] else 'unfused'} dual BN + FiLM, {ours['precision']}; "
+        f"PyTorch {theirs['torch']}, {theirs['precision']}, "
         f"{theirs['torch_threads']} threads. Training: PGD-{FLAGS.attack_steps}, "
         f"{FLAGS.warmup} untimed + {FLAGS.steps} timed steps; APGD-CE: {FLAGS.apgd_steps} "
         f"iterations, {FLAGS.apgd_warmup} untimed + 1 timed call; {FLAGS.rounds} rounds."

@@ -120,3 +120,51 @@ def test_the_benchmark_batch_reaches_pytorch_transposed_to_nchw():
     assert tuple(torch_images.shape) == (3, 3, 32, 32) and torch_labels.dtype == torch.int64
     np.testing.assert_array_equal(torch_images.numpy(), images.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(torch_labels.numpy(), labels)
+
+
+def test_mixed_bfloat16_computes_convolutions_in_bfloat16_and_returns_float32_logits():
+    torch.manual_seed(0)
+    network = torch_reference.SmallCNN("oat", filters=(8, 16), hidden_units=32)
+    mixed = torch_reference.MixedBFloat16(network)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+             for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    images, lambdas = torch.rand(4, 1, 28, 28), torch.full((4,), 0.5)
+    network.eval()
+    reference = network(images, lambdas, 0)
+    seen_float32, seen[:] = list(seen), []
+    logits = mixed(images, lambdas, 0)
+    for hook in hooks:
+        hook.remove()
+    assert seen_float32 and set(seen_float32) == {torch.float32}
+    assert seen and set(seen) == {torch.bfloat16}
+    assert logits.dtype == torch.float32
+    # The same weights: bfloat16 keeps 8 significant bits, so the logits agree to about 1%.
+    np.testing.assert_allclose(logits.detach().numpy(), reference.detach().numpy(), rtol=0.05, atol=0.05)
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+
+
+def test_build_wraps_only_the_mixed_precision_and_refuses_other_precisions():
+    assert isinstance(torch_reference.build("small_cnn", "plain", "mixed_bfloat16"),
+                      torch_reference.MixedBFloat16)
+    assert isinstance(torch_reference.build("small_cnn", "plain"), torch_reference.SmallCNN)
+    with pytest.raises(ValueError, match="precision.*mixed_float16"):
+        torch_reference.build("small_cnn", "plain", "mixed_float16")
+
+
+def test_a_mixed_bfloat16_oat_step_trains_its_float32_weights():
+    torch.manual_seed(0)
+    model = torch_reference.build("small_cnn", "oat", "mixed_bfloat16")
+    before = [p.detach().clone() for p in model.parameters()]
+    step = torch_reference.OATStep(model, attack_steps=1, seed=0)
+    loss = step(torch.rand(12, 1, 28, 28), torch.randint(0, 10, (12,)))
+    assert np.isfinite(loss)
+    moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    assert all(p.dtype == torch.float32 for p in model.parameters()) and any(moved)
+
+
+def test_the_benchmark_offers_the_precisions_both_frameworks_run():
+    from oat_tf.bench import versus_torch
+
+    assert versus_torch.PRECISIONS == torch_reference.PRECISIONS
+    assert set(torch_reference.PRECISIONS) <= set(config_lib.PRECISIONS)

@@ -88,3 +88,13 @@ def test_the_command_line_refuses_bad_flags_with_the_flag_named():
     )
     assert completed.returncode != 0
     assert "--models" in completed.stderr and "vgg16" in completed.stderr
+
+
+def test_the_command_line_refuses_a_precision_pytorch_does_not_run_here():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    completed = subprocess.run(
+        [sys.executable, "-m", "oat_tf.bench.versus_torch", "--precision=mixed_float16"],
+        capture_output=True, text=True, cwd=repo, check=False,
+    )
+    assert completed.returncode != 0
+    assert "--precision" in completed.stderr and "mixed_float16" in completed.stderr
