@@ -42,6 +42,11 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     logging.info("CPU kernels: %s.", cpu_kernels.describe()["onednn_reason"])
+    hint = cpu_kernels.bfloat16_hint(
+        config.train.mixed_precision, cpu_kernels.read_cpuinfo()["flags"]
+    )
+    if hint:
+        logging.info("Precision float32; %s.", hint)
     from oat_tf.training import determinism  # Heavy imports after flag checks.
     from oat_tf.training import experiment
 

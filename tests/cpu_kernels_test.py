@@ -87,3 +87,20 @@ def test_kernels_text_names_the_choice_and_is_empty_for_old_records():
     assert cpu_kernels.kernels_text({"cpu": "AMD EPYC"}) == ""
     assert cpu_kernels.kernels_text({"onednn": "on"}) == " CPU kernels: oneDNN."
     assert "Eigen" in cpu_kernels.kernels_text({"onednn": "off"})
+
+
+@pytest.mark.parametrize("flags, precision, expected_units", [
+    (frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}), "float32", "amx_bf16, avx512_bf16"),
+    (frozenset({"avx2", "avx512f", "avx512_bf16"}), "float32", "avx512_bf16"),
+    (frozenset({"avx2", "avx512f", "amx_bf16"}), "mixed_bfloat16", None),
+    (frozenset({"avx2", "fma"}), "float32", None),
+    (frozenset(), "float32", None),
+])
+def test_bfloat16_hint_names_the_units_only_for_float32_runs_on_cpus_that_have_them(
+    flags, precision, expected_units
+):
+    hint = cpu_kernels.bfloat16_hint(precision, flags)
+    if expected_units is None:
+        assert hint is None
+    else:
+        assert f"({expected_units})" in hint and "--mixed_precision=mixed_bfloat16" in hint

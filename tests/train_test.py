@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from oat_tf import cpu_kernels
 from tests import testing
 
 TINY_FLAGS = [
@@ -67,6 +68,9 @@ def test_cli_trains_evaluates_and_exports(tmp_path):
     assert card["serving"]["inputs"]["image"] == {"dtype": "float32", "shape": [-1, 28, 28, 1], "range": [0.0, 1.0]}
     assert card["serving"]["inputs"]["lambda_value"]["dtype"] == "float32"
     assert card["serving"]["recommended_max_batch"] == 1024
+    # The float32 run names this CPU's bfloat16 units in its log if, and only if, it has some.
+    hint = cpu_kernels.bfloat16_hint("float32", cpu_kernels.read_cpuinfo()["flags"])
+    assert (hint is not None) == ("--mixed_precision=mixed_bfloat16" in result.stderr)
 
 
 @pytest.mark.parametrize(
