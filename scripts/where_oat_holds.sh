@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 for cell in c2_e5 c1_e15 c1_e30 c2_e15 c3_e5; do
+  # A landed cell is not run again: its runs' directories may be gone (a new machine), and the
+  # sweep would then train them from scratch and overwrite the committed results.
+  if [[ -f "docs/results/where_oat_holds/cells/${cell}/results.json" ]]; then
+    echo "=== cell ${cell}: landed (its results.json exists; delete it to run the cell again)"
+    continue
+  fi
   echo "=== cell ${cell} $(date -u)"
   "${PYTHON}" -m oat_tf.sweep --flagfile="experiments/where_oat_holds/${cell}.flags"
 done
