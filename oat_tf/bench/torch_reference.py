@@ -280,6 +280,24 @@ def build(architecture: str, variant: str, precision: str = "float32") -> nn.Mod
     return MixedBFloat16(network) if precision == "mixed_bfloat16" else network
 
 
+def channels_last(model: nn.Module, images: torch.Tensor) -> Tuple[nn.Module, torch.Tensor]:
+    """The network's weights and the images in PyTorch's channels-last memory format.
+
+    The tensors keep their NCHW shape; in memory they are NHWC, TensorFlow's
+    layout, which oneDNN's CPU convolutions run without reordering. PyTorch's
+    default (and the authors' code) is contiguous NCHW.
+
+    Args:
+        model: a network of `build` (converted in place and returned).
+        images: float32 [N, C, H, W].
+
+    Returns:
+        (model, images) in channels-last format.
+    """
+    return (model.to(memory_format=torch.channels_last),
+            images.contiguous(memory_format=torch.channels_last))
+
+
 def from_nhwc(images: np.ndarray, labels: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
     """oat_tf's batch (NHWC images, int labels) as PyTorch tensors (NCHW images, int64 labels)."""
     return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),

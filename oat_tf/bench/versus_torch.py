@@ -92,6 +92,11 @@ def define_flags() -> None:
         "forward passes under torch.autocast to bfloat16 for PyTorch; weights, losses and attack "
         "gradients stay float32 in both). bfloat16 pays off on CPUs with AVX512_BF16 or AMX.",
     )
+    flags.DEFINE_bool(
+        "torch_channels_last", False,
+        "PyTorch's weights and images in channels-last memory format (NHWC in memory, as "
+        "TensorFlow's); off: contiguous NCHW, PyTorch's default and the authors' code's.",
+    )
     flags.DEFINE_string("output", None, "Also write the results as JSON here (a new file).")
     flags.DEFINE_enum("worker", None, list(FRAMEWORKS), "Internal: time one measurement.")
     flags.DEFINE_string("worker_job", None, "Internal: the measurement, as JSON.")
@@ -308,12 +313,15 @@ def _time_torch(job: Dict[str, Any]) -> Dict[str, Any]:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "precision": FLAGS.precision,
+        "torch_memory_format": "channels_last" if FLAGS.torch_channels_last else "contiguous",
     }
     model = torch_reference.build(job["model"], job["variant"], FLAGS.precision)
     # The oat_tf benchmark's batch, as NCHW tensors.
     images, labels = torch_reference.from_nhwc(
         *random_batch.random_batch(job["model"], job["batch_size"], FLAGS.seed)
     )
+    if FLAGS.torch_channels_last:
+        model, images = torch_reference.channels_last(model, images)
     if job["measure"] == "train":
         step = torch_reference.OATStep(model, attack_steps=FLAGS.attack_steps, seed=FLAGS.seed)
         for _ in range(max(1, FLAGS.warmup)):
@@ -348,6 +356,7 @@ def _run_worker(job: Dict[str, Any]) -> Dict[str, Any]:
         f"--seed={FLAGS.seed}", "--deterministic" if FLAGS.deterministic else "--nodeterministic",
         "--fused_normalization" if FLAGS.fused_normalization else "--nofused_normalization",
         f"--precision={FLAGS.precision}",
+        "--torch_channels_last" if FLAGS.torch_channels_last else "--notorch_channels_last",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in completed.stdout.splitlines():
@@ -386,7 +395,7 @@ def main(argv: Sequence[str]) -> None:
         f"{ours['onednn']}, intra-op threads {ours['intra_op_threads'] or 'default'}, op "
         f"determinism {'on' if ours['deterministic'] else 'off'}, "
         f"{'fused' if ours['fused_normalization'] else 'unfused'} dual BN + FiLM, {ours['precision']}; "
-        f"PyTorch {theirs['torch']}, {theirs['precision']}, "
+        f"PyTorch {theirs['torch']}, {theirs['precision']}, {theirs['torch_memory_format']} memory format, "
         f"{theirs['torch_threads']} threads. Training: PGD-{FLAGS.attack_steps}, "
         f"{FLAGS.warmup} untimed + {FLAGS.steps} timed steps; APGD-CE: {FLAGS.apgd_steps} "
         f"iterations, {FLAGS.apgd_warmup} untimed + 1 timed call; {FLAGS.rounds} rounds."

@@ -168,3 +168,18 @@ def test_the_benchmark_offers_the_precisions_both_frameworks_run():
 
     assert versus_torch.PRECISIONS == torch_reference.PRECISIONS
     assert set(torch_reference.PRECISIONS) <= set(config_lib.PRECISIONS)
+
+
+@pytest.mark.parametrize("architecture, shape", [("small_cnn", (1, 28, 28)), ("resnet34", (3, 32, 32))])
+def test_channels_last_keeps_the_shapes_and_the_logits(architecture, shape):
+    torch.manual_seed(0)
+    model = torch_reference.build(architecture, "oat")
+    model.eval()
+    images, lambdas = torch.rand(2, *shape), torch.tensor([0.0, 1.0])
+    expected = model(images, lambdas, 1).detach()
+    model, converted = torch_reference.channels_last(model, images)
+    assert converted.shape == images.shape
+    assert converted.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(converted, images)
+    np.testing.assert_allclose(model(converted, lambdas, 1).detach().numpy(), expected.numpy(),
+                               rtol=1e-4, atol=1e-5)
