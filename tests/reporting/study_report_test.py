@@ -105,6 +105,13 @@ def test_header_names_every_machine_a_study_ran_on(tmp_path):
         "Linux-other, 4 CPU cores, 0 GPUs; TensorFlow 2, Keras 3. CPU kernels: oneDNN. (1 job)"
     ) in text
     assert "- Machine: " not in text
+    # Two machines of the same platform differ by their CPU, which the line names when recorded.
+    epyc = dict(other, platform="Linux", cpu="AMD EPYC", cpu_vector_extensions="avx2")
+    xeon = dict(other, platform="Linux", cpu="Intel(R) Xeon(R) Processor", cpu_vector_extensions="avx512")
+    results["machines"] = [{"machine": epyc, "jobs": 2}, {"machine": xeon, "jobs": 5}]
+    text = study_report.render_study_report(results, "r.json", str(tmp_path))
+    assert "Linux, AMD EPYC (AVX2), 4 CPU cores, 0 GPUs" in text
+    assert "Linux, Intel(R) Xeon(R) Processor (AVX512), 4 CPU cores, 0 GPUs" in text
 
 
 def test_write_then_check_is_byte_for_byte_and_detects_edits(tmp_path):
