@@ -220,6 +220,18 @@ def describe() -> Dict[str, Any]:
     }
 
 
+def cpu_text(machine: Dict[str, Any]) -> str:
+    """"MODEL (extensions)" for a page's machine line, from a record with `cpu_description()`'s keys.
+
+    Args:
+        machine: dict, a run's machine record.
+
+    Returns:
+        str, e.g. "AMD EPYC (avx2)"; "unknown CPU (?)" for a record without them.
+    """
+    return f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cpu_vector_extensions', '?')})"
+
+
 def kernels_text(machine: Dict[str, Any]) -> str:
     """" CPU kernels: …." for a page's machine line, from a record with `describe()`'s keys.
 

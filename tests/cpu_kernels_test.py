@@ -104,3 +104,8 @@ def test_bfloat16_hint_names_the_units_only_for_float32_runs_on_cpus_that_have_t
         assert hint is None
     else:
         assert f"({expected_units})" in hint and "--mixed_precision=mixed_bfloat16" in hint
+
+
+def test_cpu_text_names_the_model_and_extensions_or_says_unknown():
+    assert cpu_kernels.cpu_text({"cpu": "AMD EPYC", "cpu_vector_extensions": "avx2"}) == "AMD EPYC (avx2)"
+    assert cpu_kernels.cpu_text({}) == "unknown CPU (?)"

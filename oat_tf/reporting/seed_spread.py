@@ -195,7 +195,7 @@ def format_page(results: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         f"Command: `{results.get('command', '')}`. Seeds {summary['seeds']}, "
         f"{summary['num_examples']} test examples per run.",
         "",
-        f"Machine: {machine.get('cpu', 'unknown CPU')} ({machine.get('cpu_vector_extensions', '?')}), "
+        f"Machine: {cpu_kernels.cpu_text(machine)}, "
         f"{machine.get('cpu_count', '?')} cores; TensorFlow {machine.get('tensorflow', '?')}, "
         f"Keras {machine.get('keras', '?')}.{cpu_kernels.kernels_text(machine)}",
         "",

@@ -44,9 +44,7 @@ from oat_tf.reporting import study_widths
 
 def _machine_text(machine: Dict[str, Any]) -> str:
     # The CPU decides the kernels and their rounding (records made before it was kept lack it).
-    cpu = (
-        f"{machine['cpu']} ({machine.get('cpu_vector_extensions', '?').upper()}), " if machine.get("cpu") else ""
-    )
+    cpu = f"{cpu_kernels.cpu_text(machine)}, " if machine.get("cpu") else ""
     return (
         f"{machine.get('platform', '?')}, {cpu}{machine.get('cpu_count', '?')} CPU cores, "
         f"{machine.get('gpus', 0)} GPUs; TensorFlow {machine.get('tensorflow', '?')}, "

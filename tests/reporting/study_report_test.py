@@ -110,8 +110,8 @@ def test_header_names_every_machine_a_study_ran_on(tmp_path):
     xeon = dict(other, platform="Linux", cpu="Intel(R) Xeon(R) Processor", cpu_vector_extensions="avx512")
     results["machines"] = [{"machine": epyc, "jobs": 2}, {"machine": xeon, "jobs": 5}]
     text = study_report.render_study_report(results, "r.json", str(tmp_path))
-    assert "Linux, AMD EPYC (AVX2), 4 CPU cores, 0 GPUs" in text
-    assert "Linux, Intel(R) Xeon(R) Processor (AVX512), 4 CPU cores, 0 GPUs" in text
+    assert "Linux, AMD EPYC (avx2), 4 CPU cores, 0 GPUs" in text
+    assert "Linux, Intel(R) Xeon(R) Processor (avx512), 4 CPU cores, 0 GPUs" in text
 
 
 def test_write_then_check_is_byte_for_byte_and_detects_edits(tmp_path):
