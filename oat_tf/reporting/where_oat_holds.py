@@ -20,7 +20,10 @@ The page gives, for every cell and conditioned run, the SA and RA gaps to the
 frontier at each S1 λ and how many of the 6 are within 1.5 points (in SA and
 in RA, being above counts as within), a table of the baseline's count over
 capacity × budget, and a figure of that count against MACs, one line per
-budget. The RA-vs-SA plot of each cell is the cell's own study page's.
+budget. A second view compares each run's (SA, RA) points with the frontier
+curve at the same SA, whatever λ gives them: whether the one model's
+trade-off is as good as the frontier's, apart from what λ means. The
+RA-vs-SA plot of each cell is the cell's own study page's.
 """
 
 from __future__ import annotations
@@ -148,6 +151,69 @@ def within_count(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
     return {"compared": list(gaps), "within": within, "gaps": gaps}
 
 
+def frontier_ra_at(frontier: Dict[str, Dict[str, float]], sa: float) -> Optional[float]:
+    """The best RA the frontier reaches at an SA of at least `sa`.
+
+    The frontier curve is the PGD-AT points joined in λ order by straight
+    segments (a mix of two neighbouring models reaches any point between
+    them). Its RA at `sa` is the largest RA of any curve point whose SA is at
+    least `sa`, so a point of the curve that another one dominates does not
+    lower it.
+
+    Args:
+        frontier: {λ key: {"SA", "RA"}} fractions, a cell's `frontier`.
+        sa: float, the SA (fraction) of the point being compared.
+
+    Returns:
+        float, the frontier's RA there; None if no curve point has an SA of
+        `sa` or more (the point is beyond the frontier's most accurate model).
+    """
+    points = [frontier[key] for key in sorted(frontier, key=float)
+              if None not in (frontier[key]["SA"], frontier[key]["RA"])]
+    reached = [p["RA"] for p in points if p["SA"] >= sa]
+    for a, b in zip(points, points[1:]):
+        if (a["SA"] - sa) * (b["SA"] - sa) < 0:  # the segment crosses SA = sa
+            t = (sa - a["SA"]) / (b["SA"] - a["SA"])
+            reached.append(a["RA"] + t * (b["RA"] - a["RA"]))
+    return max(reached) if reached else None
+
+
+def curve_gaps(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
+    """A conditioned run's RA against the frontier curve at the same SA.
+
+    `within_count` asks the paper's question: does λ buy what PGD-AT trained
+    at that λ buys? This asks whether the run's trade-off is as good as the
+    frontier's, whatever λ gives it: each of the run's (SA, RA) points is
+    compared with `frontier_ra_at` its SA.
+
+    Args:
+        cell: one entry of the summary's `cells`.
+        run_name: str, a key of `cell["runs"]`.
+
+    Returns:
+        dict with `gaps` ({λ key: RA − frontier RA at that SA, a fraction, or
+        None where the point's SA is beyond every frontier model's}), `within`
+        (λ keys at most 1.5 points below the curve, or beyond it), and
+        `highest_sa` (the run's and the frontier's largest SA over S1).
+    """
+    gaps, within = {}, []
+    run_points = cell["runs"][run_name]["lambdas"]
+    for key in sorted(run_points, key=float):
+        ours = run_points[key]
+        if None in (ours["SA"], ours["RA"]):
+            continue
+        reference = frontier_ra_at(cell["frontier"], ours["SA"])
+        gaps[key] = None if reference is None else ours["RA"] - reference
+        if gaps[key] is None or gaps[key] >= -study_oat.WITHIN_POINTS / 100.0 - 1e-9:
+            within.append(key)
+
+    def highest(points):
+        return max((p["SA"] for p in points.values() if p["SA"] is not None), default=None)
+
+    return {"gaps": gaps, "within": within,
+            "highest_sa": (highest(run_points), highest(cell["frontier"]))}
+
+
 def collect(cell_paths: Sequence[str], command: str, reading: Optional[str] = None) -> Dict[str, Any]:
     """Reads the cells and returns the page's summary (its results.json).
 
@@ -202,6 +268,41 @@ def _trend_lines(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any
             f"{100 * gaps[keys[0]][0]:+.1f} | {100 * gaps[keys[-1]][1]:+.1f} | "
             f"{100 * (max(ours) - min(ours)):.1f} | {100 * (max(frontier) - min(frontier)):.1f} |"
         )
+    return lines + [""]
+
+
+def _curve_lines(cells: Sequence[Dict[str, Any]]) -> List[str]:
+    """Every conditioned run against the frontier curve at equal SA, cell by cell."""
+    keys = [f"{lam:g}" for lam in study_oat.S1]
+    lines = [
+        "## Against the frontier curve: the trade-off, whatever λ gives it", "",
+        "The count above asks whether λ buys what PGD-AT trained at that λ buys. This table asks "
+        "whether the one model's trade-off is as good as the frontier's: each of its (SA, RA) "
+        "points against the frontier curve (the PGD-AT points joined in λ order) at the same SA, "
+        "that is, its RA minus the best RA a PGD-AT model or a mix of two neighbouring ones "
+        "reaches at that SA or more. \"beyond\" marks an SA above every PGD-AT model's. "
+        f"\"On the curve\" counts the λ at most {study_oat.WITHIN_POINTS:g} points below it (or "
+        "beyond). The last column is how far the one model's SA reaches against the frontier's: "
+        "the standard end of the trade-off.", "",
+        "| cell | run | on the curve | " + " | ".join(f"λ={k} RA gap" for k in keys)
+        + " | highest SA: run / frontier |",
+        "|---|---|---:|" + "---:|" * len(keys) + "---|",
+    ]
+    for cell in cells:
+        for name in sorted(cell["runs"], key=lambda n: (n != BASELINE_RUN, n)):
+            curve = curve_gaps(cell, name)
+            cells_text = []
+            for key in keys:
+                if key not in curve["gaps"]:
+                    cells_text.append("–")
+                elif curve["gaps"][key] is None:
+                    cells_text.append("beyond")
+                else:
+                    cells_text.append(f"{100 * curve['gaps'][key]:+.1f}")
+            ours, theirs = curve["highest_sa"]
+            reach = "–" if None in (ours, theirs) else f"{100 * ours:.1f} / {100 * theirs:.1f}"
+            lines.append(f"| {cell['study']} | {name} | {len(curve['within'])}/{len(curve['gaps'])} | "
+                         + " | ".join(cells_text) + f" | {reach} |")
     return lines + [""]
 
 
@@ -274,6 +375,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
             "",
         ]
     lines += _trend_lines(cells, counts)
+    lines += _curve_lines(cells)
     if summary.get("reading"):
         lines += ["## Reading", "", summary["reading"].rstrip("\n"), ""]
     lines += ["## Every cell", ""]

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from oat_tf.reporting import where_oat_holds
@@ -65,6 +66,50 @@ def test_counts_within_one_and_a_half_points_of_the_frontier():
     assert cell["epochs"] == 5 and cell["train_examples"] == 10000 and cell["macs"] == 1000
 
 
+def _dense_frontier_ra(frontier, sa):
+    """Reference for frontier_ra_at: sample each λ-ordered segment densely, best RA at SA >= sa."""
+    points = [frontier[k] for k in sorted(frontier, key=float)]
+    t = np.linspace(0.0, 1.0, 200001)[:, None]
+    samples = np.concatenate([
+        (1 - t) * [a["SA"], a["RA"]] + t * [b["SA"], b["RA"]] for a, b in zip(points, points[1:])
+    ])
+    reached = samples[samples[:, 0] >= sa, 1]
+    return reached.max() if reached.size else None
+
+
+def test_the_frontier_curve_takes_the_best_ra_at_that_sa_or_more():
+    # In λ order the curve turns back: (0.7, 0.6) dominates (0.8, 0.5)'s segment end.
+    frontier = {"0": {"SA": 0.9, "RA": 0.0}, "0.1": {"SA": 0.7, "RA": 0.6},
+                "0.2": {"SA": 0.8, "RA": 0.5}, "1": {"SA": 0.6, "RA": 0.65}}
+    for sa in np.linspace(0.55, 0.9, 36):
+        assert where_oat_holds.frontier_ra_at(frontier, sa) == pytest.approx(
+            _dense_frontier_ra(frontier, sa), abs=1e-5)
+    # By hand: at SA 0.75 the segment 0.1 -> 0.2 crosses at RA 0.55, above the other one's 0.45.
+    assert where_oat_holds.frontier_ra_at(frontier, 0.75) == pytest.approx(0.55)
+    assert where_oat_holds.frontier_ra_at(frontier, 0.91) is None
+    # A frontier point is never above its own curve; a dominated one is below it.
+    assert where_oat_holds.frontier_ra_at(frontier, 0.8) == pytest.approx(0.5)
+    assert where_oat_holds.frontier_ra_at(frontier, 0.6) == pytest.approx(0.65)
+
+
+def test_curve_gaps_compare_each_point_at_its_own_sa():
+    # _cell's frontier is the line RA = 1.1 − SA for SA in [0.4, 0.9]. The one model's points:
+    # λ = 0 beyond (SA 0.95), λ = 0.1 on the line but at another λ's place, λ = 0.2 5 points
+    # below, λ = 0.3 1 point below, λ = 0.4 above, λ = 1 at SA 0.3 (the curve's best there: 0.7).
+    points = {0.0: (0.95, 0.0), 0.1: (0.5, 0.6), 0.2: (0.6, 0.45), 0.3: (0.7, 0.39),
+              0.4: (0.8, 0.35), 1.0: (0.3, 0.68)}
+    gaps = [(sa - (0.9 - lam / 2), ra - (0.2 + lam / 2)) for lam, (sa, ra) in points.items()]
+    cell = where_oat_holds.cell_summary(_cell("c", gaps), "c/results.json", macs=1)
+    curve = where_oat_holds.curve_gaps(cell, "oat_dual_ro128")
+    assert curve["gaps"]["0"] is None
+    assert [curve["gaps"][k] for k in ("0.1", "0.2", "0.3", "0.4", "1")] == pytest.approx(
+        [0.0, -0.05, -0.01, 0.05, -0.02])
+    assert curve["within"] == ["0", "0.1", "0.3", "0.4"]  # λ = 1 is 2 points below
+    assert curve["highest_sa"] == pytest.approx((0.95, 0.9))
+    # The per-λ count disagrees: no point is within of the PGD-AT model at its own λ.
+    assert where_oat_holds.within_count(cell, "oat_dual_ro128")["within"] == []
+
+
 def test_a_cell_must_be_one_network_and_budget_with_a_frontier():
     mixed = _cell("c", [(0, 0)] * 6)
     mixed["runs"][0]["config"]["train"]["epochs"] = 15
@@ -102,6 +147,12 @@ def test_the_page_regenerates_byte_for_byte_and_names_the_best_cell(tmp_path):
     assert "Best: `oat_dual_ro128` in wide_e5" in page and "6 of 6" in page
     assert "The baseline holds at every S1 λ in: wide_e5." in page
     assert "| 0/6 | 3/6 |" in page  # the small network's row: 5 and 15 epochs
+    # The curve view: 10 SA points below is 10 RA points below the line RA = 1.1 − SA (λ = 0: SA
+    # 0.8 is reached on the curve at RA 0.3, against its 0.2), except at λ = 1, whose SA 0.3 is
+    # below the curve's range: the best RA there is the curve's highest, 0.7, which it has.
+    assert ("| small_e5 | oat_dual_ro128 | 1/6 | -10.0 | -10.0 | -10.0 | -10.0 | -10.0 | +0.0 "
+            "| 80.0 / 90.0 |") in page
+    assert "| wide_e5 | oat_dual_ro128 | 6/6 | +0.0 |" in page
     assert os.path.isfile(tmp_path / "where_oat_holds" / "within_vs_macs.png")
     assert where_oat_holds.write(str(output), check=True) == page_path
     with open(page_path, "a", encoding="utf-8") as f:
