@@ -18,6 +18,8 @@ from oat_tf import config as config_lib
 from oat_tf.reporting import study_results
 
 WITHIN_POINTS = 1.5
+# The RA-vs-SA plot with the frontier (Fig. 4), after a page's plot prefix.
+RA_VS_SA_PLOT = "ra_vs_sa.png"
 S1 = config_lib.S1
 
 
@@ -156,7 +158,7 @@ def sections(results: Dict[str, Any], plot_dir: str, plot_prefix: str) -> List[s
         )
         lines.append("")
     if frontier or conditioned:
-        name = f"{plot_prefix}ra_vs_sa.png"
+        name = f"{plot_prefix}{RA_VS_SA_PLOT}"
         study_results.save_figure(_ra_vs_sa_figure(frontier, conditioned), os.path.join(plot_dir, name))
         name2 = f"{plot_prefix}accuracy_vs_lambda.png"
         study_results.save_figure(

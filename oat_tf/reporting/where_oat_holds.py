@@ -22,8 +22,8 @@ in RA, being above counts as within), a table of the baseline's count over
 capacity × budget, and a figure of that count against MACs, one line per
 budget. A second view compares each run's (SA, RA) points with the frontier
 curve at the same SA, whatever λ gives them: whether the one model's
-trade-off is as good as the frontier's, apart from what λ means. The
-RA-vs-SA plot of each cell is the cell's own study page's.
+trade-off is as good as the frontier's, apart from what λ means. Each
+cell's section shows the RA-vs-SA plot of the cell's own study page.
 """
 
 from __future__ import annotations
@@ -381,8 +381,11 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
     lines += ["## Every cell", ""]
     for cell, cell_counts in zip(cells, counts):
         page = os.path.splitext(os.path.dirname(cell["results_path"]))[0] + ".md"
+        plot = os.path.join(os.path.dirname(cell["results_path"]), study_oat.RA_VS_SA_PLOT)
         lines += [f"### {cell['study']}: {_capacity(cell)}, {_budget(cell)}", "",
                   f"[the cell's page]({os.path.relpath(page, 'docs/results')})", "",
+                  f"![{cell['study']}: RA against SA with the PGD-AT frontier]"
+                  f"({os.path.relpath(plot, 'docs/results')})", "",
                   "| run | variant | within | " + " | ".join(
                       f"λ={k} SA / RA gap" for k in sorted(cell["frontier"], key=float)) + " |",
                   "|---|---|---:|" + "---|" * len(cell["frontier"])]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -224,4 +225,11 @@ def test_the_committed_page_regenerates_byte_for_byte():
     path = os.path.join(testing.REPO_ROOT, "docs", "results", "where_oat_holds", "results.json")
     if not os.path.isfile(path):
         pytest.skip("The grid's page is not committed.")
-    where_oat_holds.write(path, check=True)
+    page_path = where_oat_holds.write(path, check=True)
+    # Every figure the page shows (each cell's RA-vs-SA plot, the summary figure) is committed.
+    page = open(page_path, encoding="utf-8").read()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    with open(path, encoding="utf-8") as f:
+        assert len(figures) == len(json.load(f)["cells"]) + 1
+    for figure in figures:
+        assert os.path.isfile(os.path.join(os.path.dirname(page_path), figure)), figure
