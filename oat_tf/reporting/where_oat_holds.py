@@ -458,6 +458,40 @@ def write(summary_path: str, check: bool = False) -> str:
     )
 
 
+def check_output_path(output: str) -> None:
+    """Refuses a summary path whose page would land somewhere unexpected or overwrite a user's file.
+
+    The page of `<dir>/results.json` is `<dir>.md` beside the directory, and
+    its figure goes into `<dir>/`: a path not named results.json (say
+    /tmp/x.json) would put the page at /tmp.md.
+
+    Args:
+        output: str, the `--output` summary path.
+
+    Raises:
+        ValueError: if it is not `<dir>/results.json` under a named directory,
+            or if it exists and is not a where-OAT-holds summary (a sweep's
+            results.json, say), which collecting would overwrite.
+    """
+    directory = os.path.dirname(os.path.abspath(output))
+    if os.path.basename(output) != "results.json" or directory == os.path.dirname(directory):
+        raise ValueError(
+            "`--output` must be <dir>/results.json with a named <dir> (the page is written to "
+            f"<dir>.md, its figure into <dir>/). Received: --output={output}"
+        )
+    if os.path.exists(output):
+        try:
+            with open(output, encoding="utf-8") as f:
+                existing = json.load(f)
+        except (OSError, ValueError):
+            existing = None
+        if not isinstance(existing, dict) or existing.get("version") != SUMMARY_VERSION or "cells" not in existing:
+            raise ValueError(
+                "`--output` exists and is not a where-OAT-holds summary; collecting would overwrite it. "
+                f"Expected a new path or an earlier summary. Received: --output={output}"
+            )
+
+
 def define_flags() -> None:
     """Defines the command's flags."""
     flags.DEFINE_list("cells", None, "Globs of the cells' results.json (sweep studies, --report=oat).")
@@ -488,6 +522,7 @@ def main(argv: Sequence[str]) -> None:
                     "`--cells` and `--output` are needed to collect a grid (or --results to "
                     f"regenerate a page). Received: --cells={f.cells} --output={f.output}"
                 )
+            check_output_path(f.output)
             reading = None
             if f.reading is not None:
                 if not os.path.isfile(f.reading):

@@ -162,6 +162,29 @@ def test_the_page_regenerates_byte_for_byte_and_names_the_best_cell(tmp_path):
         where_oat_holds.write(str(output), check=True)
 
 
+def test_an_output_path_that_would_misplace_the_page_or_overwrite_a_file_is_refused(tmp_path):
+    # /tmp/x.json would put the page at /tmp.md; a file at the root has no <dir>.md to write.
+    for output in (str(tmp_path / "x.json"), "/results.json"):
+        with pytest.raises(ValueError, match="--output` must be <dir>/results.json"):
+            where_oat_holds.check_output_path(output)
+    sweep_results = tmp_path / "cell" / "results.json"
+    sweep_results.parent.mkdir()
+    sweep_results.write_text(json.dumps(_cell("cell", [(0, 0)] * 6)))
+    with pytest.raises(ValueError, match="not a where-OAT-holds summary"):
+        where_oat_holds.check_output_path(str(sweep_results))
+    assert json.loads(sweep_results.read_text())["report"] == "oat"  # untouched
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a where-OAT-holds summary"):
+        where_oat_holds.check_output_path(str(tmp_path / "corrupt" / "results.json"))
+    # A new path and an earlier summary (recollecting the grid) are fine.
+    where_oat_holds.check_output_path(str(tmp_path / "page" / "results.json"))
+    summary = tmp_path / "summary" / "results.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps(where_oat_holds.collect([str(sweep_results)], "collect")))
+    where_oat_holds.check_output_path(str(summary))
+
+
 def test_collect_needs_cells():
     with pytest.raises(ValueError, match="at least one"):
         where_oat_holds.collect([], "collect")
