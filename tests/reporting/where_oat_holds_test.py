@@ -145,7 +145,7 @@ def test_the_page_regenerates_byte_for_byte_and_names_the_best_cell(tmp_path):
     output.write_text(json.dumps(summary))
     page_path = where_oat_holds.write(str(output))
     page = open(page_path, encoding="utf-8").read()
-    assert "Best: `oat_dual_ro128` in wide_e5" in page and "6 of 6" in page
+    assert "Best: 6 of 6 S1 λ within, by `oat_dual_ro128` in wide_e5 (" in page
     assert "The baseline holds at every S1 λ in: wide_e5." in page
     assert "| 0/6 | 3/6 |" in page  # the small network's row: 5 and 15 epochs
     # The curve view: 10 SA points below is 10 RA points below the line RA = 1.1 − SA (λ = 0: SA
@@ -183,6 +183,32 @@ def test_an_output_path_that_would_misplace_the_page_or_overwrite_a_file_is_refu
     summary.parent.mkdir()
     summary.write_text(json.dumps(where_oat_holds.collect([str(sweep_results)], "collect")))
     where_oat_holds.check_output_path(str(summary))
+
+
+def test_a_tie_for_the_best_count_names_every_run_baseline_first(tmp_path):
+    paths = []
+    # c1's method change and c2's baseline both have 1 of 6 within (λ = 1); c1's baseline has 0.
+    one = [(-0.1, 0.0)] * 5 + [(0.0, 0.0)]
+    for study, runs in (("c1", {"oat_dual_ro128": [(-0.1, 0.0)] * 6, "oat_film4": one}),
+                        ("c2", {"oat_dual_ro128": one})):
+        cell = _cell(study, runs["oat_dual_ro128"])
+        if "oat_film4" in runs:
+            film = json.loads(json.dumps(cell["runs"][-2]))
+            film["name"] = "oat_film4"
+            film["test_eval"] = _result({lam: (0.9 - lam / 2 + d_sa, 0.2 + lam / 2 + d_ra)
+                                         for lam, (d_sa, d_ra) in zip(S1, runs["oat_film4"])})
+            cell["runs"].append(film)
+        directory = tmp_path / study
+        directory.mkdir()
+        (directory / "results.json").write_text(json.dumps(cell))
+        paths.append(str(directory / "results.json"))
+    output = tmp_path / "page" / "results.json"
+    output.parent.mkdir()
+    output.write_text(json.dumps(where_oat_holds.collect(paths, "collect")))
+    page = open(where_oat_holds.write(str(output)), encoding="utf-8").read()
+    best = next(line for line in page.splitlines() if line.startswith("Best:"))
+    assert best.startswith("Best: 1 of 6 S1 λ within, by `oat_dual_ro128` in c2 (")
+    assert "; `oat_film4` in c1 (" in best and best.count("`") == 4
 
 
 def test_collect_needs_cells():
