@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 for cell in c2_e5 c1_e15 c1_e30 c2_e15 c3_e5; do
   # A landed cell is not run again: its runs' directories may be gone (a new machine), and the
-  # sweep would then train them from scratch and overwrite the committed results.
-  if [[ -f "docs/results/where_oat_holds/cells/${cell}/results.json" ]]; then
+  # sweep would then train them from scratch and overwrite the committed results. A cell with a
+  # ledger (in_progress.json) is unfinished even if it has results: its seed repeats, say.
+  dir="docs/results/where_oat_holds/cells/${cell}"
+  if [[ -f "${dir}/results.json" && ! -f "${dir}/in_progress.json" ]]; then
     echo "=== cell ${cell}: landed (its results.json exists; delete it to run the cell again)"
     continue
   fi

@@ -426,21 +426,29 @@ GRID_FLAGFILES = sorted(glob.glob(os.path.join(testing.REPO_ROOT, "experiments",
 def test_every_run_of_the_where_oat_holds_grid_gives_a_valid_config(path, tmp_path):
     from oat_tf import sweep
 
-    entries = {"common": [], "run": []}
+    entries = {"common": [], "run": [], "repeat_seeds": [], "repeat_runs": []}
     study = None
     with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             for key in entries:
                 if line.startswith(f"--{key}="):
-                    entries[key].append(line[len(key) + 3:])
+                    value = line[len(key) + 3:]
+                    entries[key] += [value] if key in ("common", "run") else value.split(",")
             if line.startswith("--study="):
                 study = line[len("--study="):]
-    jobs = sweep.plan_jobs(study, str(tmp_path), entries["common"], entries["run"])
+    jobs = sweep.plan_jobs(study, str(tmp_path), entries["common"], entries["run"],
+                           repeat_seeds=sweep.parse_repeat_seeds(entries["repeat_seeds"]),
+                           repeat_runs=entries["repeat_runs"])
     names = [job.name for job in jobs]
-    assert [n for n in names if n.startswith("pgdat_")] == [
+    first_seed = [n for n in names if "_seed" not in n]
+    assert [n for n in first_seed if n.startswith("pgdat_")] == [
         "pgdat_0.0", "pgdat_0.1", "pgdat_0.2", "pgdat_0.3", "pgdat_0.4", "pgdat_1.0"]
     assert "oat_dual_ro128" in names
+    # A repeated cell (the best one) repeats every run, frontier included, at each seed.
+    for seed in entries["repeat_seeds"]:
+        repeats = sorted(n for n in names if n.endswith(f"_seed{seed}"))
+        assert repeats == sorted(f"{n}_seed{seed}" for n in first_seed)
     cell = os.path.basename(path)[: -len(".flags")]
     epochs = int(cell.split("_e")[1])
     for job in jobs:
@@ -450,6 +458,7 @@ def test_every_run_of_the_where_oat_holds_grid_gives_a_valid_config(path, tmp_pa
         assert config.train.epochs == epochs
         assert config.train_attack.epsilon == pytest.approx(0.1)
         assert config.data.num_train_examples == 10000 and config.data.num_eval_examples == 1000
+        assert config.train.seed == (int(job.name.split("_seed")[1]) if "_seed" in job.name else 0)
         if job.name.startswith("pgdat_"):
             assert config.model.variant == "plain"
             assert config.lambda_sampling.values == (float(job.name.split("_")[1]),)
