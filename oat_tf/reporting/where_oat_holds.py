@@ -87,8 +87,10 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
             f"A cell must be a sweep study with --report=oat. Received: report="
             f"{results.get('report')!r} in {results_path}"
         )
+    # One seed per cell: the first seed's runs, frontier included (a cell repeated with other
+    # seeds must not compare its first-seed runs with another seed's PGD-AT models).
     runs = [run for run in results["runs"] if not run.get("repeat_of")]
-    frontier = study_oat.frontier_points(results)
+    frontier = study_oat.frontier_points({**results, "runs": runs})
     if not frontier:
         raise ValueError(f"A cell needs PGD-AT runs (the frontier). None in {results_path}")
     shapes = {json.dumps({k: run["config"]["model"].get(k) for k in (

@@ -48,9 +48,11 @@ def _cell(study, oat_gaps, *, filters=(4, 8), epochs=5):
     oat_points = {lam: (0.9 - lam / 2 + d_sa, 0.2 + lam / 2 + d_ra)
                   for lam, (d_sa, d_ra) in zip(S1, oat_gaps)}
     runs.append(_run("oat_dual_ro128", "oat", "element_wise", S1, oat_points, filters=filters, epochs=epochs))
-    # A seed repeat is not part of the grid's single-seed cells.
+    # Seed repeats, frontier included, are not part of the grid's single-seed cells.
     runs.append(_run("oat_dual_ro128_seed1", "oat", "element_wise", S1, {lam: (0.0, 0.0) for lam in S1},
                      filters=filters, epochs=epochs, repeat_of="oat_dual_ro128"))
+    runs += [_run(f"pgdat_{lam:g}_seed1", "plain", "fixed", [lam], {lam: (0.5, 0.5)}, filters=filters,
+                  epochs=epochs, repeat_of=f"pgdat_{lam:g}") for lam in S1]
     return {"study": study, "report": "oat", "runs": runs, "command": "sweep",
             "results_path": f"docs/results/where_oat_holds/cells/{study}/results.json"}
 
@@ -64,6 +66,8 @@ def test_counts_within_one_and_a_half_points_of_the_frontier():
     assert count["gaps"]["0.1"] == pytest.approx((0.0, -0.016))
     assert len(count["compared"]) == 6
     assert set(cell["runs"]) == {"oat_dual_ro128"}  # the seed repeat is left out
+    # The frontier is the first seed's, not a repeat's (which would have SA = RA = 0.5).
+    assert cell["frontier"]["0.2"] == pytest.approx({"SA": 0.8, "RA": 0.3})
     assert cell["epochs"] == 5 and cell["train_examples"] == 10000 and cell["macs"] == 1000
 
 
@@ -193,7 +197,7 @@ def test_a_tie_for_the_best_count_names_every_run_baseline_first(tmp_path):
                         ("c2", {"oat_dual_ro128": one})):
         cell = _cell(study, runs["oat_dual_ro128"])
         if "oat_film4" in runs:
-            film = json.loads(json.dumps(cell["runs"][-2]))
+            film = json.loads(json.dumps(next(r for r in cell["runs"] if r["name"] == "oat_dual_ro128")))
             film["name"] = "oat_film4"
             film["test_eval"] = _result({lam: (0.9 - lam / 2 + d_sa, 0.2 + lam / 2 + d_ra)
                                          for lam, (d_sa, d_ra) in zip(S1, runs["oat_film4"])})
