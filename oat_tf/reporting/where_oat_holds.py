@@ -76,7 +76,9 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
     Returns:
         dict with `study`, `results_path`, `architecture`, `filters`,
         `hidden_units`, `macs`, `epochs`, `train_examples`, `frontier`
-        ({λ: {SA, RA}}) and `runs` (name -> {variant, per λ {SA, RA}}).
+        ({λ: {SA, RA}}) and `runs` (name -> {variant, per λ {SA, RA}}), of
+        the first seed; and `seeds` ({seed: {frontier, runs}}, the first seed
+        included) where the baseline and the whole frontier were repeated.
 
     Raises:
         ValueError: if the cell is not an "oat" study, has no frontier, or
@@ -104,20 +106,8 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
         )
     model = runs[0]["config"]["model"]
     epochs, examples = budgets.pop()
-
-    def point(result, lam):
-        return {"SA": study_results.accuracy(result, lam, "SA"),
-                "RA": study_results.accuracy(result, lam, "RA")}
-
-    conditioned = {}
-    for run in runs:
-        if study_results.is_frontier_run(run):
-            continue
-        conditioned[run["name"]] = {
-            "variant": run["config"]["model"]["variant"],
-            "lambdas": {f"{lam:g}": point(run["test_eval"], lam) for lam in study_oat.S1},
-        }
-    return {
+    frontier_points, conditioned = _seed_points({**results, "runs": runs})
+    summary = {
         "study": results["study"],
         "results_path": results.get("results_path") or results_path,
         "architecture": model["architecture"],
@@ -126,10 +116,40 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
         "macs": _mac_count(model) if macs is None else int(macs),
         "epochs": int(epochs),
         "train_examples": examples,
-        "frontier": {f"{lam:g}": point(result, lam) for lam, result in frontier.items()
-                     if lam in study_oat.S1},
+        "frontier": frontier_points,
         "runs": conditioned,
     }
+    # Seeds: where the baseline and the whole frontier were repeated with other training seeds
+    # (the best cell), each seed's points, to be compared with that seed's own PGD-AT models.
+    replicas = study_results.seed_replicas(results)
+    per_seed = {str(seed): _seed_points(replica) for seed, replica in replicas.items()}
+    if len(per_seed) > 1 and all(
+        BASELINE_RUN in runs_of_seed and set(frontier_of_seed) == set(frontier_points)
+        for frontier_of_seed, runs_of_seed in per_seed.values()
+    ):
+        summary["seeds"] = {seed: {"frontier": frontier_of_seed, "runs": runs_of_seed}
+                            for seed, (frontier_of_seed, runs_of_seed) in per_seed.items()}
+    return summary
+
+
+def _seed_points(results: Dict[str, Any]) -> tuple:
+    """({λ key: {SA, RA}} of the PGD-AT runs at the S1 λ, {name: {variant, lambdas}} of the rest)."""
+
+    def point(result, lam):
+        return {"SA": study_results.accuracy(result, lam, "SA"),
+                "RA": study_results.accuracy(result, lam, "RA")}
+
+    frontier = {f"{lam:g}": point(result, lam)
+                for lam, result in study_oat.frontier_points(results).items() if lam in study_oat.S1}
+    conditioned = {}
+    for run in results["runs"]:
+        if study_results.is_frontier_run(run):
+            continue
+        conditioned[run["name"]] = {
+            "variant": run["config"]["model"]["variant"],
+            "lambdas": {f"{lam:g}": point(run["test_eval"], lam) for lam in study_oat.S1},
+        }
+    return frontier, conditioned
 
 
 def within_count(cell: Dict[str, Any], run_name: str) -> Dict[str, Any]:
@@ -309,6 +329,41 @@ def _curve_lines(cells: Sequence[Dict[str, Any]]) -> List[str]:
     return lines + [""]
 
 
+def _seed_lines(cells: Sequence[Dict[str, Any]]) -> List[str]:
+    """The baseline per training seed, in the cells repeated with other seeds."""
+    repeated = [cell for cell in cells if cell.get("seeds")]
+    if not repeated:
+        return []
+    lines = [
+        "## Spread over seeds", "",
+        "Cells whose runs, the frontier included, were repeated with other training seeds: the "
+        "baseline of each seed against the PGD-AT models of the same seed. The tables above give "
+        "the first seed.", "",
+        "| cell | seed | within (per λ) | on the curve | SA gap at λ = 0 | RA gap at λ = 1 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for cell in repeated:
+        rows = []
+        for seed, seed_cell in sorted(cell["seeds"].items(), key=lambda item: int(item[0])):
+            count = within_count(seed_cell, BASELINE_RUN)
+            keys = sorted(count["gaps"], key=float)
+            ends = ((count["gaps"][keys[0]][0], count["gaps"][keys[-1]][1]) if keys else (None, None))
+            rows.append((seed, len(count["within"]), len(curve_gaps(seed_cell, BASELINE_RUN)["within"]),
+                         ends, len(count["compared"])))
+            lines.append(
+                f"| {cell['study']} | {seed} | {rows[-1][1]}/{rows[-1][4]} | {rows[-1][2]}/{rows[-1][4]} | "
+                f"{study_results.signed_percent(ends[0])} | {study_results.signed_percent(ends[1])} |"
+            )
+        counts_text = [f"{sum(v) / len(v):.1f} ({min(v)}–{max(v)})"
+                       for v in ([r[1] for r in rows], [r[2] for r in rows])]
+        lines.append(
+            f"| {cell['study']} | mean (min–max) | {counts_text[0]} | {counts_text[1]} | "
+            f"{study_results.spread_text([r[3][0] for r in rows], signed=True)} | "
+            f"{study_results.spread_text([r[3][1] for r in rows], signed=True)} |"
+        )
+    return lines + [""]
+
+
 def _capacity(cell: Dict[str, Any]) -> str:
     widths = "/".join(str(f) for f in cell["filters"]) or "default widths"
     dense = f", dense {cell['hidden_units']}" if cell["hidden_units"] else ""
@@ -383,6 +438,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
         ]
     lines += _trend_lines(cells, counts)
     lines += _curve_lines(cells)
+    lines += _seed_lines(cells)
     if summary.get("reading"):
         lines += ["## Reading", "", summary["reading"].rstrip("\n"), ""]
     lines += ["## Every cell", ""]

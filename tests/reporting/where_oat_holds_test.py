@@ -35,6 +35,7 @@ def _run(name, variant, sampling, values, points, *, filters=(4, 8), epochs=5, r
     }
     if repeat_of:
         run["repeat_of"] = repeat_of
+        run["seed"] = int(name.rsplit("_seed", 1)[1])
     return run
 
 
@@ -113,6 +114,30 @@ def test_curve_gaps_compare_each_point_at_its_own_sa():
     assert curve["highest_sa"] == pytest.approx((0.95, 0.9))
     # The per-λ count disagrees: no point is within of the PGD-AT model at its own λ.
     assert where_oat_holds.within_count(cell, "oat_dual_ro128")["within"] == []
+
+
+def test_a_cell_repeated_with_other_seeds_gets_each_seed_against_its_own_frontier(tmp_path):
+    # Seed 0: SA 2 points short at λ = 0, RA 1 short at λ = 1, on the frontier elsewhere (5 of 6).
+    # Seed 1 (_cell's repeats): PGD-AT at SA = RA = 0.5 for every λ, the baseline at 0 everywhere.
+    gaps = [(-0.02, 0.0)] + [(0.0, 0.0)] * 4 + [(0.0, -0.01)]
+    cell = where_oat_holds.cell_summary(_cell("c", gaps), "c/results.json", macs=1)
+    assert sorted(cell["seeds"]) == ["0", "1"]
+    assert cell["seeds"]["0"]["frontier"] == cell["frontier"]
+    assert cell["seeds"]["1"]["frontier"]["0.3"] == pytest.approx({"SA": 0.5, "RA": 0.5})
+    assert where_oat_holds.within_count(cell["seeds"]["1"], "oat_dual_ro128")["within"] == []
+    directory = tmp_path / "page"
+    directory.mkdir()
+    (directory / "results.json").write_text(json.dumps({"version": 1, "command": "collect", "cells": [cell]}))
+    page = open(where_oat_holds.write(str(directory / "results.json")), encoding="utf-8").read()
+    assert "## Spread over seeds" in page
+    # λ = 0 is 2 RA points below the curve too (SA 0.88 is reached at RA 0.22 there).
+    assert "| c | 0 | 5/6 | 5/6 | -2.0 | -1.0 |" in page
+    assert "| c | 1 | 0/6 | 0/6 | -50.0 | -50.0 |" in page
+    assert "| c | mean (min–max) | 2.5 (0–5) | 2.5 (0–5) | -26.0 (-50.0–-2.0) | -25.5 (-50.0–-1.0) |" in page
+    # Without a repeated frontier the cell has no seeds (the baseline alone is not comparable).
+    partial = _cell("c", gaps)
+    partial["runs"] = [r for r in partial["runs"] if not r["name"].startswith("pgdat_") or "_seed" not in r["name"]]
+    assert "seeds" not in where_oat_holds.cell_summary(partial, "c/results.json", macs=1)
 
 
 def test_a_cell_must_be_one_network_and_budget_with_a_frontier():
