@@ -22,8 +22,11 @@ in RA, being above counts as within), a table of the baseline's count over
 capacity × budget, and a figure of that count against MACs, one line per
 budget. A second view compares each run's (SA, RA) points with the frontier
 curve at the same SA, whatever λ gives them: whether the one model's
-trade-off is as good as the frontier's, apart from what λ means. Each
-cell's section shows the RA-vs-SA plot of the cell's own study page.
+trade-off is as good as the frontier's, apart from what λ means. A cell
+whose runs, the frontier included, were repeated with other training seeds
+gets the baseline per seed, against that seed's PGD-AT models, and the
+mean (min–max). Each cell's section shows the RA-vs-SA plot of the cell's
+own study page.
 """
 
 from __future__ import annotations
