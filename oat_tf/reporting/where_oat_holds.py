@@ -95,9 +95,10 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
     # One seed per cell: the first seed's runs, frontier included (a cell repeated with other
     # seeds must not compare its first-seed runs with another seed's PGD-AT models).
     runs = [run for run in results["runs"] if not run.get("repeat_of")]
-    frontier = study_oat.frontier_points({**results, "runs": runs})
-    if not frontier:
-        raise ValueError(f"A cell needs PGD-AT runs (the frontier). None in {results_path}")
+    frontier_points, conditioned = _seed_points({**results, "runs": runs})
+    if not frontier_points:
+        raise ValueError(
+            f"A cell needs PGD-AT runs at S1 λ (the frontier). None in {results_path}")
     shapes = {json.dumps({k: run["config"]["model"].get(k) for k in (
         "architecture", "filters", "hidden_units", "input_shape")}, sort_keys=True) for run in runs}
     budgets = {(run["config"]["train"]["epochs"], run["config"]["data"].get("num_train_examples"))
@@ -109,7 +110,6 @@ def cell_summary(results: Dict[str, Any], results_path: str, macs: Optional[int]
         )
     model = runs[0]["config"]["model"]
     epochs, examples = budgets.pop()
-    frontier_points, conditioned = _seed_points({**results, "runs": runs})
     summary = {
         "study": results["study"],
         "results_path": results.get("results_path") or results_path,
@@ -297,8 +297,16 @@ def _trend_lines(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any
     return lines + [""]
 
 
-def _curve_lines(cells: Sequence[Dict[str, Any]]) -> List[str]:
-    """Every conditioned run against the frontier curve at equal SA, cell by cell."""
+def _curve_lines(cells: Sequence[Dict[str, Any]], curves: Sequence[Dict[str, Any]]) -> List[str]:
+    """Every conditioned run against the frontier curve at equal SA, cell by cell.
+
+    Args:
+        cells: the cells, as `cell_summary` returns them.
+        curves: per cell, {run name: `curve_gaps` of that run}.
+
+    Returns:
+        list of str, the section's Markdown lines.
+    """
     keys = [f"{lam:g}" for lam in study_oat.S1]
     lines = [
         "## Against the frontier curve: the trade-off, whatever λ gives it", "",
@@ -314,9 +322,9 @@ def _curve_lines(cells: Sequence[Dict[str, Any]]) -> List[str]:
         + " | highest SA: run / frontier |",
         "|---|---|---:|" + "---:|" * len(keys) + "---|",
     ]
-    for cell in cells:
+    for cell, cell_curves in zip(cells, curves):
         for name in sorted(cell["runs"], key=lambda n: (n != BASELINE_RUN, n)):
-            curve = curve_gaps(cell, name)
+            curve = cell_curves[name]
             cells_text = []
             for key in keys:
                 if key not in curve["gaps"]:
@@ -392,6 +400,8 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
     cells = summary["cells"]
     # within_count of every conditioned run, once: [cell index][run name].
     counts = [{name: within_count(cell, name) for name in cell["runs"]} for cell in cells]
+    # curve_gaps of every conditioned run, once, for the table and the figure.
+    curves = [{name: curve_gaps(cell, name) for name in cell["runs"]} for cell in cells]
     lines = [
         "# Where OAT holds",
         "",
@@ -440,7 +450,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
             "",
         ]
     lines += _trend_lines(cells, counts)
-    lines += _curve_lines(cells)
+    lines += _curve_lines(cells, curves)
     lines += _seed_lines(cells)
     if summary.get("reading"):
         lines += ["## Reading", "", summary["reading"].rstrip("\n"), ""]
@@ -466,7 +476,7 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
             )
         lines.append("")
     name = "within_vs_macs.png"
-    atomic_files.write_figure(os.path.join(plot_dir, name), _within_figure(cells, counts))
+    atomic_files.write_figure(os.path.join(plot_dir, name), _within_figure(cells, counts, curves))
     lines += ["## Summary figure", "",
               f"![The baseline's S1 λ within {study_oat.WITHIN_POINTS:g} points, of PGD-AT at that λ "
               "(left) and of the frontier curve (right), against MACs, one line per budget]"
@@ -474,14 +484,24 @@ def render(summary: Dict[str, Any], plot_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _within_figure(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
-    """The baseline's two counts against MACs, one line per budget: per λ (left), on the curve (right)."""
+def _within_figure(cells: Sequence[Dict[str, Any]], counts: Sequence[Dict[str, Any]],
+                   curves: Sequence[Dict[str, Any]]) -> figure_lib.Figure:
+    """The baseline's two counts against MACs, one line per budget: per λ (left), on the curve (right).
+
+    Args:
+        cells: the cells, as `cell_summary` returns them.
+        counts: per cell, {run name: `within_count` of that run}.
+        curves: per cell, {run name: `curve_gaps` of that run}.
+
+    Returns:
+        The figure.
+    """
     fig = figure_lib.Figure(figsize=(9.0, 3.8))
     panels = (
         (f"S1 λ within {study_oat.WITHIN_POINTS:g} points of PGD-AT at that λ",
          lambda index: len(counts[index][BASELINE_RUN]["within"])),
         (f"S1 λ within {study_oat.WITHIN_POINTS:g} points of the frontier curve",
-         lambda index: len(curve_gaps(cells[index], BASELINE_RUN)["within"])),
+         lambda index: len(curves[index][BASELINE_RUN]["within"])),
     )
     macs = sorted({cell["macs"] for cell in cells})
     for panel, (title, count_of) in enumerate(panels, start=1):

@@ -149,6 +149,12 @@ def test_a_cell_must_be_one_network_and_budget_with_a_frontier():
     no_frontier["runs"] = [r for r in no_frontier["runs"] if r["name"].startswith("oat_")]
     with pytest.raises(ValueError, match="frontier"):
         where_oat_holds.cell_summary(no_frontier, "c/results.json", macs=1)
+    # PGD-AT only at a λ outside S1 is no frontier for the S1 comparison either.
+    off_grid = _cell("c", [(0, 0)] * 6)
+    off_grid["runs"] = [r for r in off_grid["runs"] if r["name"].startswith("oat_")] + [
+        _run("pgdat_0.7", "plain", "fixed", [0.7], {0.7: (0.6, 0.5)})]
+    with pytest.raises(ValueError, match="PGD-AT runs at S1 λ"):
+        where_oat_holds.cell_summary(off_grid, "c/results.json", macs=1)
     with pytest.raises(ValueError, match="--report=oat"):
         where_oat_holds.cell_summary({**_cell("c", [(0, 0)] * 6), "report": "width"}, "c", macs=1)
 
