@@ -786,7 +786,8 @@ class TrainConfig:
         adversarial_bn_statistics: str, which passes update the adversarial
             BN group's moving statistics in OAT training: "adversarial" (the
             adversarial pass only) or "mixed" (also the clean pass of λ ≠ 0
-            samples, as the OAT reference code).
+            samples, as the OAT reference code, whose clean pass runs at
+            every step, PGD-AT at λ = 1 included).
         objective: str, "oat" (Algorithm 1: λ-weighted clean and adversarial
             passes) or "mixed_batch" (the first round(clean_fraction · N)
             samples of each batch stay clean, the rest are attacked, and one

@@ -382,7 +382,8 @@ def define_flags() -> None:
         "adversarial_bn_statistics", "adversarial", list(config_lib.ADVERSARIAL_BN_STATISTICS),
         "Which OAT passes update the adversarial BN's moving statistics: 'adversarial' "
         "(adversarial pass only) or 'mixed' (also the clean pass of λ≠0 samples, as "
-        "the reference code; made MNIST robustness a gradient-masking artefact).",
+        "the reference code, whose clean pass runs at every step, PGD-AT at λ=1 included, "
+        "where only the BN statistics see it; made MNIST robustness a gradient-masking artefact).",
     )
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     flags.DEFINE_enum(

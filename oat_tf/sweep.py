@@ -96,7 +96,7 @@ LEDGER_FILE = "in_progress.json"
 RUN_RECORD = "sweep_run.json"
 # Seconds between updates of a running job's wall time in its record.
 HEARTBEAT_SECONDS = 60.0
-REPORT_KINDS = ("oat", "mixture_bn", "width", "none")
+REPORT_KINDS = ("oat", "mixture_bn", "width", "runs", "none")
 RESULT_FILES = ("test_eval.json", "test_eval_multi_exit.json")
 # Keys of a run's result files copied into results.json: the measurement,
 # the paired counts and the BN statistics it was measured with.
@@ -133,7 +133,11 @@ def define_flags() -> None:
         "Where results.json and the report's plots go; the report is <results_dir>.md. "
         "Default: <runs_dir>/<study>/results.",
     )
-    flags.DEFINE_enum("report", "oat", list(REPORT_KINDS), "Report layout (none: results.json only).")
+    flags.DEFINE_enum(
+        "report", "oat", list(REPORT_KINDS),
+        "Report layout: oat (the frontier and OAT's claims), mixture_bn, width (OATS), runs (runs "
+        "side by side against the first, for ablations) or none (results.json only).",
+    )
     flags.DEFINE_list("only", [], "Run (and evaluate) only these runs; the results still list all finished ones.")
     flags.DEFINE_list(
         "repeat_seeds", [],

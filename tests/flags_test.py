@@ -322,6 +322,22 @@ def test_study_flagfile_runs_give_valid_configs(path):
                 config, name=quickstart.name, export_dir=quickstart.export_dir, runs_dir=quickstart.runs_dir,
                 train=dataclasses.replace(config.train, seed=0),
             ) == quickstart
+    if study["study"][0] == "woh_pgdat_gap":
+        # Study A's PGD-AT at λ = 1 with the reference loop's clean pass ("mixed") and its PGD
+        # step, alone and together; every run evaluated with the same attacks.
+        study_a = _read_study(os.path.join(testing.REPO_ROOT, "experiments", "study_oat_fashion_mnist.flags"))
+        base_job = next(job for job in sweep.plan_jobs(
+            study_a["study"][0], "runs", study_a["common"], study_a["run"]) if job.name == "pgdat_1.0")
+        base = _parse(*base_job.flags)
+        assert len({c.evaluation for c in configs.values()}) == 1
+        assert {(c.train.adversarial_bn_statistics, c.train_attack.step_size) for c in configs.values()} == {
+            ("adversarial", 0.025), ("mixed", 0.025), ("adversarial", 0.016527), ("mixed", 0.016527)}
+        for name, config in configs.items():
+            assert dataclasses.replace(
+                config, name=base.name, runs_dir=base.runs_dir, evaluation=base.evaluation,
+                train=dataclasses.replace(config.train, adversarial_bn_statistics="adversarial"),
+                train_attack=dataclasses.replace(config.train_attack, step_size=0.025),
+            ) == base, name
     if study["study"][0] == "mixture_bn":
         depths = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 0.0}
         standard = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 1.0}

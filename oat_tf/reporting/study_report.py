@@ -10,7 +10,8 @@ writing and fails on any difference). Accuracies are in percent.
 Every report starts with the study's command, machine, wall time and a table of
 its runs (architecture, variant, training λ, attack, budget). Then, by the
 study's `report` layout, the sections of `study_oat` ("oat", the OAT paper's
-claims), `study_mixture` ("mixture_bn") or `study_widths` ("width", OATS).
+claims), `study_mixture` ("mixture_bn"), `study_widths` ("width", OATS) or
+`study_runs` ("runs", runs side by side against the first, for ablations).
 
 "RA" in the comparisons is the per-sample worst case over the evaluated
 attacks (a sample counts only if it survives every attack), the strictest of
@@ -39,6 +40,7 @@ from oat_tf.reporting import pages
 from oat_tf.reporting import study_mixture
 from oat_tf.reporting import study_oat
 from oat_tf.reporting import study_results
+from oat_tf.reporting import study_runs
 from oat_tf.reporting import study_widths
 
 
@@ -112,7 +114,7 @@ def _header(results: Dict[str, Any], results_path: str) -> List[str]:
 
 
 # The sections and the per-seed rows of each `report` layout.
-_LAYOUTS = {"oat": study_oat, "mixture_bn": study_mixture, "width": study_widths}
+_LAYOUTS = {"oat": study_oat, "mixture_bn": study_mixture, "width": study_widths, "runs": study_runs}
 
 
 def _seed_sections(results: Dict[str, Any]) -> List[str]:

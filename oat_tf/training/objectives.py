@@ -16,6 +16,10 @@ differ:
   also lets the clean images of λ ≠ 0 samples update them, as the reference
   code does; on MNIST at ε = 0.3 that mix made PGD robustness a
   gradient-masking artefact: APGD-CE 4.8% against PGD-10 83.4% at λ = 1).
+  Under `"mixed"` the clean pass runs in every training step, PGD-AT at λ = 1
+  included, as in the reference loops (OAT.py, PGDAT.py): its loss weight
+  there is 0, so it changes nothing but the moving BN statistics; under
+  `"adversarial"` a λ = 1 step has no clean pass.
 - `MixedBatchObjective` (Xie & Yuille, SPEC §4): the first
   `mixed_batch_clean_count(N, clean_fraction)` samples stay clean, the rest
   are attacked (with λ = 1 fed), and ONE training-mode pass over the mixed
@@ -395,7 +399,9 @@ class OATObjective(Objective):
         attack: AttackConfig, the attack that crafts the training examples.
         adversarial_bn_statistics: "adversarial" (only the adversarial pass
             updates the adversarial group's moving BN statistics) or "mixed"
-            (the clean pass of λ ≠ 0 samples too, as the reference code).
+            (the clean pass of λ ≠ 0 samples too, as the reference code; the
+            clean pass then runs in every training step, at λ = 1 with loss
+            weight 0, as the reference loops run it).
     """
 
     name = "oat"
@@ -435,7 +441,11 @@ class OATObjective(Objective):
         lambdas, zeros = drawn.lambdas, drawn.num_zeros
         per_sample = tf.zeros([images.shape[0]], tf.float32)
         logits = adversarial_logits = None
-        if self.sampler.clean_loss_used:
+        # The reference loops run the clean pass at every step; at λ = 1 its weight is 0 and only
+        # the moving BN statistics see it, which is what "mixed" reproduces.
+        clean_pass = self.sampler.clean_loss_used or (
+            training and self.adversarial_bn_statistics == "mixed")
+        if clean_pass:
             with _clean_pass_guard(network, self.adversarial_bn_statistics, training):
                 logits = forward(
                     {conditioning.IMAGE_KEY: images, conditioning.LAMBDA_KEY: lambdas}, training=training

@@ -248,6 +248,48 @@ def test_seed_spread_of_the_oat_headline_pairs_each_seed_with_its_own_frontier(t
     assert "seed 0: 0/1, seed 1: 0/1, seed 2: 0/1." in spread
 
 
+def _runs_results():
+    """An ablation: PGD-AT at λ = 1 as the reference, and two changes of it."""
+    results = _oat_results()
+    config = _config("plain", "fixed", (1.0,))
+    results.update(report="runs", runs=[
+        _run("pgdat", config, _result({1.0: (0.76, 0.612, 0.603, 0.593)})),
+        _run("pgdat_mixed", config, _result({1.0: (0.77, 0.650, 0.610, 0.601)})),
+        _run("pgdat_step", config, _result({1.0: (0.75, 0.620, 0.590, 0.580)})),
+    ])
+    for run in results["runs"]:
+        run["config"] = copy.deepcopy(config)
+        run["config"]["train"]["seed"] = 0
+    return results
+
+
+def test_runs_report_gives_every_run_and_its_difference_from_the_first(tmp_path):
+    text = study_report.render_study_report(_runs_results(), "r", str(tmp_path))
+    assert "| run | λ | SA | RA PGD-20 | RA APGD-CE | RA (worst case) |" in text
+    assert "| pgdat_mixed | 1 | 77.0 | 65.0 | 61.0 | 60.1 |" in text
+    against = text.split("## Against `pgdat`")[1]
+    assert "| pgdat_mixed | 1 | +1.0 | +3.8 | +0.7 | +0.8 |" in against
+    assert "| pgdat_step | 1 | -1.0 | +0.8 | -1.3 | -1.3 |" in against
+    assert "| pgdat | 1 |" not in against  # the reference is not compared with itself
+    assert "Spread over seeds" not in text
+
+
+def test_seed_spread_of_the_runs_report_takes_each_difference_within_a_seed(tmp_path):
+    results = _runs_results()
+    base = {run["name"]: run for run in results["runs"]}
+    # Seed 1: the reference 2 points lower, the mixed run unchanged; seed 2: both 1 point higher.
+    results["runs"] += [_with_seed(base["pgdat"], 1, -0.02), _with_seed(base["pgdat_mixed"], 1, 0.0)]
+    results["runs"] += [_with_seed(base["pgdat"], 2, 0.01), _with_seed(base["pgdat_mixed"], 2, 0.01)]
+    spread = study_report.render_study_report(results, "r", str(tmp_path)).split("## Spread over seeds")[1]
+    # Worst-case RA of pgdat 59.3/57.3/60.3 and of pgdat_mixed 60.1/60.1/61.1; per seed
+    # +0.8/+2.8/+0.8. SA 76/74/77 and 77/77/78: +1/+3/+1. `_with_seed` moves SA and the worst
+    # case only, so each attack's RA is the same on every seed.
+    assert "| pgdat | 1 | 75.7 (74.0–77.0) | 61.2 (61.2–61.2) | 60.3 (60.3–60.3) | 59.0 (57.3–60.3) | – | – |" in spread
+    assert ("| pgdat_mixed | 1 | 77.3 (77.0–78.0) | 65.0 (65.0–65.0) | 61.0 (61.0–61.0) | 60.4 (60.1–61.1) "
+            "| +1.7 (+1.0–+3.0) | +1.5 (+0.8–+2.8) |") in spread
+    assert "pgdat_step" not in spread  # not repeated
+
+
 def test_seed_spread_of_the_mixture_claims(tmp_path):
     results = _mixture_results()
     for run in results["runs"]:

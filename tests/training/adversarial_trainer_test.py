@@ -198,6 +198,16 @@ def test_xla_step_matches_graph_step():
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)
 
 
+def _assert_moving_mean(moved, mode, start_mean, clean_mean, adversarial_mean):
+    """One momentum update with the adversarial moments, preceded in "mixed" mode by one with the clean ones."""
+    if mode == "adversarial":
+        expected = MOMENTUM * start_mean + (1 - MOMENTUM) * adversarial_mean
+    else:
+        expected = MOMENTUM * (MOMENTUM * start_mean + (1 - MOMENTUM) * clean_mean) + (1 - MOMENTUM) * adversarial_mean
+    np.testing.assert_allclose(moved, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(clean_mean - adversarial_mean).max() > 1e-3  # the two modes differ here
+
+
 @pytest.mark.parametrize("mode", ["adversarial", "mixed"])
 def test_clean_pass_updates_the_adversarial_bn_only_in_mixed_mode(mode):
     """All samples at λ = 0.5 route to the adversarial group of every dual BN.
@@ -229,12 +239,49 @@ def test_clean_pass_updates_the_adversarial_bn_only_in_mixed_mode(mode):
 
     trainer.train_on_batch(images, labels)
     moved = bn.moving_mean.numpy()[1]
-    if mode == "adversarial":
-        expected = MOMENTUM * start_mean + (1 - MOMENTUM) * adversarial_mean
-    else:
-        expected = MOMENTUM * (MOMENTUM * start_mean + (1 - MOMENTUM) * clean_mean) + (1 - MOMENTUM) * adversarial_mean
-    np.testing.assert_allclose(moved, expected, rtol=1e-4, atol=1e-5)
-    assert np.abs(clean_mean - adversarial_mean).max() > 1e-3  # the two modes differ here
+    _assert_moving_mean(moved, mode, start_mean, clean_mean, adversarial_mean)
+
+
+@pytest.mark.parametrize("mode", ["adversarial", "mixed"])
+def test_pgd_at_at_lambda_one_runs_the_clean_pass_for_the_statistics_only_in_mixed_mode(mode):
+    """PGD-AT at λ = 1 on a plain (single-BN) network.
+
+    The reference loop runs a clean training pass at every step, with loss
+    weight 1 − λ = 0: "mixed" reproduces it, so the BN's moving mean sees
+    conv1 of the clean images, then of the adversarial ones; "adversarial"
+    runs no clean pass. The weights move identically in both modes.
+    """
+    images, labels = _data(8)
+    sampling = config_lib.LambdaSamplingConfig(sampling="fixed", values=(1.0,))
+    network = _network(variant="plain")
+    initial = network.get_weights()
+    conv = next(l for l in network.layers if isinstance(l, keras.layers.Conv2D))
+    bn = next(l for l in network.layers if isinstance(l, keras.layers.BatchNormalization))
+    features = keras.Model(network.inputs, conv.output)
+    lam = np.ones([8], "float32")
+    clean_mean = features({"image": images, "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+    start_mean = bn.moving_mean.numpy().copy()
+
+    def step(statistics):
+        network.set_weights(initial)
+        trainer = adversarial_trainer.OATTrainer(
+            network, sampling=sampling, attack=DETERMINISTIC_ATTACK, seed=3,
+            adversarial_bn_statistics=statistics,
+        )
+        trainer.compile(optimizer=optimizers.SGDWithL2(l2=0.0, learning_rate=0.05, momentum=0.9))
+        _, _, _, adversarial, _ = trainer._prepare((tf.constant(images), tf.constant(labels)))
+        adversarial_mean = features({"image": adversarial.numpy(), "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+        network.set_weights(initial)
+        trainer.train_on_batch(images, labels)
+        trainable = [w.numpy() for w in network.trainable_weights]
+        return bn.moving_mean.numpy().copy(), adversarial_mean, trainable
+
+    moved, adversarial_mean, trainable = step(mode)
+    _assert_moving_mean(moved, mode, start_mean, clean_mean, adversarial_mean)
+    # The clean pass has loss weight 0: the weights take the same step as without it.
+    _, _, other = step("mixed" if mode == "adversarial" else "adversarial")
+    for a, b in zip(trainable, other):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_adversarial_bn_statistics_is_rejected():
