@@ -47,6 +47,8 @@ SLIMMABLE_VARIANTS = ("oats", "oats_single_bn", "ats")
 UNCONDITIONED_VARIANTS = ("plain", "ats")
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0)
 ADVERSARIAL_BN_STATISTICS = ("adversarial", "mixed")
+# How a new network's weights start (`oat_tf.models.initialization`).
+WEIGHT_INITS = ("keras", "torch")
 # Training objectives of `OATTrainer` (SPEC §1 and §4): "oat" is Algorithm 1
 # (λ-weighted clean and adversarial passes); "mixed_batch" attacks the last
 # (1 − clean_fraction) of each batch and trains on the mixed batch in one pass.
@@ -796,6 +798,11 @@ class TrainConfig:
         clean_fraction: float in [0, 1], clean share of each batch for the
             mixed-batch objective: 0 is Madry-style adversarial training,
             0.5 the usual mixture.
+        weight_init: str, how a new run's weights start: "keras" (the layers'
+            own initializers: He-normal convolutions, Glorot-uniform dense
+            layers, zero biases) or "torch" (PyTorch's defaults for
+            nn.Conv2d and nn.Linear, as in the reference code: every kernel
+            and bias U(±1/√fan_in); `oat_tf.models.initialization`).
     """
 
     epochs: int = 200
@@ -810,8 +817,13 @@ class TrainConfig:
     adversarial_bn_statistics: str = "adversarial"
     objective: str = "oat"
     clean_fraction: float = 0.5
+    weight_init: str = "keras"
 
     def __post_init__(self):
+        _check(
+            self.weight_init in WEIGHT_INITS,
+            f"`weight_init` must be one of {WEIGHT_INITS}. Received: weight_init={self.weight_init!r}",
+        )
         _check(
             self.objective in OBJECTIVES,
             f"`objective` must be one of {OBJECTIVES}. Received: objective={self.objective!r}",

@@ -385,6 +385,12 @@ def define_flags() -> None:
         "the reference code, whose clean pass runs at every step, PGD-AT at λ=1 included, "
         "where only the BN statistics see it; made MNIST robustness a gradient-masking artefact).",
     )
+    flags.DEFINE_enum(
+        "weight_init", "keras", list(config_lib.WEIGHT_INITS),
+        "How a new run's weights start: 'keras' (He-normal convolutions, Glorot dense layers, zero "
+        "biases) or 'torch' (PyTorch's nn.Conv2d/nn.Linear defaults, as the reference code: kernels "
+        "and biases U(±1/√fan_in)).",
+    )
     flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (debugging).")
     flags.DEFINE_enum(
         "objective", "oat", list(config_lib.OBJECTIVES),

@@ -324,18 +324,21 @@ def test_study_flagfile_runs_give_valid_configs(path):
             ) == quickstart
     if study["study"][0] == "woh_pgdat_gap":
         # Study A's PGD-AT at λ = 1 with the reference loop's clean pass ("mixed") and its PGD
-        # step, alone and together; every run evaluated with the same attacks.
+        # step, alone and together, and with PyTorch's initialisation; every run evaluated with
+        # the same attacks.
         study_a = _read_study(os.path.join(testing.REPO_ROOT, "experiments", "study_oat_fashion_mnist.flags"))
         base_job = next(job for job in sweep.plan_jobs(
             study_a["study"][0], "runs", study_a["common"], study_a["run"]) if job.name == "pgdat_1.0")
         base = _parse(*base_job.flags)
         assert len({c.evaluation for c in configs.values()}) == 1
-        assert {(c.train.adversarial_bn_statistics, c.train_attack.step_size) for c in configs.values()} == {
-            ("adversarial", 0.025), ("mixed", 0.025), ("adversarial", 0.016527), ("mixed", 0.016527)}
+        assert sorted((c.train.adversarial_bn_statistics, c.train_attack.step_size, c.train.weight_init)
+                      for c in configs.values()) == [
+            ("adversarial", 0.016527, "keras"), ("adversarial", 0.025, "keras"), ("adversarial", 0.025, "torch"),
+            ("mixed", 0.016527, "keras"), ("mixed", 0.025, "keras")]
         for name, config in configs.items():
             assert dataclasses.replace(
                 config, name=base.name, runs_dir=base.runs_dir, evaluation=base.evaluation,
-                train=dataclasses.replace(config.train, adversarial_bn_statistics="adversarial"),
+                train=dataclasses.replace(config.train, adversarial_bn_statistics="adversarial", weight_init="keras"),
                 train_attack=dataclasses.replace(config.train_attack, step_size=0.025),
             ) == base, name
     if study["study"][0] == "mixture_bn":
@@ -484,6 +487,15 @@ def test_every_run_of_the_where_oat_holds_grid_gives_a_valid_config(path, tmp_pa
             assert config.lambda_sampling.zero_probability == 0.5
         if job.name == "oat_film4":
             assert config.model.encoder.film_hidden_multiplier == 4
+
+
+def test_weight_init_flag_reaches_the_train_config():
+    parsed = {value: _parse(f"--weight_init={value}").train.weight_init for value in config_lib.WEIGHT_INITS}
+    assert parsed == {"keras": "keras", "torch": "torch"} and _parse().train.weight_init == "keras"
+    with pytest.raises(flags.IllegalFlagValueError, match="weight_init"):
+        _parse("--weight_init=glorot")
+    with pytest.raises(ValueError, match="`weight_init` must be one of.*Received: weight_init='glorot'"):
+        config_lib.TrainConfig(weight_init="glorot")
 
 
 def test_lambda_range_is_inclusive_and_exact():

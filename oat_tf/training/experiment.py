@@ -43,6 +43,7 @@ from oat_tf.evaluation import masking_checks
 from oat_tf.evaluation import model_card
 from oat_tf.evaluation import width_grid
 from oat_tf.models import batch_statistics
+from oat_tf.models import initialization
 from oat_tf.models import precision
 from oat_tf.training import adversarial_trainer
 from oat_tf.training import callbacks as callbacks_lib
@@ -250,6 +251,9 @@ def run_experiment(
     multi_exit = config_lib.is_multi_exit_architecture(config.model.architecture)
     with strategy.scope():
         network = models.build_model(config.model, precision=config.train.mixed_precision)
+        if config.train.weight_init == "torch":
+            # A resumed run's checkpoint then replaces these weights, as it replaces Keras's.
+            initialization.initialize_like_torch(network, seed=config.train.seed)
         trainer = build_trainer(config, network)
         trainer.compile(
             optimizer=optimizers.make_optimizer(

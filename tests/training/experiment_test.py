@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from oat_tf import config as config_lib
 from oat_tf import export
+from oat_tf.models import initialization
 from oat_tf.training import experiment
 
 ATTACK = config_lib.AttackConfig(epsilon=0.3, step_size=0.1, num_steps=2)
@@ -150,3 +151,24 @@ def test_mixed_float16_run_resumes_exactly_and_serves_float32_logits(tmp_path):
     assert outputs["logits"].dtype == tf.float32
     expected = full["network"]({"image": images, "lambda": lambdas}, training=False).numpy()
     np.testing.assert_allclose(outputs["logits"].numpy(), expected, atol=1e-3)
+
+
+def test_weight_init_torch_redraws_the_new_network_with_the_run_seed(tmp_path, monkeypatch):
+    calls = []
+    real = initialization.initialize_like_torch
+
+    def spy(network, seed):
+        calls.append(seed)
+        count = real(network, seed)
+        # The network the run trains starts from these draws: every kernel within 1/√fan_in.
+        for layer in network.layers:
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+                assert np.abs(layer.kernel.numpy()).max() <= 1 / np.sqrt(np.prod(layer.kernel.shape[:-1]))
+        return count
+
+    monkeypatch.setattr(initialization, "initialize_like_torch", spy)
+    config = dataclasses.replace(_config(tmp_path, "torch_init", epochs=1, weight_init="torch"), export_dir=None)
+    experiment.run_experiment(config)
+    assert calls == [1]  # once, with the run's seed
+    recorded = json.loads((tmp_path / "runs" / "torch_init" / "config.json").read_text())
+    assert recorded["train"]["weight_init"] == "torch"
