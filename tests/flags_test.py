@@ -341,6 +341,20 @@ def test_study_flagfile_runs_give_valid_configs(path):
                 train=dataclasses.replace(config.train, adversarial_bn_statistics="adversarial", weight_init="keras"),
                 train_attack=dataclasses.replace(config.train_attack, step_size=0.025),
             ) == base, name
+    if study["study"][0] == "woh_torch_init":
+        # Study A's frontier and OAT model, each as study A trains it but for PyTorch's initialisation.
+        study_a = _read_study(os.path.join(testing.REPO_ROOT, "experiments", "study_oat_fashion_mnist.flags"))
+        study_a_configs = {job.name: _parse(*job.flags) for job in sweep.plan_jobs(
+            study_a["study"][0], "runs", study_a["common"], study_a["run"]) if job.kind == "train"}
+        assert sorted(configs) == sorted(["pgdat_0.0", "pgdat_0.1", "pgdat_0.2", "pgdat_0.3", "pgdat_0.4",
+                                          "pgdat_1.0", "oat_dual_ro128"])
+        for name, config in configs.items():
+            base = study_a_configs[name]
+            assert config.train.weight_init == "torch" and base.train.weight_init == "keras"
+            assert dataclasses.replace(
+                config, runs_dir=base.runs_dir, evaluation=base.evaluation,
+                train=dataclasses.replace(config.train, weight_init="keras"),
+            ) == base, name
     if study["study"][0] == "mixture_bn":
         depths = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 0.0}
         standard = {c.model.architecture for c in configs.values() if c.train.clean_fraction == 1.0}
