@@ -93,6 +93,11 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    """Raises ValueError naming `name`, the choices and `value` unless `value` is one of them."""
+    _check(value in choices, f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+
+
 def check_run_name(name: Any, argument: str = "name") -> str:
     """Validates a run name: one path component, so a run stays in its directory.
 
@@ -426,10 +431,7 @@ class AttackConfig:
     ensemble: str = ""
 
     def __post_init__(self):
-        _check(
-            self.name in ATTACK_NAMES,
-            f"`name` must be one of {ATTACK_NAMES}. Received: name={self.name!r}",
-        )
+        _check_choice("name", self.name, ATTACK_NAMES)
         _check(
             math.isfinite(self.epsilon) and 0.0 <= self.epsilon <= 1.0,
             f"`epsilon` must be in [0, 1] (images are in [0, 1]). "
@@ -534,10 +536,7 @@ class EncoderConfig:
         object.__setattr__(
             self, "lambda_values", check_lambda_values("lambda_values", self.lambda_values)
         )
-        _check(
-            self.scheme in ENCODING_SCHEMES,
-            f"`scheme` must be one of {ENCODING_SCHEMES}. Received: scheme={self.scheme!r}",
-        )
+        _check_choice("scheme", self.scheme, ENCODING_SCHEMES)
         check_film_hidden_multiplier(self.film_hidden_multiplier)
         _check(
             isinstance(self.fused_normalization, bool),
@@ -589,10 +588,7 @@ class ModelConfig:
     hidden_units: int = 0
 
     def __post_init__(self):
-        _check(
-            self.variant in MODEL_VARIANTS,
-            f"`variant` must be one of {MODEL_VARIANTS}. Received: variant={self.variant!r}",
-        )
+        _check_choice("variant", self.variant, MODEL_VARIANTS)
         object.__setattr__(self, "widths", check_widths("widths", self.widths))
         _check(
             self.num_classes >= 2,
@@ -633,10 +629,7 @@ class LambdaSamplingConfig:
     zero_probability: Optional[float] = None
 
     def __post_init__(self):
-        _check(
-            self.sampling in LAMBDA_SAMPLINGS,
-            f"`sampling` must be one of {LAMBDA_SAMPLINGS}. Received: sampling={self.sampling!r}",
-        )
+        _check_choice("sampling", self.sampling, LAMBDA_SAMPLINGS)
         object.__setattr__(self, "values", check_lambda_values("values", self.values))
         if self.sampling == "fixed":
             _check(
@@ -757,15 +750,8 @@ class EvalConfig:
     bn_statistics: str = "moving"
 
     def __post_init__(self):
-        _check(
-            self.test_bn in TEST_BNS,
-            f"`test_bn` must be one of {TEST_BNS}. Received: test_bn={self.test_bn!r}",
-        )
-        _check(
-            self.bn_statistics in BN_STATISTICS,
-            f"`bn_statistics` must be one of {BN_STATISTICS}. "
-            f"Received: bn_statistics={self.bn_statistics!r}",
-        )
+        _check_choice("test_bn", self.test_bn, TEST_BNS)
+        _check_choice("bn_statistics", self.bn_statistics, BN_STATISTICS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -820,34 +806,17 @@ class TrainConfig:
     weight_init: str = "keras"
 
     def __post_init__(self):
-        _check(
-            self.weight_init in WEIGHT_INITS,
-            f"`weight_init` must be one of {WEIGHT_INITS}. Received: weight_init={self.weight_init!r}",
-        )
-        _check(
-            self.objective in OBJECTIVES,
-            f"`objective` must be one of {OBJECTIVES}. Received: objective={self.objective!r}",
-        )
+        _check_choice("weight_init", self.weight_init, WEIGHT_INITS)
+        _check_choice("objective", self.objective, OBJECTIVES)
         check_clean_fraction(self.clean_fraction)
-        _check(
-            self.adversarial_bn_statistics in ADVERSARIAL_BN_STATISTICS,
-            f"`adversarial_bn_statistics` must be one of {ADVERSARIAL_BN_STATISTICS}. "
-            f"Received: adversarial_bn_statistics={self.adversarial_bn_statistics!r}",
-        )
+        _check_choice("adversarial_bn_statistics", self.adversarial_bn_statistics, ADVERSARIAL_BN_STATISTICS)
         _check(self.epochs >= 1, f"`epochs` must be >= 1. Received: epochs={self.epochs}")
         _check(
             self.batch_size >= 1,
             f"`batch_size` must be >= 1. Received: batch_size={self.batch_size}",
         )
-        _check(
-            self.strategy in STRATEGIES,
-            f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}",
-        )
-        _check(
-            self.mixed_precision in PRECISIONS,
-            f"`mixed_precision` must be one of {PRECISIONS}. "
-            f"Received: mixed_precision={self.mixed_precision!r}",
-        )
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
         _check(
             self.max_checkpoints >= 1,
             "`max_checkpoints` must be >= 1 (a run keeps at least its latest checkpoint "
@@ -949,10 +918,7 @@ class MultiExitConfig:
     efficiency_attack: bool = True
 
     def __post_init__(self):
-        _check(
-            self.defence in DEFENCES,
-            f"`defence` must be one of {DEFENCES}. Received: defence={self.defence!r}",
-        )
+        _check_choice("defence", self.defence, DEFENCES)
         weights = tuple(float(w) for w in self.exit_weights)
         _check(
             all(math.isfinite(w) and w >= 0.0 for w in weights) and (not weights or sum(weights) > 0),
@@ -960,11 +926,7 @@ class MultiExitConfig:
             f"Received: exit_weights={self.exit_weights!r}",
         )
         object.__setattr__(self, "exit_weights", weights)
-        _check(
-            self.threshold_target in THRESHOLD_TARGETS,
-            f"`threshold_target` must be one of {THRESHOLD_TARGETS}. "
-            f"Received: threshold_target={self.threshold_target!r}",
-        )
+        _check_choice("threshold_target", self.threshold_target, THRESHOLD_TARGETS)
         if self.threshold_target == "flops_budget":
             _check(
                 self.flops_budget is not None and 0.0 < float(self.flops_budget) <= 1.0,
