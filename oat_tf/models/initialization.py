@@ -22,8 +22,9 @@ import keras
 import numpy as np
 from absl import logging
 
-# Kernel variable names of the layers `initialize_like_torch` covers.
-_KERNEL_NAMES = ("kernel", "depthwise_kernel")  # Keras 3 names both "kernel"
+# The variable name of every kernel `initialize_like_torch` covers (Keras 3 names a depthwise
+# convolution's kernel "kernel" too).
+_KERNEL_NAME = "kernel"
 
 
 def torch_default_bound(kernel_shape, depthwise: bool = False) -> float:
@@ -73,18 +74,15 @@ def initialize_like_torch(network: keras.Model, seed: int) -> int:
         if id(layer) in seen:  # a layer shared in the graph is drawn once
             continue
         seen.add(id(layer))
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kernel, depthwise = layer.kernel, True
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernel, depthwise = layer.kernel, False
-        else:
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if not (depthwise or isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))):
             continue
-        bias = layer.bias if getattr(layer, "use_bias", False) else None
-        targets.append((kernel, bias, torch_default_bound(kernel.shape, depthwise=depthwise)))
+        bias = layer.bias if layer.use_bias else None
+        targets.append((layer.kernel, bias, torch_default_bound(layer.kernel.shape, depthwise=depthwise)))
     # Checked before any draw: a refused network keeps its weights.
     covered = {id(kernel) for kernel, _, _ in targets}
     missed = [v.path for v in network.trainable_weights
-              if v.path.rsplit("/", 1)[-1] in _KERNEL_NAMES and id(v) not in covered]
+              if v.path.rsplit("/", 1)[-1] == _KERNEL_NAME and id(v) not in covered]
     if missed:
         raise ValueError(
             "`weight_init='torch'` covers the kernels of Conv2D, DepthwiseConv2D and Dense layers. "
