@@ -21,9 +21,12 @@ from oat_tf.models.multi_exit import exit_macs
 from oat_tf.models.multi_exit import is_multi_exit
 from oat_tf.models.multi_exit import output_names
 from oat_tf.models.multi_exit import stage_views
-from oat_tf.models.rdi_mobilenet_v2 import RDIMobileNetV2
-from oat_tf.models.rdi_resnet import RDIResNet38
-from oat_tf.models.rdi_small_cnn import RDISmallCNN
+from oat_tf.models.exit_branch import ExitBranch
+from oat_tf.models.mobilenet_v2 import MobileNetV2
+from oat_tf.models.multi_exit_network import MultiExitNetwork
+from oat_tf.models.rdi_networks import rdi_mobilenet_v2
+from oat_tf.models.rdi_networks import rdi_resnet38
+from oat_tf.models.rdi_networks import rdi_small_cnn
 from oat_tf.models.registry import build_model
 from oat_tf.models.registry import parse_architecture
 from oat_tf.models.resnet import ResNet
@@ -37,9 +40,9 @@ from oat_tf.models.wide_resnet import WideResNet
 __all__ = [
     "BatchStatisticsModel",
     "Conditioning",
-    "RDIMobileNetV2",
-    "RDIResNet38",
-    "RDISmallCNN",
+    "ExitBranch",
+    "MobileNetV2",
+    "MultiExitNetwork",
     "ResNet",
     "SLIMMABLE_VARIANTS",
     "SlimmableNetwork",
@@ -60,5 +63,8 @@ __all__ = [
     "model_inputs",
     "output_names",
     "parse_architecture",
+    "rdi_mobilenet_v2",
+    "rdi_resnet38",
+    "rdi_small_cnn",
     "stage_views",
 ]

@@ -351,6 +351,30 @@ class Conditioning:
             name=name,
         )(x)
 
+    def depthwise_conv(
+        self, x: keras.KerasTensor, kernel_size: int, strides: int = 1, *, name: str
+    ) -> keras.KerasTensor:
+        """A depthwise convolution without bias, padded like PyTorch (`conv_padding`).
+
+        Args:
+            x: KerasTensor [N, H, W, C].
+            kernel_size: int, square kernel size.
+            strides: int, stride.
+            name: str, name of the convolution.
+
+        Returns:
+            KerasTensor [N, H', W', C].
+        """
+        x, padding = self.pad_like_pytorch(x, kernel_size, strides, name=name)
+        return keras.layers.DepthwiseConv2D(
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            depthwise_initializer="he_normal",
+            name=name,
+        )(x)
+
     def dense(
         self, x: keras.KerasTensor, units: int, *, name: str, use_bias: bool = True
     ) -> keras.KerasTensor:
@@ -468,6 +492,44 @@ def apply_lambda_conditioning(
         clean=clean,
         film_hidden_multiplier=film_hidden_multiplier(encoder),
         fused_normalization=fused_normalization(encoder),
+    )
+
+
+def conditioning_of(network: keras.Model) -> Conditioning:
+    """The `Conditioning` a built network's normalisations read, taken from its graph.
+
+    Layers added on top of a network's features (the side exits of
+    `multi_exit_network.MultiExitNetwork`) use it to be normalised and
+    modulated like the network: the same λ code and dual-BN route tensors.
+
+    Args:
+        network: functional keras.Model of an oat_tf network class, with the
+            attributes `variant` and `encoder` and, as its variant has them,
+            the layers "lambda_encoder" and "clean_route".
+
+    Returns:
+        Conditioning whose `code` and `clean` are the network's own
+        KerasTensors.
+
+    Raises:
+        ValueError: if `network` has no such attributes or layers.
+    """
+    variant = getattr(network, "variant", None)
+    if variant not in VARIANTS or not hasattr(network, "encoder"):
+        raise ValueError(
+            "`network` must be an oat_tf network with the attributes `variant` (one of "
+            f"{VARIANTS}) and `encoder`. Received: network of type {type(network).__name__} "
+            f"with variant={variant!r}"
+        )
+    uses_film = variant in ("oat", "oat_single_bn")
+    code = network.get_layer("lambda_encoder").output if uses_film else None
+    clean = network.get_layer("clean_route").output if variant in ("oat", "mixture_bn") else None
+    return Conditioning(
+        variant,
+        code=code,
+        clean=clean,
+        film_hidden_multiplier=film_hidden_multiplier(network.encoder) if uses_film else 1,
+        fused_normalization=fused_normalization(network.encoder) if uses_film else False,
     )
 
 

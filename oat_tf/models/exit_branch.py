@@ -4,6 +4,7 @@ An exit branch turns the features of a backbone stage into logits with a few
 cheap layers (SPEC §3, the paper's Appendix B: pooling, a light convolution,
 fully connected layers), in this order:
 
+0. optional max-pool of `prepool_size` before everything else;
 1. optional 3×3 convolution (`conv_filters` channels, stride `conv_stride`,
    no padding), with a normalisation (and FiLM in the OAT variants) when
    `use_batch_norm`, then ReLU;
@@ -18,7 +19,7 @@ same code path as the backbones: dual BN routed by λ == 0 and FiLM on the λ
 code for "oat", one BN and FiLM for "oat_single_bn". A multi-exit OAT network
 therefore has both its λ and its exit thresholds chosen at test time.
 
-Layer names are prefixed with `name`: `{name}_conv`, `{name}_conv_bn`,
+Layer names are prefixed with `name`: `{name}_prepool`, `{name}_conv`, `{name}_conv_bn`,
 `{name}_conv_film`, `{name}_conv_relu`, `{name}_pool` (or `{name}_gap`),
 `{name}_flatten`, `{name}_fc{i}` with `{name}_fc{i}_{bn,film,relu}`,
 `{name}_fc1_dropout` and `{name}_logits`.
@@ -31,12 +32,18 @@ logits = apply_exit_branch(
     conv_filters=16, conv_stride=2, pool_size=2, hidden_units=(200, 200), dropout=0.5,
 )
 ```
+
+`ExitBranch` holds the same arguments, plus the backbone layer whose output
+the branch reads, as one serialisable value: a multi-exit network
+(`oat_tf.models.multi_exit_network.MultiExitNetwork`) is a backbone and a
+list of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
@@ -73,6 +80,7 @@ def apply_exit_branch(
     name: str,
     conv_filters: Optional[int] = None,
     conv_stride: int = 1,
+    prepool_size: Optional[int] = None,
     pool_size: Optional[int] = 2,
     global_pool: bool = False,
     hidden_units: Sequence[int] = (200, 200),
@@ -91,6 +99,9 @@ def apply_exit_branch(
         conv_filters: int or None, channels of the 3×3 unpadded convolution;
             None for no convolution.
         conv_stride: int, stride of that convolution.
+        prepool_size: int or None, max-pool window (and stride) applied to
+            the features before the convolution (`{name}_prepool`); None for
+            none.
         pool_size: int or None, max-pool window (and stride) after the
             convolution; None for no max-pool. Ignored when `global_pool`.
         global_pool: bool, global average pooling instead of the max-pool.
@@ -130,6 +141,7 @@ def apply_exit_branch(
             f"Received: conv_stride={conv_stride}, conv_filters=None"
         )
     pool_size = _positive_int_or_none(pool_size, "pool_size")
+    prepool_size = _positive_int_or_none(prepool_size, "prepool_size")
     try:
         units = tuple(hidden_units)
     except TypeError:
@@ -162,6 +174,14 @@ def apply_exit_branch(
             "`x` must be a 4-D feature map [N, H, W, C]. "
             f"Received: x with shape {tuple(x.shape)}"
         )
+    if prepool_size is not None:
+        if any(d is not None and d < prepool_size for d in _static_spatial_size(x)):
+            raise ValueError(
+                f"`prepool_size` must not exceed the spatial size of the features of exit "
+                f"{name!r}. Received: prepool_size={prepool_size} for features of shape "
+                f"{tuple(x.shape)}"
+            )
+        x = keras.layers.MaxPooling2D(prepool_size, name=f"{name}_prepool")(x)
     spatial = _static_spatial_size(x)
     if conv_filters is not None and any(
         d is not None and d < CONV_KERNEL_SIZE for d in spatial
@@ -206,3 +226,95 @@ def apply_exit_branch(
             name=f"{name}_fc{index + 1}",
         )
     return conditioning_lib.apply_logits(x, num_classes, name=f"{name}_logits")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitBranch:
+    """One side exit: the backbone layer it reads and the arguments of its branch.
+
+    The fields after `feature_layer` are those of `apply_exit_branch` (checked
+    there, when the branch is built).
+
+    Attributes:
+        feature_layer: str, the backbone layer whose output the branch reads.
+        conv_filters, conv_stride, prepool_size, pool_size, global_pool,
+        hidden_units, dropout, use_batch_norm, seed: see `apply_exit_branch`.
+
+    Example:
+    >>> branch = ExitBranch("block2_relu1", pool_size=2, hidden_units=(200, 200))
+    >>> logits = branch.apply(features, conditioning, num_classes=10, name="exit2")
+    """
+
+    feature_layer: str
+    conv_filters: Optional[int] = None
+    conv_stride: int = 1
+    prepool_size: Optional[int] = None
+    pool_size: Optional[int] = 2
+    global_pool: bool = False
+    hidden_units: Tuple[int, ...] = ()
+    dropout: float = 0.0
+    use_batch_norm: bool = False
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        if not isinstance(self.feature_layer, str) or not self.feature_layer:
+            raise ValueError(
+                "`feature_layer` must be a non-empty str, the name of a backbone layer. "
+                f"Received: feature_layer={self.feature_layer!r}"
+            )
+        try:
+            object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        except TypeError:
+            pass  # `apply_exit_branch` names the argument.
+
+    def apply(
+        self,
+        features: keras.KerasTensor,
+        conditioning: conditioning_lib.Conditioning,
+        *,
+        num_classes: int,
+        name: str,
+    ) -> keras.KerasTensor:
+        """Builds the branch on `features` (`apply_exit_branch`).
+
+        Args:
+            features: KerasTensor [N, H, W, C], the output of `feature_layer`.
+            conditioning: `Conditioning` of the network.
+            num_classes: int, number of logits.
+            name: str, prefix of the branch's layer names (e.g. "exit1").
+
+        Returns:
+            KerasTensor [N, num_classes], the exit's logits.
+        """
+        arguments = dataclasses.asdict(self)
+        del arguments["feature_layer"]
+        return apply_exit_branch(
+            features, conditioning, num_classes=num_classes, name=name, **arguments
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The fields as JSON values (`from_config` rebuilds the branch)."""
+        config = dataclasses.asdict(self)
+        config["hidden_units"] = list(self.hidden_units)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ExitBranch":
+        """Rebuilds an `ExitBranch` from `get_config`.
+
+        Args:
+            config: mapping of the fields.
+
+        Returns:
+            ExitBranch.
+
+        Raises:
+            ValueError: for a field it does not have.
+        """
+        fields = {field.name for field in dataclasses.fields(cls)}
+        if not isinstance(config, Mapping) or set(config) - fields:
+            raise ValueError(
+                f"`config` must be a mapping of the fields of ExitBranch {sorted(fields)}. "
+                f"Received: config={config!r}"
+            )
+        return cls(**config)

@@ -6,8 +6,8 @@ of logits as output, `{"exit_1": [N, K], ..., "exit_M": [N, K], "final":
 [N, K]}`: M side exits plus the final output. Exit index i runs over 0..M,
 where M means "final".
 
-A multi-exit model class (`RDISmallCNN`, `RDIResNet38`, `RDIMobileNetV2`)
-records, in the attribute `exit_feature_layers`, the names of the layers whose
+A multi-exit model (`multi_exit_network.MultiExitNetwork`; the RDI-Nets of
+`rdi_networks`) records, in the attribute `exit_feature_layers`, the names of the layers whose
 outputs are the backbone features where each side exit attaches (one per side
 exit, in order). The backbone between two such layers is a **stage**:
 
@@ -31,7 +31,7 @@ heads ran to test their entropies.
 Example:
 
 ```python
-network = RDISmallCNN(variant="oat")
+network = rdi_networks.rdi_small_cnn(variant="oat")
 features = images
 for view in stage_views(network):
     features, logits = view(features, lambdas)  # None after the last stage.
@@ -147,33 +147,6 @@ def output_names(model: keras.Model) -> Tuple[str, ...]:
             f"outputs {received}"
         )
     return names
-
-
-def tap_layer_outputs(
-    inputs: Dict[str, keras.KerasTensor],
-    outputs: keras.KerasTensor,
-    layer_names: Sequence[str],
-) -> List[keras.KerasTensor]:
-    """The outputs of named layers of a backbone graph, where side exits attach.
-
-    A multi-exit network is its backbone's graph (built once, by the
-    backbone's own function, e.g. `small_cnn.apply_small_cnn`) plus exit
-    branches on the features these names pick. The exits add layers; the
-    backbone's layers, names and connections stay as they are, so the
-    backbone's weights keep their checkpoint keys.
-
-    Args:
-        inputs: dict of the network's symbolic inputs.
-        outputs: KerasTensor, the backbone's logits, built from `inputs`.
-        layer_names: sequence of str, layers of that graph, each called once.
-
-    Returns:
-        list of KerasTensor, the output of each named layer, in order.
-
-    Raises:
-        ValueError: if a name is not a layer of the backbone graph.
-    """
-    return layer_outputs(keras.Model(inputs, outputs, name="backbone"), layer_names, "layer_names")
 
 
 def layer_outputs(

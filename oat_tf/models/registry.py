@@ -9,9 +9,11 @@ Names:
   (STL-10); dropout 0.3 inside the blocks, as in the OAT reference code.
 
 - `"rdi_small_cnn"`, `"rdi_resnet38"`, `"rdi_mobilenet_v2"`: the multi-exit
-  RDI-Nets (SPEC §3) `RDISmallCNN`, `RDIResNet38` and `RDIMobileNetV2`, whose
-  output is a dict of logits `{"exit_1", ..., "final"}` (variants "plain",
-  "oat", "oat_single_bn"; `oat_tf.models.multi_exit`).
+  RDI-Nets (SPEC §3), `MultiExitNetwork`s built by the functions of the same
+  names in `oat_tf.models.rdi_networks` (SmallCNN, ResNet-38 and MobileNetV2
+  backbones with the paper's exits), whose output is a dict of logits
+  `{"exit_1", ..., "final"}` (variants "plain", "oat", "oat_single_bn";
+  `oat_tf.models.multi_exit`).
 
 The slimmable variants ("oats", "oats_single_bn", "ats") build
 `SlimmableSmallCNN` for `"small_cnn"` and `SlimmableResNet` for
@@ -26,16 +28,14 @@ other families take neither (`config.check_model_sizes`).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Callable, Dict, Tuple
 
 import keras
 from absl import logging
 
 from oat_tf import config as config_lib
 from oat_tf.models import precision as precision_lib
-from oat_tf.models import rdi_mobilenet_v2
-from oat_tf.models import rdi_resnet
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 from oat_tf.models import resnet
 from oat_tf.models import slimmable_resnet
 from oat_tf.models import slimmable_small_cnn
@@ -50,11 +50,11 @@ ARCHITECTURE_PATTERNS = (
     "rdi_resnet38",
     "rdi_mobilenet_v2",
 )
-# Multi-exit networks (RDI-Nets), by exact name.
+# Multi-exit networks (RDI-Nets), by exact name: their builders.
 MULTI_EXIT_ARCHITECTURES = {
-    "rdi_small_cnn": rdi_small_cnn.RDISmallCNN,
-    "rdi_resnet38": rdi_resnet.RDIResNet38,
-    "rdi_mobilenet_v2": rdi_mobilenet_v2.RDIMobileNetV2,
+    "rdi_small_cnn": rdi_networks.rdi_small_cnn,
+    "rdi_resnet38": rdi_networks.rdi_resnet38,
+    "rdi_mobilenet_v2": rdi_networks.rdi_mobilenet_v2,
 }
 
 # Family defaults that `ModelConfig` does not carry; `build_model` overrides win.
@@ -66,8 +66,8 @@ _WRN = re.compile(r"wrn(\d+)_(\d+)")
 
 def parse_architecture(
     architecture: str, slimmable: bool = False
-) -> Tuple[Type[keras.Model], Dict[str, Any]]:
-    """Returns the model class and its architecture arguments for a name.
+) -> Tuple[Callable[..., keras.Model], Dict[str, Any]]:
+    """Returns the model class (or builder) and its architecture arguments for a name.
 
     Args:
         architecture: str, "small_cnn", "resnet<depth>", "wrn<depth>_<width>"
@@ -77,8 +77,9 @@ def parse_architecture(
             (`SlimmableSmallCNN`, `SlimmableResNet`).
 
     Returns:
-        Tuple (model class, dict of constructor arguments fixed by the name,
-        plus family defaults).
+        Tuple (model class, or for a multi-exit network its builder in
+        `rdi_networks`; dict of constructor arguments fixed by the name, plus
+        family defaults).
 
     Raises:
         ValueError: if the name matches no family, or no slimmable network of

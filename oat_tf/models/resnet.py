@@ -54,19 +54,30 @@ BOTTLENECK_EXPANSION = 4
 DEFAULT_STAGE_FILTERS = (64, 128, 256, 512)
 
 
-def check_stage_ints(name: str, values: Sequence[int]) -> Tuple[int, ...]:
-    """Returns `values` as four positive ints (blocks or filters per stage).
+def check_stage_ints(
+    name: str, values: Sequence[int], length: Optional[int] = None
+) -> Tuple[int, ...]:
+    """Returns `values` as positive ints, one per stage (blocks or filters per stage).
 
     Args:
         name: str, the argument's name, for the error message.
-        values: sequence of four ints.
+        values: sequence of positive ints.
+        length: int or None, the number of stages required; None: any, at
+            least one.
 
     Returns:
-        tuple of four ints.
+        tuple of ints.
+
+    Raises:
+        ValueError: naming the argument, for a wrong count or a value below 1.
     """
-    result = tuple(int(v) for v in values)
-    if len(result) != 4 or min(result) < 1:
-        raise ValueError(f"`{name}` must be four positive ints. Received: {name}={values!r}")
+    try:
+        result = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        result = ()
+    if not result or (length is not None and len(result) != length) or min(result) < 1:
+        count = "one or more" if length is None else str(length)
+        raise ValueError(f"`{name}` must be {count} positive ints. Received: {name}={values!r}")
     return result
 
 
@@ -247,9 +258,9 @@ def apply_resnet(
     A 3×3 stem (the first stage's width, stride 1, BN(-FiLM)-ReLU), then the
     stages, each downsampling by 2 in its first block except the first
     stage, then global average pooling and the logits. `ResNet` wraps it in
-    a model with four stages; `RDIResNet38` with three, tapping block outputs
-    for its exits (`multi_exit.tap_layer_outputs`); `SlimmableResNet` runs it
-    with its slimmable layer kit. Every layer is made through `conditioning`.
+    a model (four stages for ImageNet-style depths, three for the CIFAR 6n + 2
+    ResNets whose block outputs the RDI-Nets exits tap); `SlimmableResNet`
+    runs it with its slimmable layer kit. Every layer is made through `conditioning`.
 
     Args:
         image: KerasTensor [N, H, W, C], the image input.
@@ -302,9 +313,11 @@ class ResNet(saved_config.SavedConfig, keras.Model):
         variant: str, "plain", "oat", "oat_single_bn" or "mixture_bn".
         encoder: None, dict of `LambdaEncoder` arguments or `EncoderConfig`
             (ignored by "plain").
-        stage_filters: four ints, channels of the stages (the stem has the
-            first stage's width).
-        stage_blocks: None or four ints, blocks per stage (overrides `depth`).
+        stage_filters: positive ints, channels of the stages (the stem has
+            the first stage's width): four, or one per entry of
+            `stage_blocks`.
+        stage_blocks: None or positive ints, blocks per stage (overrides
+            `depth`), e.g. (6, 6, 6) for the CIFAR ResNet-38 of RDI-Nets.
         block: None, "basic" or "bottleneck": the block type; None takes it
             from `depth` (basic when `stage_blocks` is given).
         **kwargs: `keras.Model` keyword arguments (`name`, `trainable`).
@@ -353,7 +366,7 @@ class ResNet(saved_config.SavedConfig, keras.Model):
         else:
             block_type = block or "basic"
             blocks = check_stage_ints("stage_blocks", stage_blocks)
-        filters = check_stage_ints("stage_filters", stage_filters)
+        filters = check_stage_ints("stage_filters", stage_filters, len(blocks))
         common = conditioning_lib.check_network_arguments(
             num_classes, image_shape, variant, encoder, min_size=8
         )

@@ -85,8 +85,8 @@ class SlimmableResNet(slimmable_network.SlimmableNetwork):
         if stage_blocks is None:
             blocks = resnet.stage_blocks_for_depth(depth)
         else:
-            blocks = resnet.check_stage_ints("stage_blocks", stage_blocks)
-        filters = resnet.check_stage_ints("stage_filters", stage_filters)
+            blocks = resnet.check_stage_ints("stage_blocks", stage_blocks, 4)
+        filters = resnet.check_stage_ints("stage_filters", stage_filters, 4)
         kwargs.setdefault("name", f"slimmable_resnet{2 * sum(blocks) + 2}_{variant}")
         super().__init__(
             num_classes=num_classes,

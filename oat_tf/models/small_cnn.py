@@ -174,8 +174,8 @@ def apply_small_cnn(
 ) -> keras.KerasTensor:
     """The SmallCNN graph from the image to the logits: the one definition of the network.
 
-    `SmallCNN` wraps it in a model; `RDISmallCNN` taps its features by layer
-    name (`multi_exit.tap_layer_outputs`) and adds the exits;
+    `SmallCNN` wraps it in a model (whose features the RDI-Nets exits tap
+    by layer name, `rdi_networks.rdi_small_cnn`);
     `SlimmableSmallCNN` runs it with its slimmable layer kit. Every layer is
     made through `conditioning` (the layer kit). Arguments are those of
     `SmallCNN`, already checked.

@@ -8,7 +8,7 @@ from oat_tf import export
 from oat_tf.bench import early_exit_latency
 from oat_tf.export import adaptive_saved_model
 from oat_tf.models import exit_rule
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 from oat_tf.models import small_cnn
 
 
@@ -16,7 +16,7 @@ def _network():
     import keras  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(0)
-    return rdi_small_cnn.RDISmallCNN(filters=(4, 8), hidden_units=16, exit_conv_filters=4, exit_hidden_units=16)
+    return rdi_networks.rdi_small_cnn(filters=(4, 8), hidden_units=16, exit_conv_filters=4, exit_hidden_units=16)
 
 
 def test_backbone_model_is_the_final_output_without_side_exits():

@@ -10,7 +10,7 @@ from oat_tf import config as config_lib
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.models import exit_rule
 from oat_tf.models import multi_exit
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 
 NAMES = ("exit_1", "exit_2", "final")
 
@@ -20,7 +20,7 @@ def _model(variant="plain", seed=0):
 
     keras.utils.set_random_seed(seed)
     encoder = {"lambda_values": (0.0, 1.0), "scheme": "rand", "dim": 4, "seed": 0} if variant != "plain" else None
-    return rdi_small_cnn.RDISmallCNN(
+    return rdi_networks.rdi_small_cnn(
         variant=variant, encoder=encoder, filters=(4, 8), hidden_units=16,
         exit_conv_filters=4, exit_hidden_units=16,
     )

@@ -19,7 +19,7 @@ from oat_tf import operating_point
 from oat_tf.export import adaptive_saved_model
 from oat_tf.export import saved_model
 from oat_tf.models import multi_exit
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 from oat_tf.models import small_cnn
 from tests.models import model_testing
 
@@ -65,7 +65,7 @@ def _mixed_thresholds(full_logits, fractions):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    network = rdi_small_cnn.RDISmallCNN(
+    network = rdi_networks.rdi_small_cnn(
         variant="oat",
         image_shape=SHAPE,
         encoder=model_testing.TINY_ENCODER,

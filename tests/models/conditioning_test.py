@@ -209,3 +209,26 @@ def test_the_kit_adds_each_layer_under_its_name():
     # A plain network has no FiLM; the strided convolution pads explicitly first.
     assert names == ["c_pad", "c", "bn", "r", "flatten", "fc", "drop", "logits"]
     assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("variant", ["plain", "oat", "oat_single_bn", "mixture_bn"])
+def test_conditioning_of_a_network_is_the_one_its_layers_read(variant):
+    encoder = {"dim": 8, conditioning.FILM_HIDDEN_MULTIPLIER_KEY: 2}
+    network = resnet.ResNet(
+        variant=variant, encoder=encoder, stage_blocks=(1, 1, 1, 1), stage_filters=(4, 4, 4, 4),
+        image_shape=(8, 8, 3),
+    )
+    recovered = conditioning.conditioning_of(network)
+    assert recovered.variant == variant
+    names = {layer.name for layer in network.layers}
+    if variant in ("oat", "oat_single_bn"):
+        assert recovered.code is network.get_layer("lambda_encoder").output
+        assert recovered.film_hidden_multiplier == 2
+    else:
+        assert recovered.code is None and "lambda_encoder" not in names
+    if variant in ("oat", "mixture_bn"):
+        assert recovered.clean is network.get_layer("clean_route").output
+    else:
+        assert recovered.clean is None and "clean_route" not in names
+    with pytest.raises(ValueError, match="`network`.*Received: network of type"):
+        conditioning.conditioning_of(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))

@@ -135,3 +135,18 @@ def test_conditioned_branch_requires_normalisation():
 def test_features_too_small_for_the_convolution_raise():
     with pytest.raises(ValueError, match="`x` must be at least 3×3"):
         _branch_model("plain", feature_shape=(2, 2, 3), conv_filters=4)
+
+
+def test_prepool_comes_first_and_the_branch_matches_numpy():
+    model = _branch_model("plain", feature_shape=(6, 6, 2), prepool_size=2, global_pool=True,
+                          pool_size=None, hidden_units=())
+    assert _branch_layer_names(model) == ["exit1_prepool", "exit1_gap", "exit1_flatten", "exit1_logits"]
+    inputs = model_testing.random_inputs((6, 6, 2), [0.0, 1.0], seed=3)
+    # 2×2 max-pool (stride 2), global mean, logits.
+    pooled = inputs["image"].reshape(2, 3, 2, 3, 2, 2).max(axis=(2, 4)).mean(axis=(1, 2))
+    kernel, bias = model.get_layer("exit1_logits").get_weights()
+    np.testing.assert_allclose(model(inputs), pooled @ kernel + bias, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`prepool_size`.*Received: prepool_size=7"):
+        _branch_model("plain", feature_shape=(6, 6, 2), prepool_size=7)
+    with pytest.raises(ValueError, match="`prepool_size`.*Received: prepool_size=0"):
+        _branch_model("plain", prepool_size=0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from oat_tf.models import initialization
-from oat_tf.models import rdi_mobilenet_v2
+from oat_tf.models import rdi_networks
 from oat_tf.models import small_cnn
 
 ENCODER = {"lambda_values": [0.0, 1.0], "dim": 8, "seed": 0}
@@ -60,7 +60,7 @@ def test_the_same_seed_gives_the_same_weights():
 
 def test_depthwise_kernels_use_the_fan_in_of_one_channel():
     keras.utils.set_random_seed(0)
-    network = rdi_mobilenet_v2.RDIMobileNetV2(num_classes=10, image_shape=(32, 32, 3))
+    network = rdi_networks.rdi_mobilenet_v2(num_classes=10, image_shape=(32, 32, 3))
     initialization.initialize_like_torch(network, seed=0)
     depthwise = [l for l in network.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
     assert depthwise

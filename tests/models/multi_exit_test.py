@@ -8,7 +8,7 @@ import tensorflow as tf
 from oat_tf.models import conditioning as conditioning_lib
 from oat_tf.models import flops
 from oat_tf.models import multi_exit
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 from oat_tf.models import small_cnn
 from tests.models import model_testing
 
@@ -18,7 +18,7 @@ TINY = dict(filters=(4, 8), hidden_units=8, exit_conv_filters=4, exit_hidden_uni
 
 
 def _tiny(variant, **kwargs):
-    return rdi_small_cnn.RDISmallCNN(
+    return rdi_networks.rdi_small_cnn(
         variant=variant,
         image_shape=SHAPE,
         encoder=model_testing.TINY_ENCODER,
@@ -141,7 +141,7 @@ def test_macs_agree_with_count_flops(variant):
         encoder=model_testing.TINY_ENCODER,
         filters=TINY["filters"],
         hidden_units=TINY["hidden_units"],
-        use_batch_norm=model.use_batch_norm,
+        use_batch_norm=model.exits[0].use_batch_norm,
     )
     assert multi_exit.backbone_macs(model) == flops.count_flops(backbone)["macs"]
 
@@ -179,27 +179,3 @@ def test_exit_points_that_do_not_cut_the_network_raise():
     del model.exit_feature_layers
     with pytest.raises(ValueError, match="`exit_feature_layers`.*Received: model="):
         multi_exit.stage_views(model)
-
-
-def test_tap_layer_outputs_returns_the_named_features_of_the_backbone_graph():
-    inputs, conditioning = conditioning_lib.conditioned_inputs((16, 16, 1), "plain", None)
-    logits = small_cnn.apply_small_cnn(
-        inputs[conditioning_lib.IMAGE_KEY], conditioning, num_classes=10, filters=(4, 8),
-        hidden_units=8, dropout=0.0, use_batch_norm=False, seed=0,
-    )
-    relu, flat = multi_exit.tap_layer_outputs(inputs, logits, ["block1_relu1", "flatten"])
-    tapped = keras.Model(inputs, {"relu": relu, "flat": flat, "final": logits})
-    backbone = keras.Model(inputs, logits)
-    # The tap adds no layer: both models run the same layers and weights.
-    assert {id(layer) for layer in tapped.layers} == {id(layer) for layer in backbone.layers}
-    batch = model_testing.random_inputs((16, 16, 1), [0.0, 1.0], seed=0)
-    out = tapped(batch)
-    np.testing.assert_array_equal(out["final"], backbone(batch))
-    # block1_relu1 is the ReLU of the first 3×3 valid convolution (16 → 14).
-    assert out["relu"].shape == (2, 14, 14, 4) and np.min(out["relu"]) >= 0.0
-    first_conv = backbone.get_layer("block1_conv1")
-    expected = np.maximum(first_conv(batch["image"]), 0.0)
-    np.testing.assert_allclose(out["relu"], expected, rtol=1e-6, atol=1e-6)
-    assert out["flat"].shape == (2, 8)
-    with pytest.raises(ValueError, match="layer_names.*block9_relu1"):
-        multi_exit.tap_layer_outputs(inputs, logits, ["block9_relu1"])

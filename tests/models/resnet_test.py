@@ -188,3 +188,22 @@ def test_a_checkpoint_of_the_earlier_class_loads_and_gives_its_outputs():
         image_shape=(8, 8, 3),
     )
     model_testing.assert_restores_fixture(model, "resnet_oat", "resnet_outputs.npz", prefix="oat")
+
+
+def test_a_three_stage_cifar_resnet_is_6n_plus_2_deep():
+    # The CIFAR ResNet-20 of He et al.: 3×3 stem with 16 filters, 3 stages of 3 basic blocks.
+    model = resnet.ResNet(stage_filters=(16, 32, 64), stage_blocks=(3, 3, 3))
+    assert model.name == "resnet20_plain"
+    assert model.get_layer("stage3_block3_out_relu").output.shape[1:] == (8, 8, 64)
+    with pytest.raises(ValueError, match="stage3_block4"):
+        model.get_layer("stage3_block4_out_relu")
+    # He et al. report 0.27 M parameters for ResNet-20 (with 1×1 projection shortcuts here).
+    convs = 9 * 3 * 16 + 3 * 2 * 9 * 16 * 16 + (9 * 16 * 32 + 9 * 32 * 32 + 16 * 32) + 2 * 2 * 9 * 32 * 32
+    convs += (9 * 32 * 64 + 9 * 64 * 64 + 32 * 64) + 2 * 2 * 9 * 64 * 64
+    # γ and β of every BN: stem, two per block, and the shortcuts of stages 2 and 3.
+    batch_norms = 2 * (16 + 6 * 16 + (6 * 32 + 32) + (6 * 64 + 64))
+    assert model_testing.trainable_count(model) == convs + batch_norms + 64 * 10 + 10
+    with pytest.raises(ValueError, match="`stage_filters` must be 3 positive ints"):
+        resnet.ResNet(stage_filters=(16, 32), stage_blocks=(3, 3, 3))
+    with pytest.raises(ValueError, match="`stage_blocks` must be one or more positive ints"):
+        resnet.ResNet(stage_filters=(16, 32, 64), stage_blocks=())

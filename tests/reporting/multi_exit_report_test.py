@@ -11,13 +11,13 @@ import tensorflow as tf
 from oat_tf import config as config_lib
 from oat_tf.evaluation import multi_exit_eval
 from oat_tf.models import exit_rule
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import rdi_networks
 from oat_tf.reporting import multi_exit_report
 
 
 def _model():
     keras.utils.set_random_seed(0)
-    return rdi_small_cnn.RDISmallCNN(
+    return rdi_networks.rdi_small_cnn(
         filters=(4, 8), hidden_units=16, exit_conv_filters=4, exit_hidden_units=16
     )
 

@@ -398,10 +398,10 @@ def test_zero_weight_exit_gets_no_update():
 
 
 def test_rdi_small_cnn_trains_with_the_max_average_defence():
-    from oat_tf.models import rdi_small_cnn  # pylint: disable=import-outside-toplevel
+    from oat_tf.models import rdi_networks  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(0)
-    network = rdi_small_cnn.RDISmallCNN(
+    network = rdi_networks.rdi_small_cnn(
         num_classes=3, image_shape=(16, 16, 1), variant="plain", filters=(4, 8),
         hidden_units=8, exit_conv_filters=4, exit_hidden_units=8, dropout=0.0,
     )

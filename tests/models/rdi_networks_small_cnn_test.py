@@ -1,4 +1,4 @@
-"""Tests of RDISmallCNN: parameters, outputs, backbone = SmallCNN, exits, saving."""
+"""Tests of rdi_networks.rdi_small_cnn: parameters, outputs, backbone = SmallCNN, exits, saving."""
 
 import os
 
@@ -8,7 +8,8 @@ import pytest
 
 from oat_tf import config as config_lib
 from oat_tf.layers import dual_batch_norm
-from oat_tf.models import rdi_small_cnn
+from oat_tf.models import multi_exit_network
+from oat_tf.models import rdi_networks
 from oat_tf.models import registry
 from tests import testing
 from tests.models import model_testing
@@ -27,11 +28,11 @@ def _tiny(variant, **kwargs):
         encoder=model_testing.TINY_ENCODER,
     )
     args.update(kwargs)
-    return rdi_small_cnn.RDISmallCNN(variant=variant, **args)
+    return rdi_networks.rdi_small_cnn(variant=variant, **args)
 
 
 def test_plain_parameter_count_closed_form():
-    model = rdi_small_cnn.RDISmallCNN(variant="plain")  # The paper's network: no BN.
+    model = rdi_networks.rdi_small_cnn(variant="plain")  # The paper's network: no BN.
     # Backbone: 28 → conv 26 → conv 24 → pool 12 → conv 10 → conv 8 → pool 4.
     backbone = (
         (9 * 1 * 32 + 32)
@@ -48,7 +49,7 @@ def test_plain_parameter_count_closed_form():
     exit2 = (5 * 5 * 64 * 200 + 200) + (200 * 200 + 200) + (200 * 10 + 10)
     assert model.count_params() == model_testing.trainable_count(model)
     assert model.count_params() == backbone + exit1 + exit2 == 836_846
-    assert not model.use_batch_norm
+    assert not any(branch.use_batch_norm for branch in model.exits)
     assert not any(
         isinstance(layer, (keras.layers.BatchNormalization, dual_batch_norm.DualBatchNormalization))
         for layer in model.layers
@@ -56,8 +57,8 @@ def test_plain_parameter_count_closed_form():
 
 
 def test_paper_structure_shapes():
-    model = rdi_small_cnn.RDISmallCNN(variant="oat")
-    assert model.use_batch_norm
+    model = rdi_networks.rdi_small_cnn(variant="oat")
+    assert all(branch.use_batch_norm for branch in model.exits)
     assert model.exit_feature_layers == ("block1_relu1", "block2_relu1")
     assert model.get_layer("block1_relu1").output.shape == (None, 26, 26, 32)
     assert model.get_layer("block2_relu1").output.shape == (None, 10, 10, 64)
@@ -143,7 +144,7 @@ def test_keras_save_round_trip(variant, tmp_path):
     path = os.path.join(tmp_path, f"{variant}.keras")
     model.save(path)
     restored = keras.models.load_model(path)
-    assert type(restored) is rdi_small_cnn.RDISmallCNN
+    assert type(restored) is multi_exit_network.MultiExitNetwork
     assert restored.get_config() == model.get_config()
     assert restored.exit_feature_layers == model.exit_feature_layers
     testing.assert_weights_equal(testing.weights_by_path(model), testing.weights_by_path(restored))
@@ -159,7 +160,7 @@ def test_registry_builds_it_from_a_model_config():
     model = registry.build_model(
         model_config, filters=(4, 8), hidden_units=8, exit_conv_filters=4, exit_hidden_units=8
     )
-    assert type(model) is rdi_small_cnn.RDISmallCNN
+    assert type(model) is multi_exit_network.MultiExitNetwork
     assert model.variant == "oat" and model.num_classes == 7
     outputs = model(model_testing.random_inputs(SHAPE, [0.0, 1.0]))
     assert all(outputs[name].shape == (2, 7) for name in OUTPUTS)
@@ -169,7 +170,7 @@ def test_registry_builds_it_from_a_model_config():
 
 def test_exit_dropout_defaults_to_the_backbone_dropout():
     model = _tiny("plain", dropout=0.3)
-    assert model.exit_dropout == 0.3
+    assert [branch.dropout for branch in model.exits] == [0.3, 0.3]
     assert model.get_layer("exit2_fc1_dropout").rate == 0.3
     model = _tiny("plain", dropout=0.3, exit_dropout=0.0)
     with pytest.raises(ValueError):
@@ -206,7 +207,7 @@ def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads(variant
     # graph by layer name. Every variable must load (same checkpoint keys) and
     # the outputs must be the ones that class computed.
     keras.utils.set_random_seed(5)  # Other initial weights than the writer's.
-    model = rdi_small_cnn.RDISmallCNN(
+    model = rdi_networks.rdi_small_cnn(
         variant=variant,
         encoder=model_testing.FIXTURE_ENCODER if variant == "oat" else None,
         filters=(4, 8),

@@ -1,4 +1,4 @@
-"""Tests of RDI-ResNet-38: backbone size and MACs, exits, variants, saving, stages."""
+"""Tests of rdi_networks.rdi_resnet38 (RDI-ResNet-38): backbone size and MACs, exits, variants, saving, stages."""
 
 import os
 
@@ -10,7 +10,8 @@ from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.models import flops
 from oat_tf.models import multi_exit
-from oat_tf.models import rdi_resnet
+from oat_tf.models import multi_exit_network
+from oat_tf.models import rdi_networks
 from tests import testing
 from tests.models import model_testing
 
@@ -27,12 +28,12 @@ def _tiny(variant, **kwargs):
         encoder=model_testing.TINY_ENCODER,
     )
     args.update(kwargs)
-    return rdi_resnet.RDIResNet38(variant=variant, **args)
+    return rdi_networks.rdi_resnet38(variant=variant, **args)
 
 
 @pytest.fixture(scope="module")
 def standard():
-    return rdi_resnet.RDIResNet38()
+    return rdi_networks.rdi_resnet38()
 
 
 def _is_exit_layer(layer):
@@ -99,7 +100,7 @@ def test_standard_backbone_macs_match_the_paper(standard):
 
 @pytest.mark.parametrize("variant", ["plain", "oat"])
 def test_six_exit_branches_cost_under_two_percent_of_the_backbone(standard, variant):
-    model = standard if variant == "plain" else rdi_resnet.RDIResNet38(variant=variant)
+    model = standard if variant == "plain" else rdi_networks.rdi_resnet38(variant=variant)
     backbone = multi_exit.backbone_macs(model)
     costs = multi_exit.exit_macs(model)
     assert tuple(costs) == OUTPUTS
@@ -122,7 +123,7 @@ def test_exits_follow_blocks_two_and_five_of_every_stage(standard):
     assert standard.exit_feature_layers == tuple(
         f"stage{s}_block{b}_out_relu" for s in (1, 2, 3) for b in (2, 5)
     )
-    assert rdi_resnet.default_exit_blocks(6) == (2, 5)
+    assert rdi_networks.resnet_default_exit_blocks(6) == (2, 5)
     shapes = [standard.get_layer(name).output.shape[1:] for name in standard.exit_feature_layers]
     assert shapes == [(32, 32, 16)] * 2 + [(16, 16, 32)] * 2 + [(8, 8, 64)] * 2
     assert standard.get_layer("exit1_conv").strides == (2, 2)
@@ -190,7 +191,7 @@ def test_keras_save_round_trip(variant, tmp_path):
     path = os.path.join(tmp_path, f"{variant}.keras")
     model.save(path)
     restored = keras.models.load_model(path)
-    assert type(restored) is rdi_resnet.RDIResNet38
+    assert type(restored) is multi_exit_network.MultiExitNetwork
     assert restored.get_config() == model.get_config()
     assert restored.exit_feature_layers == model.exit_feature_layers
     testing.assert_weights_equal(testing.weights_by_path(model), testing.weights_by_path(restored))
@@ -239,14 +240,14 @@ def test_chained_stage_views_equal_the_full_model():
 )
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
-        rdi_resnet.RDIResNet38(**kwargs)
+        rdi_networks.rdi_resnet38(**kwargs)
 
 
 def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
     # testdata/rdi_resnet_oat was written by the class at 390536a (exits built
     # inside the stage loop); the class now taps ResNet's graph by layer name.
     keras.utils.set_random_seed(7)  # Other initial weights than the writer's.
-    model = rdi_resnet.RDIResNet38(
+    model = rdi_networks.rdi_resnet38(
         variant="oat",
         encoder=model_testing.FIXTURE_ENCODER,
         image_shape=(24, 24, 3),

@@ -1,4 +1,4 @@
-"""Tests of RDI-MobileNetV2: backbone size and MACs, exits, variants, saving, stages."""
+"""Tests of rdi_networks.rdi_mobilenet_v2 (RDI-MobileNetV2): backbone size and MACs, exits, variants, saving, stages."""
 
 import os
 
@@ -9,8 +9,10 @@ import pytest
 from oat_tf.layers import dual_batch_norm
 from oat_tf.layers import film
 from oat_tf.models import flops
+from oat_tf.models import mobilenet_v2
 from oat_tf.models import multi_exit
-from oat_tf.models import rdi_mobilenet_v2
+from oat_tf.models import multi_exit_network
+from oat_tf.models import rdi_networks
 from tests import testing
 from tests.models import model_testing
 
@@ -32,15 +34,15 @@ def _tiny(variant, **kwargs):
         encoder=model_testing.TINY_ENCODER,
     )
     args.update(kwargs)
-    return rdi_mobilenet_v2.RDIMobileNetV2(variant=variant, **args)
+    return rdi_networks.rdi_mobilenet_v2(variant=variant, **args)
 
 
 @pytest.fixture(scope="module")
 def standard():
-    return rdi_mobilenet_v2.RDIMobileNetV2()
+    return rdi_networks.rdi_mobilenet_v2()
 
 
-def _blocks(settings=rdi_mobilenet_v2.DEFAULT_BLOCK_SETTINGS):
+def _blocks(settings=mobilenet_v2.DEFAULT_BLOCK_SETTINGS):
     """(C_in, expansion, C_out, stride) of every block, by hand from the groups."""
     blocks, channels = [], 32
     for expansion, out, count, stride in settings:
@@ -102,7 +104,7 @@ def test_standard_backbone_macs_match_the_paper(standard):
 
 @pytest.mark.parametrize("variant", ["plain", "oat"])
 def test_two_exit_branches_cost_under_two_percent_of_the_backbone(standard, variant):
-    model = standard if variant == "plain" else rdi_mobilenet_v2.RDIMobileNetV2(variant=variant)
+    model = standard if variant == "plain" else rdi_networks.rdi_mobilenet_v2(variant=variant)
     backbone = multi_exit.backbone_macs(model)
     costs = multi_exit.exit_macs(model)
     assert tuple(costs) == OUTPUTS
@@ -196,7 +198,7 @@ def test_keras_save_round_trip(variant, tmp_path):
     path = os.path.join(tmp_path, f"{variant}.keras")
     model.save(path)
     restored = keras.models.load_model(path)
-    assert type(restored) is rdi_mobilenet_v2.RDIMobileNetV2
+    assert type(restored) is multi_exit_network.MultiExitNetwork
     assert restored.get_config() == model.get_config()
     assert restored.exit_feature_layers == model.exit_feature_layers
     testing.assert_weights_equal(testing.weights_by_path(model), testing.weights_by_path(restored))
@@ -251,7 +253,7 @@ def test_chained_stage_views_equal_the_full_model():
 )
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
-        rdi_mobilenet_v2.RDIMobileNetV2(**kwargs)
+        rdi_networks.rdi_mobilenet_v2(**kwargs)
 
 
 def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
@@ -259,7 +261,7 @@ def test_a_checkpoint_written_before_the_backbone_was_tapped_still_loads():
     # built inside the block loop); the class now taps apply_mobilenet_v2's
     # graph by layer name. Every variable must load and the outputs match.
     keras.utils.set_random_seed(7)  # Other initial weights than the writer's.
-    model = rdi_mobilenet_v2.RDIMobileNetV2(
+    model = rdi_networks.rdi_mobilenet_v2(
         variant="oat",
         encoder=model_testing.FIXTURE_ENCODER,
         image_shape=(16, 16, 3),
