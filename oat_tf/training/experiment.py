@@ -339,9 +339,11 @@ def run_experiment(
         }
     if multi_exit:
         # RDI-Nets: exit calibration, the multi-exit evaluation and the adaptive export.
-        return multi_exit_experiment.evaluate_and_export(
-            config, network=network, trainer=trainer, run_dir=run_dir, splits=splits
+        evaluated = multi_exit_experiment.evaluate_and_export(
+            config, network=network, run_dir=run_dir, splits=splits
         )
+        logging.info("Test evaluation of %s:\n%s", config.name, evaluated["table"])
+        return {"run_dir": run_dir, "width_results": None, **evaluated, "network": network, "trainer": trainer}
 
     # Every width of a slimmable network (OATS, PGD-ATS), the full width of
     # the others; `results` stays the full-width evaluation. Batch statistics

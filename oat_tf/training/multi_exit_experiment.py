@@ -137,24 +137,24 @@ def evaluate_and_export(
     config: config_lib.ExperimentConfig,
     *,
     network: keras.Model,
-    trainer: keras.Model,
     run_dir: str,
     splits: data.DatasetSplits,
 ) -> Dict[str, Any]:
     """Calibrates the exits, evaluates and exports one trained multi-exit run.
 
-    Called by `experiment.run_experiment` after training, on the chief only.
+    Called by `experiment.run_experiment` after training, on the chief only;
+    it returns the run's result with these entries.
 
     Args:
         config: ExperimentConfig with a multi-exit architecture.
         network: the trained multi-exit network.
-        trainer: its `MultiExitTrainer` (returned to the caller).
         run_dir: str, the run directory.
         splits: DatasetSplits.
 
     Returns:
-        dict as `run_experiment`'s: `run_dir`, `export_dir`, `results` (the
-        multi-exit evaluation), `table`, `thresholds`, `network`, `trainer`.
+        dict: `export_dir` (None without `config.export_dir`), `results` (the
+        multi-exit evaluation), `table` (its text table) and `thresholds`
+        (the calibrated exit thresholds of the last evaluation λ).
     """
     conditioned = config.model.variant != "plain"
     eval_batch = config.evaluation.batch_size
@@ -229,14 +229,9 @@ def evaluate_and_export(
                 },
             },
         )
-    logging.info("Test evaluation of %s:\n%s", config.name, table)
     return {
-        "run_dir": run_dir,
         "export_dir": export_path,
         "results": results,
-        "width_results": None,
         "table": table,
         "thresholds": calibration["thresholds"],
-        "network": network,
-        "trainer": trainer,
     }
