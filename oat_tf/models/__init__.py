@@ -1,10 +1,11 @@
 """oat_tf networks: dict inputs {"image", "lambda"}, logits out; plain, OAT, Mixture BN and slimmable (OATS) variants.
 
-Multi-exit (RDI-Nets) networks return a dict of logits {"exit_1", ..., "final"};
+Multi-exit networks (`MultiExitNetwork`: a backbone plus `ExitBranch`es; the
+RDI-Nets of `rdi_networks`) return a dict of logits {"exit_1", ..., "final"};
 `oat_tf.models.multi_exit` cuts them into stages for early exit.
 
-MAC and parameter counts live in `oat_tf.models.flops` (not re-exported, so
-`python -m oat_tf.models.flops` runs without a double import).
+MAC and parameter counts live in `oat_tf.models.flops` (not re-exported; the
+table command is `oat_tf.bench.flops_table`, `oat-flops-table`).
 """
 
 from oat_tf.models.batch_statistics import BatchStatisticsModel
