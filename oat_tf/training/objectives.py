@@ -645,7 +645,11 @@ class MultiExitHybridObjective(Objective):
         zeros = self.num_zeros(batch_size, drawn)
         per_sample = tf.zeros([batch_size], tf.float32)
         outputs = adversarial_outputs = None
-        if drawn is None or self.sampler.clean_loss_used:
+        # As `OATObjective`: under "mixed" the clean pass also runs when its loss
+        # weight is 0 (λ = 1 only), so that the moving BN statistics see it.
+        clean_pass = drawn is None or self.sampler.clean_loss_used or (
+            training and self.adversarial_bn_statistics == "mixed")
+        if clean_pass:
             with _clean_pass_guard(network, self.adversarial_bn_statistics, training):
                 outputs = forward(
                     {

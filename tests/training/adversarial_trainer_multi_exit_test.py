@@ -247,6 +247,50 @@ def test_one_step_equals_manual_sgd_on_the_loss(variant, defence, sampling):
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.parametrize("mode", ["adversarial", "mixed"])
+def test_oat_at_lambda_one_runs_the_clean_pass_for_the_statistics_only_in_mixed_mode(mode):
+    """λ fixed at 1: the clean loss has weight 0, and "mixed" runs the clean pass anyway.
+
+    As `OATTrainer` (and the reference loops): the first dual BN's adversarial
+    group takes one momentum update with conv1 of the clean images, then one
+    with the adversarial ones; "adversarial" mode takes only the second. The
+    trainable weights take the same step in both modes.
+    """
+    images, labels = _data(8)
+    sampling = config_lib.LambdaSamplingConfig(sampling="fixed", values=(1.0,))
+    network = _network("oat")
+    initial = network.get_weights()
+    bn = network.get_layer("bn1")
+    features = keras.Model(network.inputs, network.get_layer("conv1").output)
+    lam = np.ones([8], "float32")
+    clean_mean = features({"image": images, "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+    start_mean = bn.moving_mean.numpy()[dual_batch_norm.ADVERSARIAL].copy()
+
+    def step(statistics):
+        network.set_weights(initial)
+        trainer = _trainer(
+            network, sampling=sampling, attack=DETERMINISTIC_ATTACK, adversarial_bn_statistics=statistics
+        )
+        _, _, _, adversarial, _ = trainer._prepare(_batch(images, labels))
+        adversarial_mean = features({"image": adversarial.numpy(), "lambda": lam}).numpy().mean(axis=(0, 1, 2))
+        network.set_weights(initial)
+        trainer.train_on_batch(images, labels)
+        moved = bn.moving_mean.numpy()[dual_batch_norm.ADVERSARIAL].copy()
+        return moved, adversarial_mean, [w.numpy() for w in network.trainable_weights]
+
+    moved, adversarial_mean, trainable = step(mode)
+    momentum = conditioning.BN_MOMENTUM
+    expected = momentum * start_mean + (1 - momentum) * adversarial_mean
+    if mode == "mixed":
+        before = momentum * start_mean + (1 - momentum) * clean_mean
+        expected = momentum * before + (1 - momentum) * adversarial_mean
+    np.testing.assert_allclose(moved, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(clean_mean - adversarial_mean).max() > 1e-3  # The two modes differ here.
+    _, _, other = step("mixed" if mode == "adversarial" else "adversarial")
+    for a, b in zip(trainable, other):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_fit_lowers_the_loss_and_logs_every_exit():
     images, labels = _data(16)
     trainer = _trainer(_network("plain"), defence="max_average", exit_weights=None)
