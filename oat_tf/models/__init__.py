@@ -28,6 +28,7 @@ from oat_tf.models.multi_exit_network import MultiExitNetwork
 from oat_tf.models.rdi_networks import rdi_mobilenet_v2
 from oat_tf.models.rdi_networks import rdi_resnet38
 from oat_tf.models.rdi_networks import rdi_small_cnn
+from oat_tf.models import replaced_classes  # Registers the old RDI class names for old .keras files.
 from oat_tf.models.registry import build_model
 from oat_tf.models.registry import parse_architecture
 from oat_tf.models.resnet import ResNet
