@@ -232,8 +232,8 @@ def apply_exit_branch(
 class ExitBranch:
     """One side exit: the backbone layer it reads and the arguments of its branch.
 
-    The fields after `feature_layer` are those of `apply_exit_branch` (checked
-    there, when the branch is built).
+    The fields after `feature_layer` are the arguments of `apply_exit_branch`,
+    with its defaults (checked there, when the branch is built).
 
     Attributes:
         feature_layer: str, the backbone layer whose output the branch reads.
@@ -251,7 +251,7 @@ class ExitBranch:
     prepool_size: Optional[int] = None
     pool_size: Optional[int] = 2
     global_pool: bool = False
-    hidden_units: Tuple[int, ...] = ()
+    hidden_units: Tuple[int, ...] = (200, 200)
     dropout: float = 0.0
     use_batch_norm: bool = False
     seed: Optional[int] = None

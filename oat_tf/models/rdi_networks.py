@@ -72,7 +72,9 @@ RESNET_EXIT_CONV_STRIDES = (2, 2, 1)
 MOBILENET_V2_EXIT_BLOCKS = (6, 13)
 MOBILENET_V2_EXIT_FILTERS = (64, 128)
 # The light CIFAR branch: 2×2 max-pool, 3×3 unpadded convolution, global pool.
-_CIFAR_BRANCH = dict(prepool_size=2, global_pool=True, pool_size=None, use_batch_norm=True)
+_CIFAR_BRANCH = dict(
+    prepool_size=2, global_pool=True, pool_size=None, hidden_units=(), use_batch_norm=True
+)
 
 
 def resnet_default_exit_blocks(blocks_per_stage: int) -> Tuple[int, int]:

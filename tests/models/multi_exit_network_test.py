@@ -1,5 +1,6 @@
 """Tests of MultiExitNetwork: any backbone, exits on its named features, config, errors."""
 
+import inspect
 import os
 
 import keras
@@ -23,13 +24,23 @@ FEATURE_LAYERS = {
 }
 SHAPES = {"resnet": (8, 8, 3), "wide_resnet": (8, 8, 3), "small_cnn": (16, 16, 1)}
 # Global average pooling straight into the logits: exit = mean(features) @ W + b.
-GAP_EXIT = dict(pool_size=None, global_pool=True, use_batch_norm=True)
+GAP_EXIT = dict(pool_size=None, global_pool=True, hidden_units=(), use_batch_norm=True)
 
 
 def _network(family, variant, **exit_arguments):
     backbone = model_testing.tiny_model(family, variant)
     branch = exit_branch.ExitBranch(FEATURE_LAYERS[family], **{**GAP_EXIT, **exit_arguments})
     return backbone, multi_exit_network.MultiExitNetwork(backbone, [branch])
+
+
+def test_exit_branch_defaults_are_apply_exit_branchs():
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(exit_branch.apply_exit_branch).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    branch = exit_branch.ExitBranch("layer")
+    assert {name: getattr(branch, name) for name in defaults} == defaults
 
 
 @pytest.mark.parametrize("family", model_testing.FAMILIES)
