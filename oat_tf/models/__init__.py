@@ -68,5 +68,6 @@ __all__ = [
     "rdi_mobilenet_v2",
     "rdi_resnet38",
     "rdi_small_cnn",
+    "replaced_classes",
     "stage_views",
 ]
