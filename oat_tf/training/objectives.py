@@ -357,6 +357,27 @@ def forward_at(network: keras.Model, width: Optional[float]) -> Forward:
     return forward
 
 
+def _runs_clean_pass(
+    sampler: lambda_sampling.LambdaSampler, adversarial_bn_statistics: str, training: bool
+) -> bool:
+    """Whether a λ-sampled objective runs its clean pass this step.
+
+    It runs when its loss is used (some λ < 1 can be drawn) and, under
+    "mixed", at every training step: the reference loops run the clean pass
+    at every step, at λ = 1 with loss weight 0, so that only the moving BN
+    statistics see it.
+
+    Args:
+        sampler: the objective's LambdaSampler.
+        adversarial_bn_statistics: "adversarial" or "mixed".
+        training: bool, a training step.
+
+    Returns:
+        bool.
+    """
+    return sampler.clean_loss_used or (training and adversarial_bn_statistics == "mixed")
+
+
 def _clean_pass_guard(network: keras.Model, adversarial_bn_statistics: str, training: bool):
     """The context of a clean training pass: under the "adversarial" rule the
     adversarial group's moving BN statistics come out of it unchanged."""
@@ -441,11 +462,7 @@ class OATObjective(Objective):
         lambdas, zeros = drawn.lambdas, drawn.num_zeros
         per_sample = tf.zeros([images.shape[0]], tf.float32)
         logits = adversarial_logits = None
-        # The reference loops run the clean pass at every step; at λ = 1 its weight is 0 and only
-        # the moving BN statistics see it, which is what "mixed" reproduces.
-        clean_pass = self.sampler.clean_loss_used or (
-            training and self.adversarial_bn_statistics == "mixed")
-        if clean_pass:
+        if _runs_clean_pass(self.sampler, self.adversarial_bn_statistics, training):
             with _clean_pass_guard(network, self.adversarial_bn_statistics, training):
                 logits = forward(
                     {conditioning.IMAGE_KEY: images, conditioning.LAMBDA_KEY: lambdas}, training=training
@@ -645,11 +662,8 @@ class MultiExitHybridObjective(Objective):
         zeros = self.num_zeros(batch_size, drawn)
         per_sample = tf.zeros([batch_size], tf.float32)
         outputs = adversarial_outputs = None
-        # As `OATObjective`: under "mixed" the clean pass also runs when its loss
-        # weight is 0 (λ = 1 only), so that the moving BN statistics see it.
-        clean_pass = drawn is None or self.sampler.clean_loss_used or (
-            training and self.adversarial_bn_statistics == "mixed")
-        if clean_pass:
+        # Without sampling the clean pass is the hybrid loss's clean term, always used.
+        if drawn is None or _runs_clean_pass(self.sampler, self.adversarial_bn_statistics, training):
             with _clean_pass_guard(network, self.adversarial_bn_statistics, training):
                 outputs = forward(
                     {
