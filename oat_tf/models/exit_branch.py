@@ -53,6 +53,10 @@ from oat_tf.models import small_cnn
 CONV_KERNEL_SIZE = 3
 
 
+class FeaturesTooSmallError(ValueError):
+    """The features are smaller than an exit branch's pooling or convolution needs."""
+
+
 def _positive_int_or_none(value, argument: str) -> Optional[int]:
     """Returns `value` as an int if it is None or a positive int, else raises."""
     if value is None:
@@ -119,7 +123,8 @@ def apply_exit_branch(
         KerasTensor [N, num_classes], the exit's logits (no softmax).
 
     Raises:
-        ValueError: for a malformed argument, or features too small for the
+        ValueError: for a malformed argument.
+        FeaturesTooSmallError: a ValueError, for features too small for the
             convolution or the pooling.
     """
     # === Validation ===
@@ -176,7 +181,7 @@ def apply_exit_branch(
         )
     if prepool_size is not None:
         if any(d is not None and d < prepool_size for d in _static_spatial_size(x)):
-            raise ValueError(
+            raise FeaturesTooSmallError(
                 f"`prepool_size` must not exceed the spatial size of the features of exit "
                 f"{name!r}. Received: prepool_size={prepool_size} for features of shape "
                 f"{tuple(x.shape)}"
@@ -186,7 +191,7 @@ def apply_exit_branch(
     if conv_filters is not None and any(
         d is not None and d < CONV_KERNEL_SIZE for d in spatial
     ):
-        raise ValueError(
+        raise FeaturesTooSmallError(
             f"`x` must be at least {CONV_KERNEL_SIZE}×{CONV_KERNEL_SIZE} for the unpadded "
             f"convolution of exit {name!r}. Received: x with shape {tuple(x.shape)}"
         )
@@ -208,7 +213,7 @@ def apply_exit_branch(
     elif pool_size is not None:
         spatial = _static_spatial_size(x)
         if any(d is not None and d < pool_size for d in spatial):
-            raise ValueError(
+            raise FeaturesTooSmallError(
                 f"`pool_size` must not exceed the spatial size of the features it pools "
                 f"in exit {name!r}. Received: pool_size={pool_size} for features of shape "
                 f"{tuple(x.shape)}"

@@ -77,9 +77,7 @@ def _build_exit(
         return branch.apply(
             features, conditioning, num_classes=backbone.num_classes, name=name
         )
-    except ValueError as error:
-        if "spatial size" not in str(error) and "at least" not in str(error):
-            raise
+    except exit_branch.FeaturesTooSmallError as error:
         raise ValueError(
             f"`image_shape` is too small for exit {index}: the output of "
             f"{branch.feature_layer!r} is {tuple(features.shape[1:])} ({error}). "
