@@ -15,6 +15,13 @@ thread pools or allocator state leak into the other's.
 
 - `train`: `warmup` untimed steps, then `steps` timed ones; PGD-k at
   ε = 8/255, step 2/255, on the λ ≠ 0 samples (ceil(N / 6) of N are λ = 0).
+- `--max_cpu_isa=avx2`: both frameworks' kernels capped at AVX2 on a CPU
+  with AVX-512 (`ISA_CAP_ENVIRONMENT`: oneDNN's `ONEDNN_MAX_CPU_ISA` in
+  TensorFlow and PyTorch, PyTorch's `ATEN_CPU_CAPABILITY`, MKL's
+  `MKL_ENABLE_INSTRUCTIONS`), so that an AVX-512 machine measures the code
+  paths of an AVX2-only one (TensorFlow's Eigen kernels are compiled for AVX
+  on both). It does not make one CPU another: caches, memory and clocks stay
+  the host's.
 - `apgd_ce`: `apgd_warmup` untimed calls, then one timed call of APGD-CE
   with `apgd_steps` iterations on the batch (network in inference mode,
   λ = 1), random start, one restart. oat_tf's attack is traced before the
@@ -38,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags
 from absl import logging
@@ -55,6 +62,12 @@ MEASURES = ("train", "apgd_ce")
 VARIANTS = ("oat", "plain")
 # The precisions both frameworks can run (torch_reference.PRECISIONS, which imports torch).
 PRECISIONS = ("float32", "mixed_bfloat16")
+# The widest vector instructions both frameworks' kernels may use: the host's, or AVX2.
+MAX_CPU_ISAS = ("native", "avx2")
+# What caps them, per framework library (each read when the library loads).
+ISA_CAP_ENVIRONMENT = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
 _RESULT_PREFIX = "VERSUS_TORCH_RESULT "
 TORCH_MISSING = (
     "python -m oat_tf.bench.versus_torch needs PyTorch, an optional extra that oat_tf "
@@ -97,6 +110,12 @@ def define_flags() -> None:
         "PyTorch's weights and images in channels-last memory format (NHWC in memory, as "
         "TensorFlow's); off: contiguous NCHW, PyTorch's default and the authors' code's.",
     )
+    flags.DEFINE_enum(
+        "max_cpu_isa", "native", list(MAX_CPU_ISAS),
+        "The widest vector instructions both frameworks' kernels may use: native (the host's), or "
+        "avx2 (oneDNN, ATen and MKL capped at AVX2, to measure an AVX2-only CPU's code paths on an "
+        "AVX-512 one; needs a CPU with AVX2).",
+    )
     flags.DEFINE_string("output", None, "Also write the results as JSON here (a new file).")
     flags.DEFINE_enum("worker", None, list(FRAMEWORKS), "Internal: time one measurement.")
     flags.DEFINE_string("worker_job", None, "Internal: the measurement, as JSON.")
@@ -111,6 +130,8 @@ def check_arguments(
     counts: Dict[str, int],
     output: Optional[str],
     torch_installed: bool,
+    max_cpu_isa: str = "native",
+    cpu_vector_extensions: str = "unknown",
 ) -> List[int]:
     """Checks the benchmark's arguments before any work; returns the batch sizes as ints.
 
@@ -121,6 +142,9 @@ def check_arguments(
             (each >= 1) and "warmup", "apgd_warmup", "threads" (each >= 0).
         output: None or the path of a new JSON file in a writable directory.
         torch_installed: bool, whether PyTorch can be imported.
+        max_cpu_isa: str among `MAX_CPU_ISAS`.
+        cpu_vector_extensions: str, the host's (`cpu_kernels.vector_extensions`):
+            a cap at AVX2 needs "avx2" or "avx512".
 
     Returns:
         list of ints, the batch sizes.
@@ -149,6 +173,13 @@ def check_arguments(
         least = 0 if name in ("warmup", "apgd_warmup", "threads") else 1
         if value < least:
             raise ValueError(f"`--{name}` must be >= {least}. Received: --{name}={value}")
+    if max_cpu_isa not in MAX_CPU_ISAS:
+        raise ValueError(f"`--max_cpu_isa` must be one of {MAX_CPU_ISAS}. Received: --max_cpu_isa={max_cpu_isa}")
+    if max_cpu_isa == "avx2" and cpu_vector_extensions not in ("avx2", "avx512"):
+        raise ValueError(
+            "`--max_cpu_isa=avx2` caps kernels at AVX2, so it needs a CPU with AVX2; this CPU's widest "
+            f"vector instructions are {cpu_vector_extensions!r}. Received: --max_cpu_isa=avx2"
+        )
     if output is not None:
         if os.path.exists(output):
             raise ValueError(f"`--output` must name a new file; {output!r} exists and is not overwritten.")
@@ -242,6 +273,25 @@ def markdown(rows: Sequence[Dict[str, Any]], header: str) -> str:
 
 # === Workers: one measurement per process ===
 
+def worker_environment(max_cpu_isa: str, environ: Mapping[str, str]) -> Dict[str, str]:
+    """The environment of a measurement's process.
+
+    Args:
+        max_cpu_isa: str among `MAX_CPU_ISAS`.
+        environ: the parent's environment.
+
+    Returns:
+        dict: `environ`, with `ISA_CAP_ENVIRONMENT[max_cpu_isa]` set over it
+        (nothing added for "native").
+    """
+    return {**environ, **ISA_CAP_ENVIRONMENT.get(max_cpu_isa, {})}
+
+
+def _isa_cap_settings() -> Dict[str, Any]:
+    """The kernel caps this process runs under, from its environment."""
+    return {"isa_cap_environment": {name: os.environ.get(name) for name in ISA_CAP_ENVIRONMENT["avx2"]}}
+
+
 def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
     import tensorflow as tf
 
@@ -259,6 +309,7 @@ def _time_tensorflow(job: Dict[str, Any]) -> Dict[str, Any]:
         "fused_normalization": FLAGS.fused_normalization,
         "precision": FLAGS.precision,
         **cpu_kernels.describe(),
+        **_isa_cap_settings(),
     }
     if job["measure"] == "train":
         timing = train_step.time_train_step(
@@ -314,6 +365,7 @@ def _time_torch(job: Dict[str, Any]) -> Dict[str, Any]:
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "precision": FLAGS.precision,
         "torch_memory_format": "channels_last" if FLAGS.torch_channels_last else "contiguous",
+        **_isa_cap_settings(),
     }
     model = torch_reference.build(job["model"], job["variant"], FLAGS.precision)
     # The oat_tf benchmark's batch, as NCHW tensors.
@@ -358,7 +410,10 @@ def _run_worker(job: Dict[str, Any]) -> Dict[str, Any]:
         f"--precision={FLAGS.precision}",
         "--torch_channels_last" if FLAGS.torch_channels_last else "--notorch_channels_last",
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False,
+        env=worker_environment(FLAGS.max_cpu_isa, os.environ),
+    )
     for line in completed.stdout.splitlines():
         if line.startswith(_RESULT_PREFIX):
             return {**job, **json.loads(line[len(_RESULT_PREFIX):])}
@@ -378,6 +433,8 @@ def main(argv: Sequence[str]) -> None:
         models=FLAGS.models, batch_sizes=FLAGS.batch_sizes, measures=FLAGS.measures,
         variants=FLAGS.variants, counts=counts, output=FLAGS.output,
         torch_installed=importlib.util.find_spec("torch") is not None,
+        max_cpu_isa=FLAGS.max_cpu_isa,
+        cpu_vector_extensions=cpu_kernels.cpu_description()["cpu_vector_extensions"],
     )
     jobs = schedule(FLAGS.models, batch_sizes, FLAGS.measures, FLAGS.variants, FLAGS.rounds)
     results = []
@@ -389,8 +446,13 @@ def main(argv: Sequence[str]) -> None:
         results.append(result)
     ours = next(r for r in results if r["framework"] == "oat_tf")
     theirs = next(r for r in results if r["framework"] == "torch")
+    capped = (
+        "" if FLAGS.max_cpu_isa == "native" else
+        f", kernels capped at {FLAGS.max_cpu_isa.upper()} (" + ", ".join(
+            f"{name}={value}" for name, value in ISA_CAP_ENVIRONMENT[FLAGS.max_cpu_isa].items()) + ")"
+    )
     header = (
-        f"CPU: {ours['cpu']} ({ours['cpu_vector_extensions']}; PyTorch dispatches "
+        f"CPU: {ours['cpu']} ({ours['cpu_vector_extensions']}{capped}; PyTorch dispatches "
         f"{theirs['torch_cpu_capability']}). TensorFlow {ours['tensorflow']}, oneDNN "
         f"{ours['onednn']}, intra-op threads {ours['intra_op_threads'] or 'default'}, op "
         f"determinism {'on' if ours['deterministic'] else 'off'}, "

@@ -1,5 +1,6 @@
 """The side-by-side benchmark's schedule, ratios and argument checks (no timing is asserted)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import pytest
 
 from oat_tf.bench import versus_torch
+from tests import testing
 
 _COUNTS = {"rounds": 2, "steps": 2, "attack_steps": 7, "apgd_steps": 100, "warmup": 1,
            "apgd_warmup": 1, "threads": 0}
@@ -78,6 +80,48 @@ def test_arguments_are_checked_before_any_work(tmp_path):
         _check(output=str(tmp_path / "missing" / "results.json"))
     with pytest.raises(ImportError, match="requirements-bench.txt"):
         _check(torch_installed=False)
+    assert _check(max_cpu_isa="avx2", cpu_vector_extensions="avx512") == [32, 128]
+    with pytest.raises(ValueError, match=r"needs a CPU with AVX2.*'other'.*Received: --max_cpu_isa=avx2"):
+        _check(max_cpu_isa="avx2", cpu_vector_extensions="other")
+    with pytest.raises(ValueError, match=r"--max_cpu_isa.*Received: --max_cpu_isa=avx1024"):
+        _check(max_cpu_isa="avx1024")
+
+
+def test_worker_environment_caps_every_kernel_library_only_when_asked():
+    parent = {"PATH": "/bin", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    assert versus_torch.worker_environment("native", parent) == parent
+    capped = versus_torch.worker_environment("avx2", parent)
+    assert capped == {"PATH": "/bin", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                      "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert parent["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"  # the parent's is left alone
+
+
+_ONEDNN_ISA_PROBE = """
+import oat_tf  # oneDNN on for CPUs with AVX2, as in the benchmark's workers
+import tensorflow as tf
+tf.nn.conv2d(tf.ones([1, 8, 8, 4]), tf.ones([3, 3, 4, 4]), 1, "SAME").numpy()
+"""
+
+
+@pytest.mark.skipif(versus_torch.cpu_kernels.cpu_description()["cpu_vector_extensions"] not in ("avx2", "avx512"),
+                    reason="the AVX2 cap needs a CPU with AVX2")
+def test_the_avx2_cap_reaches_tensorflows_onednn_kernels():
+    env = dict(versus_torch.worker_environment("avx2", os.environ), ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    completed = subprocess.run([sys.executable, "-c", _ONEDNN_ISA_PROBE], capture_output=True, text=True,
+                               env=env, check=False, cwd=testing.REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    isa_lines = [line for line in completed.stdout.splitlines() if ",info,cpu,isa:" in line]
+    assert isa_lines and all(line.endswith("isa:Intel AVX2") for line in isa_lines), completed.stdout[-2000:]
+
+
+@pytest.mark.skipif(versus_torch.cpu_kernels.cpu_description()["cpu_vector_extensions"] not in ("avx2", "avx512")
+                    or importlib.util.find_spec("torch") is None,
+                    reason="needs PyTorch (an optional extra) and a CPU with AVX2")
+def test_the_avx2_cap_reaches_pytorchs_kernels():
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                               env=versus_torch.worker_environment("avx2", os.environ), check=False)
+    assert completed.stdout.strip() == "AVX2", completed.stderr[-2000:]
 
 
 @pytest.mark.parametrize("flag, value", [
@@ -85,10 +129,9 @@ def test_arguments_are_checked_before_any_work(tmp_path):
     ("precision", "mixed_float16"),  # PyTorch's CPU autocast here is bfloat16 only.
 ])
 def test_the_command_line_refuses_bad_flags_with_the_flag_named(flag, value):
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     completed = subprocess.run(
         [sys.executable, "-m", "oat_tf.bench.versus_torch", f"--{flag}={value}"],
-        capture_output=True, text=True, cwd=repo, check=False,
+        capture_output=True, text=True, cwd=testing.REPO_ROOT, check=False,
     )
     assert completed.returncode != 0
     assert f"--{flag}" in completed.stderr and value in completed.stderr
