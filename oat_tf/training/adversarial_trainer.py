@@ -163,6 +163,24 @@ class AdversarialTrainer(keras.Model):
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
+    def compile(self, *args, **kwargs) -> None:
+        """`keras.Model.compile`, then builds the optimizer's slots for the network's weights.
+
+        Without a distribution strategy Keras defers building the optimizer to
+        the first `optimizer.apply`, inside the first traced training step;
+        TensorFlow must then trace that step a second time, because a
+        `tf.function` may create variables on its first trace only. Building the
+        slots here (in the caller's strategy scope, with the variables the step
+        applies to) makes the step trace once. The slots start at zero either
+        way, so training is unchanged.
+
+        Args:
+            *args, **kwargs: `keras.Model.compile`'s arguments.
+        """
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.network.trainable_variables)
+
     @property
     def metrics(self):
         return [

@@ -433,3 +433,25 @@ def test_loss_scaling_gives_the_unscaled_update():
     assert max(np.abs(w.numpy() - w0).max() for w, w0 in zip(scaled.weights, initial)) > 1e-4
     # No step was skipped as overflowing.
     assert float(trainer.optimizer.dynamic_scale.numpy()) == 2.0**10
+
+
+def test_compile_builds_the_optimizer_so_fit_traces_the_step_once(monkeypatch):
+    images, labels = _data(8)
+    trainer = _trainer(_network())
+    # One zero-initialised momentum slot per trainable weight, before any step.
+    assert trainer.optimizer.built
+    slots = [v for v in trainer.optimizer.variables if v.path.endswith("_momentum")]
+    assert len(slots) == len(trainer.network.trainable_variables)
+    assert all(not np.any(v.numpy()) for v in slots)
+    traces = []
+    real_step = adversarial_trainer.OATTrainer.train_step
+
+    def counting_step(self, data):
+        traces.append(1)  # Python runs only while TensorFlow traces the step.
+        return real_step(self, data)
+
+    monkeypatch.setattr(adversarial_trainer.OATTrainer, "train_step", counting_step)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    trainer.fit(dataset, epochs=2, steps_per_epoch=2, verbose=0)
+    assert len(traces) == 1
+    assert int(trainer.optimizer.iterations.numpy()) == 4
