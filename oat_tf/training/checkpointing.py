@@ -62,7 +62,9 @@ def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) ->
     path = manager.latest_checkpoint
     if path is None:
         return None
-    trainer.optimizer.build(trainer.network.trainable_variables)
+    if not trainer.optimizer.built:
+        # (Keras' LossScaleOptimizer would make a second set of its variables if built again.)
+        trainer.optimizer.build(trainer.network.trainable_variables)
     try:
         status = manager.checkpoint.restore(path)
         status.assert_existing_objects_matched()
