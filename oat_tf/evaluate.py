@@ -209,6 +209,46 @@ def main(argv) -> None:
     batch_stats = FLAGS.bn_statistics == "batch"
     if batch_stats:
         check_batch_statistics_source(FLAGS.saved_model, run_config)
+    # Flags that need neither the model nor the data are checked before either is loaded.
+    dataset_name = FLAGS.dataset or (run_config["data"]["dataset"] if run_config else None)
+    if dataset_name is None:
+        raise app.UsageError("--dataset is required when evaluating a SavedModel without --run_dir.")
+    train_attack_dict = dict(run_config["train_attack"]) if run_config else {}
+    train_attack = config_lib.AttackConfig(**train_attack_dict) if run_config else config_lib.AttackConfig()
+    if FLAGS.epsilon or FLAGS.step_size:
+        train_attack = config_lib.AttackConfig(
+            **{
+                **config_lib.to_dict(train_attack),
+                "epsilon": oat_flags.parse_fraction("epsilon", FLAGS.epsilon) if FLAGS.epsilon else train_attack.epsilon,
+                "step_size": oat_flags.parse_fraction("step_size", FLAGS.step_size) if FLAGS.step_size else train_attack.step_size,
+            }
+        )
+    attack_list = oat_flags.parse_eval_attacks(FLAGS.attacks, train_attack)
+    attack_labels = [a.describe() for a in attack_list]
+    if FLAGS.plot_attack is not None and FLAGS.plot_attack not in attack_labels:
+        raise app.UsageError(
+            f"--plot_attack must be one of the evaluated attacks {attack_labels}. "
+            f"Received: {FLAGS.plot_attack!r}"
+        )
+    try:
+        frontier_runs = [frontier_lib.load_frontier_run(d) for d in FLAGS.frontier_runs]
+        bn_run_configs = [loading.read_run_config(d) for d in FLAGS.bn_runs]
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(f"--frontier_runs / --bn_runs: {error}") from None
+    saliency_lambdas = oat_flags.parse_lambdas(FLAGS.saliency_lambdas) if FLAGS.saliency_lambdas else None
+    if FLAGS.lambdas:
+        lambdas = oat_flags.parse_lambdas(FLAGS.lambdas)
+    else:
+        seen = tuple(run_config["lambda_sampling"]["values"]) if run_config else config_lib.S1
+        lambdas = config_lib.check_lambda_values("lambdas", seen + config_lib.S3)
+    seen_lambdas = tuple(run_config["lambda_sampling"]["values"]) if run_config else None
+    output_dir = FLAGS.output_dir or (
+        os.path.join(FLAGS.run_dir, default_output_name(FLAGS.split, FLAGS.bn_statistics))
+        if FLAGS.run_dir else None
+    )
+    if output_dir is None:
+        raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
+
     if FLAGS.saved_model:
         model = loading.SavedModelClassifier(FLAGS.saved_model)
         source = os.path.abspath(FLAGS.saved_model)
@@ -228,9 +268,6 @@ def main(argv) -> None:
                 raise app.UsageError(f"--bn_statistics=batch: {error}") from None
             logging.info("Evaluating with batch statistics (BN moving averages unused).")
 
-    dataset_name = FLAGS.dataset or (run_config["data"]["dataset"] if run_config else None)
-    if dataset_name is None:
-        raise app.UsageError("--dataset is required when evaluating a SavedModel without --run_dir.")
     data_config = config_lib.DataConfig(
         dataset=dataset_name,
         data_dir=FLAGS.data_dir or (run_config["data"].get("data_dir") if run_config else None),
@@ -242,30 +279,6 @@ def main(argv) -> None:
     if split is None:
         raise app.UsageError(f"{dataset_name} has no {FLAGS.split} split (see --validation_size).")
 
-    train_attack_dict = dict(run_config["train_attack"]) if run_config else {}
-    train_attack = config_lib.AttackConfig(**train_attack_dict) if run_config else config_lib.AttackConfig()
-    if FLAGS.epsilon or FLAGS.step_size:
-        train_attack = config_lib.AttackConfig(
-            **{
-                **config_lib.to_dict(train_attack),
-                "epsilon": oat_flags.parse_fraction("epsilon", FLAGS.epsilon) if FLAGS.epsilon else train_attack.epsilon,
-                "step_size": oat_flags.parse_fraction("step_size", FLAGS.step_size) if FLAGS.step_size else train_attack.step_size,
-            }
-        )
-    attack_list = oat_flags.parse_eval_attacks(FLAGS.attacks, train_attack)
-    attack_labels = [a.describe() for a in attack_list]
-    if FLAGS.plot_attack is not None and FLAGS.plot_attack not in attack_labels:
-        raise app.UsageError(
-            f"--plot_attack must be one of the evaluated attacks {attack_labels}. "
-            f"Received: {FLAGS.plot_attack!r}"
-        )
-    # Bad frontier or BN run directories fail now, not after the evaluation.
-    try:
-        frontier_runs = [frontier_lib.load_frontier_run(d) for d in FLAGS.frontier_runs]
-        bn_run_configs = [loading.read_run_config(d) for d in FLAGS.bn_runs]
-    except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(f"--frontier_runs / --bn_runs: {error}") from None
-    saliency_lambdas = oat_flags.parse_lambdas(FLAGS.saliency_lambdas) if FLAGS.saliency_lambdas else None
     try:
         saliency_indices = saliency.select_indices(
             split.num_examples, FLAGS.saliency_examples,
@@ -273,19 +286,6 @@ def main(argv) -> None:
         ) if FLAGS.plots else []
     except ValueError as error:
         raise app.UsageError(f"--saliency_indices / --saliency_examples: {error}") from None
-    if FLAGS.lambdas:
-        lambdas = oat_flags.parse_lambdas(FLAGS.lambdas)
-    else:
-        seen = tuple(run_config["lambda_sampling"]["values"]) if run_config else config_lib.S1
-        lambdas = config_lib.check_lambda_values("lambdas", seen + config_lib.S3)
-    seen_lambdas = tuple(run_config["lambda_sampling"]["values"]) if run_config else None
-
-    output_dir = FLAGS.output_dir or (
-        os.path.join(FLAGS.run_dir, default_output_name(FLAGS.split, FLAGS.bn_statistics))
-        if FLAGS.run_dir else None
-    )
-    if output_dir is None:
-        raise app.UsageError("--output_dir is required when evaluating a SavedModel without --run_dir.")
     try:
         width_models = width_grid.select_widths(model, FLAGS.widths, FLAGS.saved_model)
     except ValueError as error:

@@ -119,14 +119,19 @@ def test_evaluate_run_dir_resumes_and_reports_checks(tiny_run):
 
 def test_bad_plot_flags_fail_before_evaluating(tiny_run):
     summary, root = tiny_run
-    for flag, message in (
-        (f"--frontier_runs={summary['run_dir']}", "one fixed λ"),
-        (f"--bn_runs={root}", "config.json"),
-        ("--saliency_indices=99", "saliency_indices"),
-        ("--plot_attack=PGD-20", "plot_attack"),
-        ("--widths=0.5,1.0", "slimmable"),
+    # The run's config without its checkpoints: flags that need no model are refused
+    # before the model is loaded (loading it would fail on the missing checkpoint).
+    untrained = root / "untrained"
+    untrained.mkdir(exist_ok=True)
+    (untrained / "config.json").write_text((root / "runs" / "tiny" / "config.json").read_text())
+    for run_dir, flag, message in (
+        (untrained, f"--frontier_runs={summary['run_dir']}", "one fixed λ"),
+        (untrained, f"--bn_runs={root}", "config.json"),
+        (untrained, "--plot_attack=PGD-20", "plot_attack"),
+        (summary["run_dir"], "--saliency_indices=99", "saliency_indices"),
+        (summary["run_dir"], "--widths=0.5,1.0", "slimmable"),
     ):
-        run = _evaluate(f"--run_dir={summary['run_dir']}", "--lambdas=0", f"--output_dir={root / 'bad'}", flag)
+        run = _evaluate(f"--run_dir={run_dir}", "--lambdas=0", f"--output_dir={root / 'bad'}", flag)
         assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
     assert not (root / "bad" / "evaluation_state.json").exists()
 
