@@ -10,6 +10,7 @@ import pytest
 from oat_tf.bench import versus_torch
 from tests import testing
 
+_HAS_AVX2 = versus_torch.cpu_kernels.cpu_description()["cpu_vector_extensions"] in ("avx2", "avx512")
 _COUNTS = {"rounds": 2, "steps": 2, "attack_steps": 7, "apgd_steps": 100, "warmup": 1,
            "apgd_warmup": 1, "threads": 0}
 
@@ -103,8 +104,7 @@ tf.nn.conv2d(tf.ones([1, 8, 8, 4]), tf.ones([3, 3, 4, 4]), 1, "SAME").numpy()
 """
 
 
-@pytest.mark.skipif(versus_torch.cpu_kernels.cpu_description()["cpu_vector_extensions"] not in ("avx2", "avx512"),
-                    reason="the AVX2 cap needs a CPU with AVX2")
+@pytest.mark.skipif(not _HAS_AVX2, reason="the AVX2 cap needs a CPU with AVX2")
 def test_the_avx2_cap_reaches_tensorflows_onednn_kernels():
     env = dict(versus_torch.worker_environment("avx2", os.environ), ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
     completed = subprocess.run([sys.executable, "-c", _ONEDNN_ISA_PROBE], capture_output=True, text=True,
@@ -114,8 +114,7 @@ def test_the_avx2_cap_reaches_tensorflows_onednn_kernels():
     assert isa_lines and all(line.endswith("isa:Intel AVX2") for line in isa_lines), completed.stdout[-2000:]
 
 
-@pytest.mark.skipif(versus_torch.cpu_kernels.cpu_description()["cpu_vector_extensions"] not in ("avx2", "avx512")
-                    or importlib.util.find_spec("torch") is None,
+@pytest.mark.skipif(not _HAS_AVX2 or importlib.util.find_spec("torch") is None,
                     reason="needs PyTorch (an optional extra) and a CPU with AVX2")
 def test_the_avx2_cap_reaches_pytorchs_kernels():
     probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
