@@ -63,7 +63,9 @@ def restore_latest(manager: tf.train.CheckpointManager, trainer: keras.Model) ->
     if path is None:
         return None
     if not trainer.optimizer.built:
-        # (Keras' LossScaleOptimizer would make a second set of its variables if built again.)
+        # `AdversarialTrainer.compile` has built it; a trainer compiled otherwise needs its slots
+        # now, to restore them. Never twice: Keras' LossScaleOptimizer would make a second set
+        # of its variables.
         trainer.optimizer.build(trainer.network.trainable_variables)
     try:
         status = manager.checkpoint.restore(path)

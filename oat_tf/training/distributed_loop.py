@@ -178,7 +178,9 @@ class DistributedFit:
     def _train_function(self, element_spec):
         if element_spec not in self._train_functions:
             if not self.trainer.optimizer.built:
-                # Its slots must exist before the step is traced, as `fit` builds them.
+                # Its slots must exist before the step is traced (a tf.function creates variables on
+                # its first trace only). `AdversarialTrainer.compile` builds them; this covers a
+                # trainer compiled otherwise.
                 with self.strategy.scope():
                     self.trainer.optimizer.build(self.trainer.network.trainable_variables)
             self._train_functions[element_spec] = make_train_function(
